@@ -1,0 +1,8 @@
+//! What every Sluice service shares at run time: config loading, telemetry, the ops endpoints
+//! (`/healthz`, `/readyz`, `/metrics`), shutdown signals and Kafka client settings.
+
+pub mod config_file;
+pub mod kafka;
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,4 @@
+//! Sluice's Avro schemas and the code both services share to turn them into wire bytes and ClickHouse columns.
+
+pub mod catalog;
+pub mod wire;

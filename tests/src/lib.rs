@@ -66,3 +66,16 @@ where
 pub fn init_tracing() {
     sluice_runtime::telemetry::init();
 }
+
+/// Path of a workspace binary (for example `sluice-consumer`) built beside the running test executable.
+///
+/// The test command builds every binary first (`cargo build --workspace --bins`); tests that must kill a real
+/// process (kill -9, restarts) run it from here.
+pub fn service_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/debug/deps/<test>-<hash> -> target/debug/<name>
+    let dir = exe.parent().and_then(|deps| deps.parent()).ok_or_else(|| anyhow::anyhow!("no target dir above {exe:?}"))?;
+    let path = dir.join(name);
+    anyhow::ensure!(path.exists(), "{} is not built; run `cargo build --workspace --bins` first", path.display());
+    Ok(path)
+}

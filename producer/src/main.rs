@@ -1,1 +1,29 @@
-fn main() {}
+//! `sluice-producer`: reads config and runs the server until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Sluice's HTTP ingestion service.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file (default: $SLUICE_CONFIG; without either, built-in defaults plus SLUICE_* variables).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    sluice_runtime::telemetry::init();
+    let path = sluice_runtime::config_file::path_from_env_or(args.config);
+    let config = sluice_producer::Config::load(path.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let shutdown = sluice_runtime::shutdown::on_signal();
+    sluice_producer::serve(config, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Ingestion keys: presented as `Authorization: Bearer <key>` or `X-Api-Key: <key>`, looked up by SHA-256 so the
+//! plaintext never sits in config or memory longer than one request.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
+
+use crate::config::KeyConfig;
+use crate::error::ApiError;
+
+/// Header carrying a key when `Authorization` is not used.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The configured keys, by hex SHA-256.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    by_hash: HashMap<String, KeyConfig>,
+}
+
+impl Keys {
+    /// Keys from config (already checked to be lowercase hex).
+    pub fn new(keys: &BTreeMap<String, KeyConfig>) -> Self {
+        Self {
+            by_hash: keys.iter().map(|(h, k)| (h.clone(), k.clone())).collect(),
+        }
+    }
+
+    /// The key a request carries, or 401.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<&KeyConfig, ApiError> {
+        let presented = presented_key(headers).ok_or(ApiError::MissingKey)?;
+        let hash = hex::encode(Sha256::digest(presented.as_bytes()));
+        self.by_hash.get(&hash).ok_or(ApiError::BadKey)
+    }
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let mut parts = v.trim().splitn(2, ' ');
+        if let (Some(scheme), Some(token)) = (parts.next(), parts.next())
+            && scheme.eq_ignore_ascii_case("bearer")
+            && !token.trim().is_empty()
+        {
+            return Some(token.trim());
+        }
+    }
+    headers
+        .get(API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn keys() -> Keys {
+        let hash = hex::encode(Sha256::digest(b"dev-key"));
+        Keys::new(&BTreeMap::from([(
+            hash,
+            KeyConfig {
+                tenant: "demo".into(),
+                streams: vec!["events".into()],
+            },
+        )]))
+    }
+
+    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn bearer_and_api_key_both_work() {
+        let k = keys();
+        assert_eq!(
+            k.authenticate(&headers("authorization", "Bearer dev-key"))
+                .expect("ok")
+                .tenant,
+            "demo"
+        );
+        assert_eq!(
+            k.authenticate(&headers("authorization", "bearer  dev-key "))
+                .expect("ok")
+                .tenant,
+            "demo"
+        );
+        assert_eq!(
+            k.authenticate(&headers("x-api-key", "dev-key"))
+                .expect("ok")
+                .tenant,
+            "demo"
+        );
+    }
+
+    #[test]
+    fn missing_and_wrong_keys_are_401() {
+        let k = keys();
+        assert!(matches!(
+            k.authenticate(&HeaderMap::new()),
+            Err(ApiError::MissingKey)
+        ));
+        assert!(matches!(
+            k.authenticate(&headers("authorization", "Basic abc")),
+            Err(ApiError::MissingKey)
+        ));
+        assert!(matches!(
+            k.authenticate(&headers("authorization", "Bearer nope")),
+            Err(ApiError::BadKey)
+        ));
+        assert!(matches!(
+            k.authenticate(&headers("x-api-key", "DEV-KEY")),
+            Err(ApiError::BadKey)
+        ));
+    }
+}

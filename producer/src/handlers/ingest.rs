@@ -1,0 +1,346 @@
+//! `POST /v1/streams/{stream}/events`: authenticate, bound, read, validate, encode, produce, and answer 202 only
+//! once Kafka acknowledged every event.
+//!
+//! Body: one JSON object (one event) or a JSON array of objects (a batch), `Content-Type: application/json`,
+//! optionally `Content-Encoding: gzip` or `zstd`. A batch is all-or-nothing at validation: if any event is invalid,
+//! the answer is 400 listing every problem (event index, JSON pointer, message) and nothing is written.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use prometheus::IntGauge;
+use serde::Serialize;
+use serde_json::Value as Json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::AppState;
+use crate::encode::Encoder;
+use crate::error::{ApiError, EventError};
+use crate::sink::OutRecord;
+use crate::stream::{IdSource, ServerSide, Stream};
+use crate::validate::ValidateLimits;
+
+/// Header whose value makes server-minted event ids deterministic, so a retried request collapses downstream.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The 202 body.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// Events written and acknowledged.
+    pub accepted: usize,
+    /// Their ids, in request order.
+    pub event_ids: Vec<String>,
+}
+
+/// Permits held for the life of a request, mirrored in a gauge.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    gauge: IntGauge,
+    n: i64,
+}
+
+impl Held {
+    fn try_new(
+        sem: &Arc<Semaphore>,
+        n: usize,
+        gauge: &IntGauge,
+        what: &'static str,
+    ) -> Result<Self, ApiError> {
+        let n32 = u32::try_from(n).map_err(|_| ApiError::Overloaded(what))?;
+        let permit = sem
+            .clone()
+            .try_acquire_many_owned(n32)
+            .map_err(|_| ApiError::Overloaded(what))?;
+        gauge.add(n as i64);
+        Ok(Self {
+            _permit: permit,
+            gauge: gauge.clone(),
+            n: n as i64,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.sub(self.n);
+    }
+}
+
+/// The ingestion endpoint.
+pub async fn ingest(
+    State(app): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    req: Request,
+) -> Response {
+    let mut events = 0usize;
+    let known = app.streams.contains_key(&stream);
+    let label = if known { stream.as_str() } else { "unknown" };
+    match handle(&app, &stream, req, &mut events).await {
+        Ok(accepted) => {
+            app.metrics
+                .accepted
+                .with_label_values(&[label])
+                .inc_by(accepted.accepted as u64);
+            (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
+        }
+        Err(e) => {
+            let n = events.max(1) as u64;
+            app.metrics
+                .rejected
+                .with_label_values(&[label, e.code()])
+                .inc_by(n);
+            if matches!(
+                e,
+                ApiError::Sink(_) | ApiError::Timeout | ApiError::Internal(_)
+            ) {
+                tracing::warn!(stream = %stream, error = %e, "request failed");
+            }
+            e.into_response_with(app.limits.retry_after_secs)
+        }
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let Some(ct) = ct else {
+        return Err(ApiError::UnsupportedContentType(String::new()));
+    };
+    let mime = ct.split(';').next().unwrap_or_default().trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedContentType(ct))
+    }
+}
+
+/// What is left of `Content-Encoding` after the decompression layer took gzip and zstd off.
+fn check_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::CONTENT_ENCODING) {
+        None => Ok(()),
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"identity") => Ok(()),
+        Some(v) => Err(ApiError::UnsupportedEncoding(
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s) if !s.trim().is_empty() && s.len() <= 255 => Ok(Some(s.trim())),
+        _ => Err(ApiError::BadHeader(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        )),
+    }
+}
+
+async fn read_body(req: Request, max: usize, expected: Option<usize>) -> Result<Vec<u8>, ApiError> {
+    let mut buf = Vec::with_capacity(expected.unwrap_or(8 * 1024).min(max));
+    let mut body = req.into_body().into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadBody(error_chain(&e)))?;
+        if buf.len() + chunk.len() > max {
+            return Err(ApiError::BodyTooLarge(max));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+async fn handle(
+    app: &AppState,
+    name: &str,
+    req: Request,
+    events: &mut usize,
+) -> Result<Accepted, ApiError> {
+    let limits = &app.limits;
+    let deadline = tokio::time::Instant::now() + limits.request_timeout();
+    let headers = req.headers();
+    let key = app.keys.authenticate(headers)?;
+    let stream: &Arc<Stream> = app
+        .streams
+        .get(name)
+        .ok_or_else(|| ApiError::UnknownStream(name.to_owned()))?;
+    if !key.allows(name) {
+        return Err(ApiError::Forbidden(name.to_owned()));
+    }
+    check_content_type(headers)?;
+    check_encoding(headers)?;
+    let idempotency = idempotency_key(headers)?.map(str::to_owned);
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if content_length.is_some_and(|n| n > limits.max_body_bytes) {
+        return Err(ApiError::BodyTooLarge(limits.max_body_bytes));
+    }
+    // Reserve before reading: a body of unknown size (chunked, or compressed) may grow to the limit.
+    let reserve = content_length.unwrap_or(limits.max_body_bytes).max(1);
+    let _bytes = Held::try_new(
+        &app.bytes_in_flight,
+        reserve,
+        &app.metrics.in_flight_bytes,
+        "bytes",
+    )?;
+    let body = tokio::time::timeout_at(
+        deadline,
+        read_body(req, limits.max_body_bytes, content_length),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout)??;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::EmptyBody);
+    }
+    let json: Json = serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    drop(body);
+    let items = match json {
+        Json::Array(items) => items,
+        obj @ Json::Object(_) => vec![obj],
+        _ => {
+            return Err(ApiError::BadJson(
+                "expected an event object or an array of event objects".into(),
+            ));
+        }
+    };
+    *events = items.len();
+    if items.is_empty() {
+        return Err(ApiError::EmptyBatch);
+    }
+    if items.len() > limits.max_batch_events {
+        return Err(ApiError::BatchTooLarge {
+            got: items.len(),
+            max: limits.max_batch_events,
+        });
+    }
+    let _events = Held::try_new(
+        &app.events_in_flight,
+        items.len(),
+        &app.metrics.in_flight_events,
+        "events",
+    )?;
+
+    let ids = match &idempotency {
+        Some(k) => IdSource::Idempotency {
+            tenant: &key.tenant,
+            stream: name,
+            key: k,
+        },
+        None => IdSource::Mint,
+    };
+    let server = ServerSide {
+        tenant: &key.tenant,
+        received_at: chrono::Utc::now(),
+        ids,
+    };
+    let vlimits = ValidateLimits {
+        max_string_bytes: limits.max_string_bytes,
+    };
+    let total = items.len();
+    let mut prepared = Vec::with_capacity(total);
+    let mut errors = Vec::new();
+    let mut invalid = 0;
+    for (index, item) in items.into_iter().enumerate() {
+        match stream.prepare(item, index, &server, vlimits) {
+            Ok(p) => prepared.push(p),
+            Err(errs) => {
+                invalid += 1;
+                errors.extend(errs.into_iter().map(|e| EventError {
+                    index,
+                    pointer: e.pointer,
+                    message: e.message,
+                }));
+            }
+        }
+    }
+    if invalid > 0 {
+        return Err(ApiError::Invalid {
+            invalid,
+            total,
+            errors,
+        });
+    }
+
+    let encoder = Encoder::new(stream.schema(), stream.schema_id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut records = Vec::with_capacity(total);
+    let mut event_ids = Vec::with_capacity(total);
+    for p in prepared {
+        let payload = encoder
+            .encode(&p.value)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        records.push(OutRecord {
+            key: p.key,
+            payload,
+        });
+        if let Some(id) = p.event_id {
+            event_ids.push(id);
+        }
+    }
+    let started = Instant::now();
+    tokio::time::timeout_at(deadline, app.sink.send_all(&stream.topic, records))
+        .await
+        .map_err(|_| ApiError::Timeout)?
+        .map_err(ApiError::Sink)?;
+    app.metrics
+        .produce_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Accepted {
+        accepted: total,
+        event_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn content_type_must_be_json() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(
+            check_content_type(&h),
+            Err(ApiError::UnsupportedContentType(_))
+        ));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON; charset=utf-8"),
+        );
+        assert!(check_content_type(&h).is_ok());
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(matches!(
+            check_content_type(&h),
+            Err(ApiError::UnsupportedContentType(_))
+        ));
+    }
+
+    #[test]
+    fn leftover_encodings_are_refused() {
+        let mut h = HeaderMap::new();
+        assert!(check_encoding(&h).is_ok());
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        assert!(matches!(
+            check_encoding(&h),
+            Err(ApiError::UnsupportedEncoding(_))
+        ));
+    }
+}

@@ -1,0 +1,56 @@
+//! Request handlers and the state they share.
+
+pub mod ingest;
+pub mod openapi;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::auth::Keys;
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::sink::EventSink;
+use crate::stream::Stream;
+
+/// What every request handler reads.
+pub struct AppState {
+    /// Streams by name.
+    pub streams: HashMap<String, Arc<Stream>>,
+    /// Ingestion keys.
+    pub keys: Keys,
+    /// Where events go.
+    pub sink: Arc<dyn EventSink>,
+    /// Request bounds.
+    pub limits: Limits,
+    /// Metric handles.
+    pub metrics: Metrics,
+    /// Permits for events in flight (one per event).
+    pub events_in_flight: Arc<Semaphore>,
+    /// Permits for request bytes in flight (one per byte).
+    pub bytes_in_flight: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// State with semaphores sized from `limits`.
+    pub fn new(
+        streams: HashMap<String, Arc<Stream>>,
+        keys: Keys,
+        sink: Arc<dyn EventSink>,
+        limits: Limits,
+        metrics: Metrics,
+    ) -> Self {
+        let events_in_flight = Arc::new(Semaphore::new(limits.max_in_flight_events));
+        let bytes_in_flight = Arc::new(Semaphore::new(limits.max_in_flight_bytes));
+        Self {
+            streams,
+            keys,
+            sink,
+            limits,
+            metrics,
+            events_in_flight,
+            bytes_in_flight,
+        }
+    }
+}

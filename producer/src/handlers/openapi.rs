@@ -1,0 +1,200 @@
+//! `GET /openapi.json`: the OpenAPI 3 document of the producer's routes, with the event body described from the
+//! bundled Avro schema so the two cannot disagree.
+
+use std::sync::OnceLock;
+
+use apache_avro::Schema;
+use axum::Json;
+use serde_json::{Value, json};
+
+use crate::routes;
+
+/// Serves the document.
+pub async fn serve() -> Json<Value> {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    Json(DOC.get_or_init(document).clone())
+}
+
+/// A JSON Schema for the JSON clients send for values of an Avro schema.
+pub fn json_schema(schema: &Schema) -> Value {
+    match schema {
+        Schema::Null => json!({"type": "null"}),
+        Schema::Boolean => json!({"type": "boolean"}),
+        Schema::Int => json!({"type": "integer", "format": "int32"}),
+        Schema::Long => json!({"type": "integer", "format": "int64"}),
+        Schema::Float | Schema::Double => json!({"type": "number"}),
+        Schema::String | Schema::Bytes | Schema::Fixed(_) => json!({"type": "string"}),
+        Schema::Uuid(_) => json!({"type": "string", "format": "uuid"}),
+        Schema::Date => {
+            json!({"oneOf": [{"type": "string", "format": "date"}, {"type": "integer"}]})
+        }
+        Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos => json!({
+            "oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "description": "epoch milliseconds"}]
+        }),
+        Schema::Array(a) => json!({"type": "array", "items": json_schema(&a.items)}),
+        Schema::Map(m) => json!({"type": "object", "additionalProperties": json_schema(&m.types)}),
+        Schema::Enum(e) => json!({"type": "string", "enum": e.symbols}),
+        Schema::Union(u) => {
+            let branches: Vec<Value> = u.variants().iter().map(json_schema).collect();
+            json!({"oneOf": branches})
+        }
+        Schema::Record(r) => {
+            let mut props = serde_json::Map::new();
+            let mut required = Vec::new();
+            for f in &r.fields {
+                let mut s = json_schema(&f.schema);
+                if let (Some(doc), Value::Object(o)) = (&f.doc, &mut s) {
+                    o.insert("description".into(), Value::String(doc.clone()));
+                }
+                if f.default.is_none() {
+                    required.push(f.name.clone());
+                }
+                props.insert(f.name.clone(), s);
+            }
+            json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+        }
+        _ => json!({}),
+    }
+}
+
+fn error_response(description: &str, retry: bool) -> Value {
+    let mut r = json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    });
+    if retry {
+        r["headers"] = json!({"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}});
+    }
+    r
+}
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let mut event = Schema::parse_str(sluice_schemas::catalog::EVENT.text)
+        .map_or_else(|_| json!({}), |s| json_schema(&s));
+    // The server fills these; clients may omit them (and `tenant` must match the key if sent).
+    if let Some(req) = event.get_mut("required").and_then(Value::as_array_mut) {
+        req.retain(|f| !matches!(f.as_str(), Some("event_id" | "tenant" | "received_at")));
+    }
+    let text = |s: &str| json!({"description": s, "content": {"text/plain": {"schema": {"type": "string"}}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sluice producer",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Send events over HTTP; each is validated against its stream's Avro schema and written to Kafka. \
+                A 202 means Kafka acknowledged every event of the request (acks=all)."
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
+            },
+            "schemas": {
+                "Event": event,
+                "Accepted": {
+                    "type": "object",
+                    "required": ["accepted", "event_ids"],
+                    "properties": {
+                        "accepted": {"type": "integer"},
+                        "event_ids": {"type": "array", "items": {"type": "string", "format": "uuid"}}
+                    }
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {
+                        "error": {"type": "string", "description": "Stable code, e.g. invalid_events, bad_key, overloaded"},
+                        "message": {"type": "string"},
+                        "details": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["index", "pointer", "message"],
+                            "properties": {
+                                "index": {"type": "integer", "description": "Position of the event in the request"},
+                                "pointer": {"type": "string", "description": "JSON pointer into that event"},
+                                "message": {"type": "string"}
+                            }
+                        }}
+                    }
+                }
+            }
+        },
+        "paths": {
+            routes::EVENTS: {
+                "post": {
+                    "operationId": "sendEvents",
+                    "summary": "Send one event (a JSON object) or a batch (a JSON array of objects)",
+                    "description": "All-or-nothing validation: if any event of a batch is invalid, nothing is written and \
+                        the 400 lists every problem. Content-Encoding gzip and zstd are accepted. Send an \
+                        Idempotency-Key to make server-minted event ids repeat on retries.",
+                    "security": [{"bearer": []}, {"apiKey": []}],
+                    "parameters": [
+                        {"name": "stream", "in": "path", "required": true, "schema": {"type": "string"}, "example": "events"},
+                        {"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}},
+                        {"name": "Content-Encoding", "in": "header", "required": false, "schema": {"type": "string", "enum": ["gzip", "zstd", "identity"]}}
+                    ],
+                    "requestBody": {
+                        "required": true,
+                        "content": {"application/json": {"schema": {"oneOf": [
+                            {"$ref": "#/components/schemas/Event"},
+                            {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Event"}}
+                        ]}}}
+                    },
+                    "responses": {
+                        "202": {"description": "Every event acknowledged by Kafka", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                        "400": error_response("Empty body, bad JSON, bad header, or invalid events (details lists each problem)", false),
+                        "401": error_response("Missing or unknown ingestion key", false),
+                        "403": error_response("Key may not write to this stream", false),
+                        "404": error_response("Unknown stream", false),
+                        "408": error_response("Body not received within the request timeout", false),
+                        "413": error_response("Body or batch too large", false),
+                        "415": error_response("Content-Type is not application/json, or unsupported Content-Encoding", false),
+                        "429": error_response("Too many events or bytes in flight", true),
+                        "503": error_response("Kafka did not acknowledge in time or the producer queue is full; some events may have been written", true)
+                    }
+                }
+            },
+            routes::OPENAPI: {"get": {"operationId": "openapi", "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {}}}}}},
+            routes::HEALTHZ: {"get": {"operationId": "healthz", "summary": "The process is alive", "responses": {"200": text("ok")}}},
+            routes::READYZ: {"get": {"operationId": "readyz", "summary": "Broker, registry and topics reachable",
+                "responses": {"200": text("Each dependency: ok"), "503": text("Each dependency and why it is not ready")}}},
+            routes::METRICS: {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
+                "responses": {"200": text("Prometheus text format")}}}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn document_lists_exactly_the_routes() {
+        let doc = document();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let served: BTreeSet<(String, String)> = routes::ALL
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn event_schema_comes_from_the_avro_schema() {
+        let doc = document();
+        let event = &doc["components"]["schemas"]["Event"];
+        assert_eq!(event["required"], json!(["event_type", "occurred_at"]));
+        assert_eq!(event["properties"]["event_id"]["format"], "uuid");
+        assert_eq!(
+            event["properties"]["properties"]["additionalProperties"]["type"],
+            "string"
+        );
+    }
+}

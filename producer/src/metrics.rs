@@ -1,0 +1,96 @@
+//! The producer's Prometheus metrics, in a registry per server so tests can run several producers in one process.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Handles to every metric the producer exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// `sluice_producer_http_requests_total{route,status}`.
+    pub requests: IntCounterVec,
+    /// `sluice_producer_http_request_duration_seconds{route}`.
+    pub request_seconds: HistogramVec,
+    /// `sluice_producer_events_accepted_total{stream}`.
+    pub accepted: IntCounterVec,
+    /// `sluice_producer_events_rejected_total{stream,reason}`.
+    pub rejected: IntCounterVec,
+    /// `sluice_producer_produce_latency_seconds`: from enqueue to the last acknowledgement of a request.
+    pub produce_seconds: Histogram,
+    /// `sluice_producer_in_flight_events`.
+    pub in_flight_events: IntGauge,
+    /// `sluice_producer_in_flight_bytes`.
+    pub in_flight_bytes: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_producer_http_requests_total",
+                "HTTP requests by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_producer_http_request_duration_seconds",
+                "HTTP request duration by route",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route"],
+        )?;
+        let accepted = IntCounterVec::new(
+            Opts::new(
+                "sluice_producer_events_accepted_total",
+                "Events acknowledged by Kafka",
+            ),
+            &["stream"],
+        )?;
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "sluice_producer_events_rejected_total",
+                "Events not accepted, by reason",
+            ),
+            &["stream", "reason"],
+        )?;
+        let produce_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sluice_producer_produce_latency_seconds",
+                "Enqueue to last Kafka acknowledgement, per request",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        let in_flight_events = IntGauge::new(
+            "sluice_producer_in_flight_events",
+            "Events accepted but not yet answered",
+        )?;
+        let in_flight_bytes = IntGauge::new(
+            "sluice_producer_in_flight_bytes",
+            "Request bytes held by requests in progress",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_seconds.clone()))?;
+        registry.register(Box::new(accepted.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
+        registry.register(Box::new(produce_seconds.clone()))?;
+        registry.register(Box::new(in_flight_events.clone()))?;
+        registry.register(Box::new(in_flight_bytes.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            request_seconds,
+            accepted,
+            rejected,
+            produce_seconds,
+            in_flight_events,
+            in_flight_bytes,
+        })
+    }
+}

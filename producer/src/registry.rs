@@ -1,0 +1,92 @@
+//! The schema registry at start-up and in `/readyz`: each stream's schema is registered under its subject (a no-op
+//! returning the existing id when it is already there); an incompatible schema stops the producer from starting.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, get_all_subjects, post_schema,
+};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use sluice_runtime::ops::ReadinessCheck;
+
+/// Why a schema could not be registered.
+#[derive(Debug, thiserror::Error)]
+#[error("registering schema for subject `{subject}` at {url}: {detail}")]
+pub struct RegisterError {
+    /// The subject.
+    pub subject: String,
+    /// The registry.
+    pub url: String,
+    /// The registry's answer (for example 409: incompatible with the latest version).
+    pub detail: String,
+}
+
+/// Registry client settings with a short per-call timeout.
+pub fn settings(url: &str) -> Result<SrSettings, SRCError> {
+    SrSettings::new_builder(url.trim_end_matches('/').to_owned())
+        .set_timeout(Duration::from_secs(5))
+        .build()
+}
+
+fn describe(e: &SRCError) -> String {
+    match &e.cause {
+        Some(cause) => format!("{}: {cause}", e.error),
+        None => e.error.clone(),
+    }
+}
+
+/// Registers `schema` under `subject` and returns its id, retrying while the registry is unreachable until `within`.
+pub async fn register(
+    sr: &SrSettings,
+    url: &str,
+    subject: &str,
+    schema: &str,
+    within: Duration,
+) -> Result<u32, RegisterError> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned());
+        match post_schema(sr, subject.to_owned(), supplied).await {
+            Ok(registered) => return Ok(registered.id),
+            Err(e) if e.retriable && tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(subject, error = %describe(&e), "schema registry not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(RegisterError {
+                    subject: subject.to_owned(),
+                    url: url.to_owned(),
+                    detail: describe(&e),
+                });
+            }
+        }
+    }
+}
+
+/// `/readyz` check: the registry answers `GET /subjects`.
+pub struct RegistryCheck {
+    /// Client settings.
+    pub sr: SrSettings,
+}
+
+impl ReadinessCheck for RegistryCheck {
+    fn name(&self) -> &str {
+        "schema_registry"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            match tokio::time::timeout(Duration::from_secs(2), get_all_subjects(&self.sr)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(describe(&e)),
+                Err(_) => Err("no answer within 2s".into()),
+            }
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,45 @@
+//! Where encoded events go. Handlers hold an `Arc<dyn EventSink>`: Kafka in production, a recording sink in
+//! handler unit tests.
+
+pub mod kafka;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+/// One message for the sink.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    /// Kafka message key.
+    pub key: Vec<u8>,
+    /// Confluent-framed Avro value.
+    pub payload: Vec<u8>,
+}
+
+/// Why a batch was not fully acknowledged. Some of its records may still have been written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// The local producer queue is full: the client should back off.
+    #[error("producer queue is full")]
+    QueueFull,
+    /// A record is larger than the broker accepts.
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    /// The broker did not acknowledge in time or refused; retrying later may work.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Writes batches of records and reports only once every one is acknowledged.
+pub trait EventSink: Send + Sync + 'static {
+    /// Sends `records` to `topic`; `Ok` only when every record was acknowledged.
+    fn send_all<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// Whether the sink can reach its backend now.
+    fn check(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Waits up to `timeout` for everything queued to be delivered.
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), String>>;
+}

@@ -2,6 +2,8 @@
 
 pub mod ingest;
 pub mod openapi;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

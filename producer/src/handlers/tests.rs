@@ -1,0 +1,525 @@
+//! Handler tests through the real router with a recording sink: every status the API documents, and that nothing
+//! reaches the sink unless the answer is 202. The Kafka path is covered by `tests/tests/producer*.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use super::AppState;
+use crate::auth::Keys;
+use crate::config::{Config, KeyConfig, Limits};
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::sink::{EventSink, OutRecord, SinkError};
+use crate::stream::Stream;
+
+const KEY: &str = "test-key";
+const OTHER_STREAM_KEY: &str = "other-key";
+
+#[derive(Default)]
+struct RecordingSink {
+    records: Mutex<Vec<(String, OutRecord)>>,
+    fail: Mutex<Option<SinkError>>,
+    /// When set, each send waits for a permit, so tests can hold requests in flight.
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl RecordingSink {
+    fn count(&self) -> usize {
+        self.records.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+impl EventSink for RecordingSink {
+    fn send_all<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<OutRecord>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            if let Some(gate) = &self.gate {
+                let _permit = gate.acquire().await;
+            }
+            if let Some(e) = self.fail.lock().ok().and_then(|f| f.clone()) {
+                return Err(e);
+            }
+            if let Ok(mut r) = self.records.lock() {
+                r.extend(records.into_iter().map(|rec| (topic.to_owned(), rec)));
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        async { Ok(()) }.boxed()
+    }
+    fn flush(&self, _: Duration) -> BoxFuture<'_, Result<(), String>> {
+        async { Ok(()) }.boxed()
+    }
+}
+
+fn hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn app_with(sink: Arc<RecordingSink>, limits: Limits) -> (Router, Metrics) {
+    let config = Config::default();
+    let mut streams = HashMap::new();
+    let mut second = config.streams["events"].clone();
+    second.topic = "other".into();
+    for (name, cfg) in [
+        ("events", config.streams["events"].clone()),
+        ("other", second),
+    ] {
+        streams.insert(
+            name.to_owned(),
+            Arc::new(Stream::new(name, &cfg, 42).expect("stream")),
+        );
+    }
+    let keys = Keys::new(&BTreeMap::from([
+        (
+            hash(KEY),
+            KeyConfig {
+                tenant: "demo".into(),
+                streams: vec!["events".into()],
+            },
+        ),
+        (
+            hash(OTHER_STREAM_KEY),
+            KeyConfig {
+                tenant: "demo".into(),
+                streams: vec!["other".into()],
+            },
+        ),
+    ]));
+    let metrics = Metrics::new().expect("metrics");
+    let state = Arc::new(AppState::new(streams, keys, sink, limits, metrics.clone()));
+    let ops = sluice_runtime::ops::Ops::new(metrics.registry.clone(), vec![]);
+    (routes::router(state, ops), metrics)
+}
+
+fn app(sink: Arc<RecordingSink>) -> Router {
+    app_with(sink, Limits::default()).0
+}
+
+fn event(i: usize) -> Json {
+    json!({"event_type": "page_view", "occurred_at": "2026-11-22T10:00:00Z", "user_id": format!("u{i}"), "properties": {"i": i.to_string()}})
+}
+
+fn post() -> axum::http::request::Builder {
+    Request::post("/v1/streams/events/events")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Json) {
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or(Json::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, headers, json)
+}
+
+fn json_req(body: &Json) -> Request<Body> {
+    post().body(Body::from(body.to_string())).expect("request")
+}
+
+#[tokio::test]
+async fn single_event_and_batch_are_accepted_with_ids() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let (status, _, body) = send(&app, json_req(&event(1))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["event_ids"].as_array().map(Vec::len), Some(1));
+
+    let batch = Json::Array((0..5).map(event).collect());
+    let (status, _, body) = send(&app, json_req(&batch)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["accepted"], 5);
+    assert_eq!(sink.count(), 6);
+    let records = sink.records.lock().expect("lock");
+    assert!(
+        records
+            .iter()
+            .all(|(topic, r)| topic == "events" && r.key == b"demo")
+    );
+    let (id, _) = sluice_schemas::wire::unframe(&records[0].1.payload).expect("framed");
+    assert_eq!(id, 42);
+}
+
+#[tokio::test]
+async fn idempotency_key_repeats_ids() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let batch = Json::Array((0..3).map(event).collect());
+    let req = || {
+        post()
+            .header("Idempotency-Key", "abc")
+            .body(Body::from(batch.to_string()))
+            .expect("request")
+    };
+    let (_, _, a) = send(&app, req()).await;
+    let (_, _, b) = send(&app, req()).await;
+    assert_eq!(a["event_ids"], b["event_ids"]);
+    let ids: std::collections::BTreeSet<String> = a["event_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "each event of the batch gets its own id");
+}
+
+#[tokio::test]
+async fn gzip_and_zstd_bodies_are_decoded() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let raw = Json::Array((0..3).map(event).collect()).to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(raw.as_bytes()).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let req = post()
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(gz))
+        .expect("request");
+    assert_eq!(send(&app, req).await.0, StatusCode::ACCEPTED);
+    let zs = zstd::encode_all(raw.as_bytes(), 3).expect("zstd");
+    let req = post()
+        .header(header::CONTENT_ENCODING, "zstd")
+        .body(Body::from(zs))
+        .expect("request");
+    assert_eq!(send(&app, req).await.0, StatusCode::ACCEPTED);
+    assert_eq!(sink.count(), 6);
+}
+
+#[tokio::test]
+async fn every_error_path_has_its_status_and_code_and_produces_nothing() {
+    let sink = Arc::new(RecordingSink::default());
+    let limits = Limits {
+        max_body_bytes: 4096,
+        max_batch_events: 10,
+        ..Limits::default()
+    };
+    let (app, metrics) = app_with(sink.clone(), limits);
+    let one = event(1).to_string();
+    let base =
+        |uri: &str| Request::post(uri.to_owned()).header(header::CONTENT_TYPE, "application/json");
+    let mut gz_bad = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    gz_bad.extend_from_slice(b"this is not deflate data");
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 100_000]).expect("gzip");
+    let bomb = bomb.finish().expect("gzip");
+    let auth = format!("Bearer {KEY}");
+    let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
+        (
+            "no key",
+            base("/v1/streams/events/events")
+                .body(Body::from(one.clone()))
+                .expect("r"),
+            StatusCode::UNAUTHORIZED,
+            "missing_key",
+        ),
+        (
+            "wrong key",
+            base("/v1/streams/events/events")
+                .header("x-api-key", "nope")
+                .body(Body::from(one.clone()))
+                .expect("r"),
+            StatusCode::UNAUTHORIZED,
+            "bad_key",
+        ),
+        (
+            "key not allowed on stream",
+            base("/v1/streams/events/events")
+                .header("x-api-key", OTHER_STREAM_KEY)
+                .body(Body::from(one.clone()))
+                .expect("r"),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "unknown stream",
+            base("/v1/streams/nope/events")
+                .header(header::AUTHORIZATION, &auth)
+                .body(Body::from(one.clone()))
+                .expect("r"),
+            StatusCode::NOT_FOUND,
+            "unknown_stream",
+        ),
+        (
+            "text/plain",
+            Request::post("/v1/streams/events/events")
+                .header(header::CONTENT_TYPE, "text/plain")
+                .header(header::AUTHORIZATION, &auth)
+                .body(Body::from(one.clone()))
+                .expect("r"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+        ),
+        (
+            "brotli",
+            post()
+                .header(header::CONTENT_ENCODING, "br")
+                .body(Body::from(one.clone()))
+                .expect("r"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+        ),
+        (
+            "empty body",
+            post().body(Body::empty()).expect("r"),
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+        ),
+        (
+            "whitespace body",
+            post().body(Body::from(" \n")).expect("r"),
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+        ),
+        (
+            "empty batch",
+            post().body(Body::from("[]")).expect("r"),
+            StatusCode::BAD_REQUEST,
+            "empty_batch",
+        ),
+        (
+            "not json",
+            post().body(Body::from("{nope")).expect("r"),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            "a string",
+            post().body(Body::from("\"hi\"")).expect("r"),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            "invalid utf-8",
+            post()
+                .body(Body::from(
+                    b"{\"event_type\":\"\xff\xfe\",\"occurred_at\":1}".to_vec(),
+                ))
+                .expect("r"),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            "bad gzip",
+            post()
+                .header(header::CONTENT_ENCODING, "gzip")
+                .body(Body::from(gz_bad))
+                .expect("r"),
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+        ),
+        (
+            "gzip bomb",
+            post()
+                .header(header::CONTENT_ENCODING, "gzip")
+                .body(Body::from(bomb))
+                .expect("r"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "too big",
+            post().body(Body::from(vec![b' '; 5000])).expect("r"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "batch too big",
+            post()
+                .body(Body::from(
+                    Json::Array((0..11).map(|_| json!({})).collect()).to_string(),
+                ))
+                .expect("r"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+        ),
+        (
+            "bad idempotency key",
+            post()
+                .header("Idempotency-Key", " ")
+                .body(Body::from(one.clone()))
+                .expect("r"),
+            StatusCode::BAD_REQUEST,
+            "bad_header",
+        ),
+        (
+            "invalid event",
+            post()
+                .body(Body::from(json!({"event_type": 1}).to_string()))
+                .expect("r"),
+            StatusCode::BAD_REQUEST,
+            "invalid_events",
+        ),
+    ];
+    for (what, req, status, code) in cases {
+        let (got, headers, body) = send(&app, req).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert_eq!(body["error"], code, "{what}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            assert!(headers.contains_key(header::WWW_AUTHENTICATE), "{what}");
+        }
+    }
+    assert_eq!(sink.count(), 0, "no error path may produce anything");
+    let rejected = metrics
+        .rejected
+        .with_label_values(&["events", "invalid_events"])
+        .get();
+    assert_eq!(rejected, 1);
+}
+
+#[tokio::test]
+async fn invalid_batch_lists_every_problem_and_writes_nothing() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let batch = json!([
+        event(0),
+        {"event_type": "x", "occurred_at": "not a time", "colour": "red"},
+        event(2),
+        {"occurred_at": 5, "tenant": "someone-else"},
+        "just a string"
+    ]);
+    let (status, _, body) = send(&app, json_req(&batch)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_events");
+    let details: Vec<(u64, String)> = body["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| {
+            (
+                d["index"].as_u64().unwrap_or(99),
+                d["pointer"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        details,
+        [
+            (1, "/colour".to_owned()),
+            (1, "/occurred_at".to_owned()),
+            (3, "/tenant".to_owned()),
+            (4, String::new())
+        ]
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("3 of 5 events are invalid")),
+        "{body}"
+    );
+    assert_eq!(sink.count(), 0);
+}
+
+#[tokio::test]
+async fn full_in_flight_budget_answers_429_with_retry_after() {
+    let gate = Arc::new(Semaphore::new(0));
+    let sink = Arc::new(RecordingSink {
+        gate: Some(gate.clone()),
+        ..RecordingSink::default()
+    });
+    let limits = Limits {
+        max_in_flight_events: 10,
+        max_batch_events: 10,
+        ..Limits::default()
+    };
+    let (app, metrics) = app_with(sink.clone(), limits);
+    let batch = Json::Array((0..10).map(event).collect());
+    let held = tokio::spawn({
+        let app = app.clone();
+        let req = json_req(&batch);
+        async move { send(&app, req).await }
+    });
+    // Wait until the first request holds every permit.
+    for _ in 0..200 {
+        if metrics.in_flight_events.get() == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(metrics.in_flight_events.get(), 10);
+    let (status, headers, body) = send(&app, json_req(&event(1))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"], "overloaded");
+    assert_eq!(
+        headers.get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    gate.add_permits(10);
+    let (status, _, _) = held.await.expect("joined");
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(metrics.in_flight_events.get(), 0);
+    assert_eq!(metrics.in_flight_bytes.get(), 0);
+    assert_eq!(
+        send(&app, json_req(&event(1))).await.0,
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn sink_failures_are_503_with_retry_after_never_202() {
+    for (failure, code) in [
+        (SinkError::QueueFull, "queue_full"),
+        (SinkError::Unavailable("down".into()), "broker_unavailable"),
+    ] {
+        let sink = Arc::new(RecordingSink {
+            fail: Mutex::new(Some(failure)),
+            ..RecordingSink::default()
+        });
+        let app = app(sink);
+        let (status, headers, body) = send(&app, json_req(&event(1))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"], code);
+        assert!(headers.contains_key(header::RETRY_AFTER));
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink);
+    send(&app, json_req(&event(1))).await;
+    send(&app, post().body(Body::empty()).expect("r")).await;
+    let (status, _, body) = send(
+        &app,
+        Request::get("/metrics").body(Body::empty()).expect("r"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().expect("text");
+    assert!(text.contains(r#"sluice_producer_http_requests_total{route="/v1/streams/{stream}/events",status="202"} 1"#), "{text}");
+    assert!(text.contains(
+        r#"sluice_producer_http_requests_total{route="/v1/streams/{stream}/events",status="400"} 1"#
+    ));
+    assert!(text.contains(r#"sluice_producer_events_accepted_total{stream="events"} 1"#));
+    assert!(text.contains(
+        r#"sluice_producer_events_rejected_total{reason="empty_body",stream="events"} 1"#
+    ));
+    assert!(text.contains("sluice_producer_produce_latency_seconds_count 1"));
+    assert!(text.contains("sluice_producer_in_flight_events 0"));
+}

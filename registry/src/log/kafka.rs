@@ -1,0 +1,139 @@
+//! The `_schemas` topic: an idempotent acks=all producer for writes, and the start-up replay that rebuilds
+//! the index by reading the topic from the beginning past a marker record written at start.
+
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_runtime::kafka::{KafkaSettings, TopicSpec, ensure_topics};
+
+use super::Log;
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::records::Record;
+
+/// The registry's only partition: one partition keeps every record in one total order.
+const PARTITION: i32 = 0;
+/// Replay gives up when the broker sends nothing for this long before the marker arrives.
+const REPLAY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes records to the registry topic.
+pub struct KafkaLog {
+    producer: FutureProducer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl KafkaLog {
+    /// A producer for `topic` that waits at most `timeout` for each acknowledgement.
+    pub fn new(settings: &KafkaSettings, topic: &str, timeout: Duration) -> Result<Self, String> {
+        let producer: FutureProducer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Registry writes are rare and a client waits on each: send at once.
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
+            .create()
+            .map_err(|e| format!("creating the Kafka producer: {e}"))?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            timeout,
+        })
+    }
+
+    /// Appends `record` and returns its offset once acknowledged.
+    async fn send(&self, record: &Record) -> Result<i64, String> {
+        let (key, value) = record.encode();
+        let mut out = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.topic)
+            .partition(PARTITION)
+            .key(&key);
+        if let Some(value) = &value {
+            out = out.payload(value);
+        }
+        match self.producer.send(out, self.timeout).await {
+            Ok(delivery) => Ok(delivery.offset),
+            Err((e, _)) => Err(format!("writing to {}: {e}", self.topic)),
+        }
+    }
+}
+
+impl Log for KafkaLog {
+    fn append<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<(), String>> {
+        self.send(record).map(|r| r.map(|_| ())).boxed()
+    }
+}
+
+/// Creates the topic if needed and reads it from the beginning into a fresh index.
+///
+/// A `NOOP` marker is written first and the read stops at its offset: that is "the end of the log" even when
+/// compaction has left gaps in the offsets, and it proves the broker takes writes before the registry says
+/// it is ready.
+pub async fn replay(
+    settings: &KafkaSettings,
+    topic: &str,
+    log: &KafkaLog,
+    metrics: &Metrics,
+) -> Result<Index, String> {
+    let spec = TopicSpec {
+        name: topic,
+        partitions: 1,
+        config: vec![("cleanup.policy", "compact")],
+    };
+    ensure_topics(settings, &[spec])
+        .await
+        .map_err(|e| format!("creating topic {topic}: {e}"))?;
+    let marker = log.send(&Record::Noop).await?;
+
+    let consumer: StreamConsumer = settings
+        .client_config()
+        // Offsets are never committed: every start reads the whole log.
+        .set("group.id", format!("sluice-registry-replay-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| format!("creating the Kafka consumer: {e}"))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, PARTITION, Offset::Beginning)
+        .map_err(|e| format!("assigning {topic}: {e}"))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| format!("assigning {topic}: {e}"))?;
+
+    let started = Instant::now();
+    let mut index = Index::default();
+    let mut applied = 0u64;
+    loop {
+        let message = tokio::time::timeout(REPLAY_IDLE_TIMEOUT, consumer.recv())
+            .await
+            .map_err(|_| {
+                format!("no record from {topic} for {REPLAY_IDLE_TIMEOUT:?} before offset {marker}")
+            })?
+            .map_err(|e| format!("reading {topic}: {e}"))?;
+        match Record::decode(message.key(), message.payload()) {
+            Ok(Some(record)) => {
+                index.apply(&record);
+                applied += 1;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // One foreign or damaged record must not keep the registry down; it is counted and logged.
+                metrics.replay_skipped.inc();
+                tracing::error!(offset = message.offset(), error = %e, "skipping a record while replaying");
+            }
+        }
+        if message.offset() >= marker {
+            break;
+        }
+    }
+    metrics.replayed.inc_by(applied);
+    tracing::info!(topic, records = applied, schemas = index.schema_count(), elapsed = ?started.elapsed(), "log replayed");
+    Ok(index)
+}

@@ -1,0 +1,122 @@
+//! Wiring: the Kafka log, the replay at start-up, the readiness checks and the HTTP server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sluice_runtime::kafka::{KafkaSettings, ping};
+use sluice_runtime::ops::{Ops, ReadinessCheck};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RegistryConfig;
+use crate::error::Error;
+use crate::log::kafka::{KafkaLog, replay};
+use crate::metrics::Metrics;
+use crate::routes::{AppState, router};
+use crate::service::Registry;
+
+/// Pause between attempts to replay the log while the broker is unreachable.
+const REPLAY_RETRY: Duration = Duration::from_secs(1);
+
+/// Serves the registry on `listener` until `shutdown` is cancelled.
+///
+/// The HTTP server answers at once (`/healthz`); the API answers 503 and `/readyz` fails until the `_schemas`
+/// topic has been replayed, retried every second while the broker is unreachable.
+pub async fn serve(
+    config: RegistryConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let prometheus = prometheus::Registry::new();
+    let metrics = Metrics::new(&prometheus).map_err(|e| Error::Store(format!("metrics: {e}")))?;
+    let log = Arc::new(
+        KafkaLog::new(&config.kafka, &config.topic, config.write_timeout())
+            .map_err(Error::Store)?,
+    );
+    let registry = Arc::new(Registry::new(
+        log.clone(),
+        config.default_compatibility,
+        metrics.clone(),
+    ));
+
+    let loader = {
+        let (registry, metrics, settings, topic) = (
+            registry.clone(),
+            metrics.clone(),
+            config.kafka.clone(),
+            config.topic.clone(),
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let attempt = tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = replay(&settings, &topic, &log, &metrics) => r,
+                };
+                match attempt {
+                    Ok(index) => {
+                        registry.install(index);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replaying the schema log failed; retrying")
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(REPLAY_RETRY) => {}
+                }
+            }
+        })
+    };
+
+    let checks: Vec<Box<dyn ReadinessCheck>> = vec![
+        Box::new(LogReplayed(registry.clone())),
+        Box::new(Broker(config.kafka.clone())),
+    ];
+    let app = router(AppState { registry, metrics }, Ops::new(prometheus, checks));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, topic = %config.topic, "schema registry listening");
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    loader.abort();
+    tracing::info!("schema registry stopped");
+    Ok(result?)
+}
+
+/// Ready once the log has been read to its end.
+struct LogReplayed(Arc<Registry>);
+
+impl ReadinessCheck for LogReplayed {
+    fn name(&self) -> &str {
+        "schema_log"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        let loaded = self.0.is_loaded();
+        async move {
+            if loaded {
+                Ok(())
+            } else {
+                Err("still replaying the log".to_owned())
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Ready while a broker answers.
+struct Broker(KafkaSettings);
+
+impl ReadinessCheck for Broker {
+    fn name(&self) -> &str {
+        "kafka"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        ping(&self.0, Duration::from_secs(2)).boxed()
+    }
+}

@@ -33,12 +33,12 @@ async fn broker_topic_produce_consume_and_commit() -> anyhow::Result<()> {
     for i in 0..MESSAGES {
         let key = format!("key-{}", i % 16);
         let payload = format!("message-{i}");
-        let (partition, _offset) = producer
+        let delivery = producer
             .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10))
             .await
             .map_err(|(e, _)| e)
             .context("produce")?;
-        partitions_written.insert(partition);
+        partitions_written.insert(delivery.partition);
     }
     assert!(partitions_written.len() > 1, "16 keys should spread over several of {PARTITIONS} partitions");
 
@@ -101,7 +101,8 @@ async fn clickhouse_create_insert_select() -> anyhow::Result<()> {
     ch.query(&format!("CREATE TABLE {table} (id UInt64, name String) ENGINE = MergeTree ORDER BY id"))
         .execute()
         .await?;
-    let mut insert = ch.insert::<Row>(&table).await?;
+    // The crate quotes the insert target as one identifier, so the database goes on the client.
+    let mut insert = ch.clone().with_database(&db).insert::<Row>("rows").await?;
     for id in 0..1000u64 {
         insert.write(&Row { id, name: format!("row {id}") }).await?;
     }

@@ -12,6 +12,11 @@ use crate::error::ApiError;
 /// Header carrying a key when `Authorization` is not used.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
+/// How a key is stored in config: the lowercase hex SHA-256 of its plaintext.
+pub fn hash_key(plaintext: &str) -> String {
+    hex::encode(Sha256::digest(plaintext.as_bytes()))
+}
+
 /// The configured keys, by hex SHA-256.
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
@@ -29,7 +34,7 @@ impl Keys {
     /// The key a request carries, or 401.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<&KeyConfig, ApiError> {
         let presented = presented_key(headers).ok_or(ApiError::MissingKey)?;
-        let hash = hex::encode(Sha256::digest(presented.as_bytes()));
+        let hash = hash_key(presented);
         self.by_hash.get(&hash).ok_or(ApiError::BadKey)
     }
 }

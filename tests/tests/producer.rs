@@ -1,0 +1,479 @@
+//! The producer against the real broker and registry, served in-process: what a 202 puts on Kafka, that every error
+//! path writes nothing, that a dead broker never yields a 202, and that the OpenAPI document matches what is served.
+
+mod producer_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use apache_avro::types::Value;
+use rdkafka::message::Message;
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use serde_json::{Value as Json, json};
+use sluice_tests::{registry_url, unique};
+
+use producer_support::{
+    KEY, OTHER_KEY, PARTITIONS, Producer, client, config, event, high_watermarks, key_of,
+    partition_for, read_all,
+};
+
+fn field<'a>(fields: &'a [(String, Value)], name: &str) -> &'a Value {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or(&Value::Null)
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Uuid(u) => Some(u.to_string()),
+        Value::Union(_, inner) => text(inner),
+        _ => None,
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data)?;
+    Ok(gz.finish()?)
+}
+
+async fn registered_id(subject: &str) -> anyhow::Result<u32> {
+    let url = format!("{}/subjects/{subject}/versions/latest", registry_url());
+    let body: Json = client()
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    body["id"]
+        .as_u64()
+        .map(|id| id as u32)
+        .context("no id in registry answer")
+}
+
+#[tokio::test]
+async fn accepted_events_land_in_wire_format_on_the_keyed_partition() -> anyhow::Result<()> {
+    let mut cfg = config();
+    cfg.streams.get_mut("events").context("stream")?.key_field = "user_id".into();
+    let p = Producer::ready(cfg).await?;
+    let http = client();
+    let before = now_millis();
+
+    // A gzip batch, a zstd single event, and a plain event that brings its own id.
+    let batch = Json::Array((0..10).map(event).collect());
+    let r = http
+        .post(p.events_url("events"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(batch.to_string().as_bytes())?)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let mut sent_ids: Vec<String> =
+        serde_json::from_value(r.json::<Json>().await?["event_ids"].clone())?;
+    assert_eq!(sent_ids.len(), 10);
+
+    let r = http
+        .post(p.events_url("events"))
+        .header("x-api-key", KEY)
+        .header("content-type", "application/json")
+        .header("content-encoding", "zstd")
+        .body(zstd::encode_all(event(10).to_string().as_bytes(), 3)?)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let ids: Vec<String> = serde_json::from_value(r.json::<Json>().await?["event_ids"].clone())?;
+    sent_ids.extend(ids);
+
+    let own_id = "0190b8a4-6c3e-7a1b-9c2d-3e4f5a6b7c8d";
+    let mut own = event(11);
+    own["event_id"] = json!(own_id);
+    let r = http
+        .post(p.events_url("events"))
+        .bearer_auth(KEY)
+        .json(&own)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Json>().await?["event_ids"], json!([own_id]));
+    sent_ids.push(own_id.to_owned());
+    let after = now_millis();
+
+    let topic = p.topic("events");
+    let messages = read_all(&topic, 12).await?;
+    let schema_id = registered_id(&format!("{topic}-value")).await?;
+    let decoder = AvroDecoder::new(SrSettings::new(registry_url()));
+    let mut seen_ids = BTreeSet::new();
+    let mut partitions = BTreeSet::new();
+    for m in &messages {
+        let payload = m.payload().context("payload")?;
+        let (id, _) = sluice_schemas::wire::unframe(payload)?;
+        assert_eq!(id, schema_id, "Confluent header carries the registered id");
+        let decoded = decoder.decode(Some(payload)).await?;
+        let Value::Record(fields) = decoded.value else {
+            anyhow::bail!("not a record")
+        };
+        let trace = text(field(&fields, "trace_id")).context("trace_id")?;
+        let i: usize = trace.trim_start_matches("trace-").parse()?;
+        let sent = event(i);
+        assert_eq!(
+            text(field(&fields, "event_type")).as_deref(),
+            sent["event_type"].as_str()
+        );
+        assert_eq!(
+            field(&fields, "occurred_at"),
+            &Value::TimestampMillis(1_795_341_600_250)
+        );
+        assert_eq!(
+            text(field(&fields, "user_id")).as_deref(),
+            sent["user_id"].as_str()
+        );
+        assert_eq!(
+            field(&fields, "source"),
+            &Value::Union(0, Box::new(Value::Null)),
+            "defaults fill omitted fields"
+        );
+        let Value::Map(props) = field(&fields, "properties") else {
+            anyhow::bail!("properties not a map")
+        };
+        let props: BTreeMap<&str, Option<String>> =
+            props.iter().map(|(k, v)| (k.as_str(), text(v))).collect();
+        let want: BTreeMap<&str, Option<String>> = sent["properties"]
+            .as_object()
+            .context("props")?
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str().map(str::to_owned)))
+            .collect();
+        assert_eq!(props, want);
+        // Server-side fields.
+        assert_eq!(text(field(&fields, "tenant")).as_deref(), Some("demo"));
+        let Value::TimestampMillis(received) = field(&fields, "received_at") else {
+            anyhow::bail!("received_at")
+        };
+        assert!(
+            (before..=after).contains(received),
+            "received_at {received} within the requests"
+        );
+        seen_ids.insert(text(field(&fields, "event_id")).context("event_id")?);
+        // Keyed by the entity field, on the partition Kafka's default partitioner picks for that key.
+        assert_eq!(key_of(m), sent["user_id"].as_str().unwrap_or_default());
+        assert_eq!(
+            m.partition(),
+            partition_for(m.key().unwrap_or_default(), PARTITIONS)
+        );
+        partitions.insert(m.partition());
+    }
+    assert_eq!(
+        seen_ids,
+        sent_ids.iter().cloned().collect::<BTreeSet<_>>(),
+        "the 202s carried exactly the ids written"
+    );
+    assert!(
+        partitions.len() > 1,
+        "5 users spread over several partitions"
+    );
+    assert_eq!(
+        high_watermarks(&topic).await?,
+        12,
+        "nothing more was written"
+    );
+    p.stop().await
+}
+
+#[tokio::test]
+async fn every_error_path_answers_its_status_and_produces_nothing() -> anyhow::Result<()> {
+    let mut cfg = config();
+    cfg.limits.max_body_bytes = 2048;
+    cfg.limits.max_batch_events = 5;
+    let p = Producer::ready(cfg).await?;
+    let http = client();
+    let url = p.events_url("events");
+    let one = event(1).to_string();
+    let json_post = |url: &str| http.post(url).header("content-type", "application/json");
+    let mut bad_gzip = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    bad_gzip.extend_from_slice(b"definitely not deflate");
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "no key",
+            json_post(&url).body(one.clone()),
+            401,
+            "missing_key",
+        ),
+        (
+            "wrong key",
+            json_post(&url).bearer_auth("wrong").body(one.clone()),
+            401,
+            "bad_key",
+        ),
+        (
+            "key for another stream",
+            json_post(&url).bearer_auth(OTHER_KEY).body(one.clone()),
+            403,
+            "forbidden",
+        ),
+        (
+            "unknown stream",
+            json_post(&p.events_url("nope"))
+                .bearer_auth(KEY)
+                .body(one.clone()),
+            404,
+            "unknown_stream",
+        ),
+        (
+            "text/plain",
+            http.post(&url)
+                .bearer_auth(KEY)
+                .header("content-type", "text/plain")
+                .body(one.clone()),
+            415,
+            "unsupported_content_type",
+        ),
+        (
+            "brotli",
+            json_post(&url)
+                .bearer_auth(KEY)
+                .header("content-encoding", "br")
+                .body(one.clone()),
+            415,
+            "unsupported_encoding",
+        ),
+        (
+            "empty body",
+            json_post(&url).bearer_auth(KEY),
+            400,
+            "empty_body",
+        ),
+        (
+            "empty batch",
+            json_post(&url).bearer_auth(KEY).body("[]"),
+            400,
+            "empty_batch",
+        ),
+        (
+            "not json",
+            json_post(&url).bearer_auth(KEY).body("{\"event_type\":"),
+            400,
+            "bad_json",
+        ),
+        (
+            "invalid utf-8",
+            json_post(&url)
+                .bearer_auth(KEY)
+                .body(b"{\"event_type\":\"\xc3\x28\",\"occurred_at\":1}".to_vec()),
+            400,
+            "bad_json",
+        ),
+        (
+            "bad gzip",
+            json_post(&url)
+                .bearer_auth(KEY)
+                .header("content-encoding", "gzip")
+                .body(bad_gzip),
+            400,
+            "bad_body",
+        ),
+        (
+            "too large",
+            json_post(&url).bearer_auth(KEY).body(" ".repeat(4096)),
+            413,
+            "body_too_large",
+        ),
+        (
+            "too many events",
+            json_post(&url)
+                .bearer_auth(KEY)
+                .body(Json::Array((0..6).map(|_| json!({})).collect()).to_string()),
+            413,
+            "batch_too_large",
+        ),
+        (
+            "one bad event in a batch",
+            json_post(&url)
+                .bearer_auth(KEY)
+                .body(json!([event(1), {"event_type": 5, "occurred_at": 1}]).to_string()),
+            400,
+            "invalid_events",
+        ),
+    ];
+    for (what, req, status, code) in cases {
+        let r = req.send().await.with_context(|| what.to_owned())?;
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let body: Json = r
+            .json()
+            .await
+            .with_context(|| format!("{what}: JSON error body"))?;
+        assert_eq!(body["error"], code, "{what}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+        if code == "invalid_events" {
+            assert_eq!(
+                body["details"],
+                json!([{"index": 1, "pointer": "/event_type", "message": "expected a string, got number"}])
+            );
+        }
+    }
+    assert_eq!(
+        high_watermarks(&p.topic("events")).await?,
+        0,
+        "no error path wrote anything"
+    );
+    assert_eq!(high_watermarks(&p.topic("other")).await?, 0);
+    p.stop().await
+}
+
+#[tokio::test]
+async fn broker_down_fails_readiness_and_never_answers_202() -> anyhow::Result<()> {
+    // Nothing listens on a port we just released.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut cfg = config();
+    cfg.kafka.bootstrap_servers = dead.to_string();
+    cfg.produce.message_timeout_ms = 2000;
+    cfg.limits.request_timeout_ms = 4000;
+    let p = Producer::start(cfg).await?;
+    let http = client();
+    let r = http.get(p.url("/readyz")).send().await?;
+    assert_eq!(r.status(), 503);
+    let body = r.text().await?;
+    assert!(body.contains("schema_registry: ok"), "{body}");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("kafka: ") && l != "kafka: ok"),
+        "{body}"
+    );
+
+    let started = std::time::Instant::now();
+    let batch = Json::Array((0..3).map(event).collect());
+    let requests = (0..4).map(|_| {
+        http.post(p.events_url("events"))
+            .bearer_auth(KEY)
+            .json(&batch)
+            .send()
+    });
+    for r in futures::future::join_all(requests).await {
+        let r = r?;
+        assert_eq!(r.status(), 503, "never a 202 without the broker");
+        assert!(r.headers().contains_key("retry-after"));
+        let body: Json = r.json().await?;
+        assert!(
+            matches!(
+                body["error"].as_str(),
+                Some("broker_unavailable" | "timeout")
+            ),
+            "{body}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "requests fail within the delivery timeout, never hang"
+    );
+    p.stop().await
+}
+
+#[tokio::test]
+async fn openapi_document_matches_what_is_served() -> anyhow::Result<()> {
+    let p = Producer::ready(config()).await?;
+    let http = client();
+    let doc: Json = http
+        .get(p.url("/openapi.json"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = doc["paths"].as_object().context("paths")?;
+    assert!(!paths.is_empty());
+    for (path, item) in paths {
+        for (method, op) in item.as_object().context("path item")? {
+            let url = p.url(&path.replace("{stream}", "events"));
+            let req = match method.as_str() {
+                "get" => http.get(&url),
+                "post" => http.post(&url).bearer_auth(KEY).json(&event(1)),
+                other => anyhow::bail!("unexpected method {other}"),
+            };
+            let status = req.send().await?.status();
+            let documented = op["responses"].as_object().context("responses")?;
+            assert!(
+                documented.contains_key(status.as_str()),
+                "{method} {path} answered {status}, not documented"
+            );
+            assert!(
+                status.is_success(),
+                "{method} {path} with valid input answered {status}"
+            );
+        }
+    }
+    // Nothing undocumented answers.
+    assert_eq!(http.get(p.url("/v1/streams")).send().await?.status(), 404);
+    assert_eq!(http.get(p.events_url("events")).send().await?.status(), 405);
+    p.stop().await
+}
+
+#[tokio::test]
+async fn incompatible_schema_is_a_clear_startup_error() -> anyhow::Result<()> {
+    // The subject already holds a schema whose `event_type` is an int: ours (a string) cannot read that data.
+    let topic = unique("producer_incompatible");
+    let subject = format!("{topic}-value");
+    let old = json!({"type": "record", "name": "Event", "namespace": "io.sluice",
+        "fields": [{"name": "event_type", "type": "int"}]});
+    let r = client()
+        .post(format!("{}/subjects/{subject}/versions", registry_url()))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .json(&json!({"schema": old.to_string()}))
+        .send()
+        .await?;
+    assert!(
+        r.status().is_success(),
+        "registering the old schema: {}",
+        r.status()
+    );
+
+    let mut cfg = config();
+    cfg.streams.get_mut("events").context("stream")?.topic = topic;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        sluice_producer::serve(cfg, listener, tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .context("serve should fail fast")?;
+    let err = result
+        .err()
+        .context("serve must refuse an incompatible schema")?
+        .to_string();
+    assert!(err.contains(&subject), "{err}");
+    assert!(err.contains("409"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn murmur2_matches_kafka() {
+    // Vectors from Kafka's UtilsTest.
+    for (input, want) in [
+        ("21", -973_932_308i32),
+        ("foobar", -790_332_482),
+        ("a-little-bit-long-string", -985_981_536),
+    ] {
+        assert_eq!(
+            producer_support::murmur2(input.as_bytes()) as i32,
+            want,
+            "{input}"
+        );
+    }
+}

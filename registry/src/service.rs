@@ -737,6 +737,41 @@ mod tests {
         assert_eq!(r.versions("s", false).ok(), Some(vec![2]));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_get_distinct_versions_and_one_id_per_schema() {
+        let (r, log) = registry();
+        r.set_config(Some("s"), "NONE").await.expect("config");
+        let r = Arc::new(r);
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let r = r.clone();
+            // Ten distinct schemas, each registered twice at once.
+            tasks.push(tokio::spawn(async move {
+                r.register(
+                    "s",
+                    &req(&format!(
+                        r#"{{"type":"fixed","name":"F","size":{}}}"#,
+                        i % 10 + 1
+                    )),
+                )
+                .await
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.expect("joins").expect("registers"));
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids, (1..=10).collect::<Vec<u32>>());
+        assert_eq!(r.versions("s", false).ok(), Some((1..=10).collect()));
+        assert_eq!(
+            log.records().len(),
+            11,
+            "one config and one record per distinct schema"
+        );
+    }
+
     #[tokio::test]
     async fn lookup() {
         let (r, _) = registry();

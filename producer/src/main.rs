@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Sluice's HTTP ingestion service.
 #[derive(Parser)]
@@ -12,11 +12,29 @@ struct Args {
     /// TOML config file (default: $SLUICE_CONFIG; without either, built-in defaults plus SLUICE_* variables).
     #[arg(long)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Prints the config entry (`[keys.<sha256>]`) for an ingestion key, so its plaintext never lands in config.
+    HashKey {
+        /// The key's plaintext.
+        key: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::HashKey { key }) = args.command {
+        println!(
+            "[keys.{}]\ntenant = \"...\"\nstreams = [\"events\"]",
+            sluice_producer::auth::hash_key(&key)
+        );
+        return Ok(());
+    }
     sluice_runtime::telemetry::init();
     let path = sluice_runtime::config_file::path_from_env_or(args.config);
     let config = sluice_producer::Config::load(path.as_deref())?;

@@ -1,1 +1,119 @@
-fn main() {}
+//! `sluice-consumer`: runs the consumer (default), or works with the dead-letter queue (`dlq`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sluice_consumer::Config;
+use sluice_consumer::dlq::ErrorClass;
+use sluice_consumer::dlq::command::{self, Filter};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-consumer",
+    about = "Kafka → ClickHouse consumer with a dead-letter queue"
+)]
+struct Cli {
+    /// Config file (TOML); `SLUICE_CONFIG` also names it. `SLUICE_*` variables override its keys.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume until SIGTERM (the default).
+    Run,
+    /// Work with dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// One line per dead letter: class, source, attempts, error.
+    List(DlqArgs),
+    /// Every header, the key and the value of each dead letter.
+    Inspect(DlqArgs),
+    /// Send dead letters back to their source topic.
+    Replay(DlqArgs),
+}
+
+#[derive(Args)]
+struct DlqArgs {
+    /// DLQ topic; default: every configured stream's DLQ.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only this error class (undecodable, unknown_schema, incompatible, unrepresentable, rejected).
+    #[arg(long)]
+    class: Option<String>,
+    /// Only letters read from this source topic.
+    #[arg(long)]
+    source_topic: Option<String>,
+    /// Only this DLQ partition.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Only this DLQ offset.
+    #[arg(long)]
+    offset: Option<i64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    sluice_runtime::telemetry::init();
+    let path = sluice_runtime::config_file::path_from_env_or(cli.config);
+    let config: Config = sluice_runtime::config_file::load(path.as_deref())?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Run => run(config).await,
+            Command::Dlq { action } => dlq(config, action).await,
+        }
+    })
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %config.listen, "ops endpoints up");
+    let shutdown = sluice_runtime::shutdown::on_signal();
+    sluice_consumer::serve(config, listener, shutdown).await?;
+    Ok(())
+}
+
+async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
+    let (args, which) = match action {
+        DlqAction::List(a) => (a, "list"),
+        DlqAction::Inspect(a) => (a, "inspect"),
+        DlqAction::Replay(a) => (a, "replay"),
+    };
+    let class = match args.class.as_deref() {
+        Some(c) => Some(ErrorClass::parse(c).with_context(|| format!("unknown error class {c}"))?),
+        None => None,
+    };
+    let filter = Filter {
+        class,
+        source_topic: args.source_topic,
+        partition: args.partition,
+        offset: args.offset,
+    };
+    let topics: Vec<String> = match args.topic {
+        Some(t) => vec![t],
+        None => config.streams.iter().map(|s| s.dlq_topic()).collect(),
+    };
+    let mut out = std::io::stdout().lock();
+    for topic in topics {
+        match which {
+            "list" => command::list(&config.kafka, &topic, &filter, &mut out).await?,
+            "inspect" => command::inspect(&config.kafka, &topic, &filter, &mut out).await?,
+            _ => command::replay(&config.kafka, &topic, &filter, &mut out).await?,
+        };
+    }
+    out.flush()?;
+    Ok(())
+}

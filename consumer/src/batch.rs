@@ -1,0 +1,129 @@
+//! Messages waiting to be flushed, and when to flush them: at `max_rows` messages, `max_bytes` of values, or
+//! `max_wait` after the first message, whichever comes first.
+
+use std::time::Instant;
+
+use rdkafka::message::Message;
+
+use crate::config::BatchSettings;
+use crate::source::Received;
+
+fn size(r: &Received) -> usize {
+    r.message.payload().map_or(0, <[u8]>::len) + r.message.key().map_or(0, <[u8]>::len)
+}
+
+/// The messages read since the last flush.
+#[derive(Debug)]
+pub struct Batch {
+    items: Vec<Received>,
+    bytes: usize,
+    started: Option<Instant>,
+    limits: BatchSettings,
+}
+
+impl Batch {
+    /// An empty batch with these limits.
+    pub fn new(limits: BatchSettings) -> Self {
+        Self {
+            items: Vec::new(),
+            bytes: 0,
+            started: None,
+            limits,
+        }
+    }
+
+    /// Adds a message.
+    pub fn push(&mut self, r: Received) {
+        if self.items.is_empty() {
+            self.started = Some(Instant::now());
+        }
+        self.bytes += size(&r);
+        self.items.push(r);
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no message is held.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether a size limit is reached.
+    pub fn is_full(&self) -> bool {
+        self.items.len() >= self.limits.max_rows || self.bytes >= self.limits.max_bytes
+    }
+
+    /// When the batch must be flushed at the latest; `None` while empty.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.started.map(|s| s + self.limits.max_wait())
+    }
+
+    /// Keeps only the messages `keep` accepts (used to drop revoked partitions' messages).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Received) -> bool) {
+        self.items.retain(|r| keep(r));
+        self.bytes = self.items.iter().map(size).sum();
+        if self.items.is_empty() {
+            self.started = None;
+        }
+    }
+
+    /// Empties the batch, handing over its messages.
+    pub fn take(&mut self) -> Vec<Received> {
+        self.bytes = 0;
+        self.started = None;
+        std::mem::take(&mut self.items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offsets::Offsets;
+    use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
+    use std::time::Duration;
+
+    fn received(o: &mut Offsets, offset: i64, size: usize) -> Received {
+        let message = OwnedMessage::new(
+            Some(vec![0; size]),
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            None,
+        );
+        Received {
+            message,
+            receipt: o.received("t", 0, offset).expect("assigned"),
+        }
+    }
+
+    #[test]
+    fn flushes_on_rows_bytes_or_time() {
+        let mut o = Offsets::default();
+        o.assign([("t".to_string(), 0)]);
+        let mut b = Batch::new(BatchSettings {
+            max_rows: 3,
+            max_bytes: 100,
+            max_wait_ms: 50,
+        });
+        assert!(b.deadline().is_none());
+        b.push(received(&mut o, 0, 10));
+        let deadline = b.deadline().expect("started");
+        assert!(deadline <= Instant::now() + Duration::from_millis(50));
+        b.push(received(&mut o, 1, 10));
+        assert!(!b.is_full());
+        b.push(received(&mut o, 2, 10));
+        assert!(b.is_full(), "3 rows");
+        assert_eq!(b.take().len(), 3);
+        assert!(b.is_empty() && b.deadline().is_none());
+        b.push(received(&mut o, 3, 100));
+        assert!(b.is_full(), "100 bytes");
+        b.retain(|_| false);
+        assert!(b.is_empty() && b.deadline().is_none());
+    }
+}

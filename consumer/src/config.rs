@@ -1,0 +1,370 @@
+//! The consumer's settings: where to read, where to write, and how big a batch may grow.
+//!
+//! Loaded with `sluice_runtime::config_file::load` from `SLUICE_CONFIG` plus `SLUICE_*` variables
+//! (for example `SLUICE_CLICKHOUSE__URL`). Every key has a default that works against the local stack.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_runtime::kafka::KafkaSettings;
+
+/// The whole consumer configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the ops endpoints (`/healthz`, `/readyz`, `/metrics`). Default `127.0.0.1:8082`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Brokers and pass-through librdkafka properties (e.g. `client."session.timeout.ms"`).
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+    /// Consumer group shared by all replicas. Default `sluice-consumer`.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Schema registry base URL. Default `http://127.0.0.1:8081`.
+    #[serde(default = "default_registry")]
+    pub registry_url: String,
+    /// Registry request timeout in milliseconds. Default 5000.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub registry_timeout_ms: u64,
+    /// Where rows go.
+    #[serde(default)]
+    pub clickhouse: ClickHouseSettings,
+    /// Topic → table routes. Default: `events` → `sluice.events`, subject `events-value`.
+    #[serde(default = "default_streams")]
+    pub streams: Vec<StreamConfig>,
+    /// When a batch is flushed.
+    #[serde(default)]
+    pub batch: BatchSettings,
+    /// How transient failures are retried.
+    #[serde(default)]
+    pub retry: RetrySettings,
+    /// On SIGTERM, how long (ms) to keep trying to flush the last batch before leaving it uncommitted. Default 15000.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            kafka: KafkaSettings::default(),
+            group_id: default_group(),
+            registry_url: default_registry(),
+            registry_timeout_ms: default_registry_timeout_ms(),
+            clickhouse: ClickHouseSettings::default(),
+            streams: default_streams(),
+            batch: BatchSettings::default(),
+            retry: RetrySettings::default(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+        }
+    }
+}
+
+impl Config {
+    /// The shutdown grace period as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// Checks what serde cannot: at least one stream, no topic routed twice, sane limits.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.streams.is_empty() {
+            return Err("at least one stream is required".into());
+        }
+        let mut topics = std::collections::HashSet::new();
+        for s in &self.streams {
+            if !topics.insert(s.topic.as_str()) {
+                return Err(format!("topic {} is routed twice", s.topic));
+            }
+            if s.dlq_topic() == s.topic {
+                return Err(format!(
+                    "stream {}: the DLQ topic must differ from the source topic",
+                    s.topic
+                ));
+            }
+            if s.order_by.is_empty() {
+                return Err(format!(
+                    "stream {}: order_by must name at least the event id field",
+                    s.topic
+                ));
+            }
+        }
+        if self.batch.max_rows == 0 || self.batch.max_bytes == 0 {
+            return Err("batch.max_rows and batch.max_bytes must be positive".into());
+        }
+        if self.retry.initial_backoff_ms == 0
+            || self.retry.max_backoff_ms < self.retry.initial_backoff_ms
+        {
+            return Err(
+                "retry.initial_backoff_ms must be positive and at most retry.max_backoff_ms".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// ClickHouse HTTP connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseSettings {
+    /// HTTP URL. Default `http://127.0.0.1:8123`.
+    #[serde(default = "default_ch_url")]
+    pub url: String,
+    /// Database of tables named without one; created when missing. Default `sluice`.
+    #[serde(default = "default_ch_database")]
+    pub database: String,
+    /// User. Default `default`.
+    #[serde(default = "default_ch_user")]
+    pub user: String,
+    /// Password. Default empty.
+    #[serde(default)]
+    pub password: String,
+    /// Timeout of one INSERT or DDL statement, in milliseconds. Default 30000.
+    #[serde(default = "default_ch_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for ClickHouseSettings {
+    fn default() -> Self {
+        Self {
+            url: default_ch_url(),
+            database: default_ch_database(),
+            user: default_ch_user(),
+            password: String::new(),
+            timeout_ms: default_ch_timeout_ms(),
+        }
+    }
+}
+
+/// One topic routed to one table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Source topic.
+    pub topic: String,
+    /// Target table, `db.table` or just `table` (in `clickhouse.database`).
+    pub table: String,
+    /// Registry subject of the reader schema. Default `<topic>-value`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Bundled schema (`schemas/avro/<name>.avsc`) used as the reader until the subject is registered.
+    #[serde(default)]
+    pub bundled_schema: Option<String>,
+    /// Dead-letter topic. Default `<topic>.dlq`.
+    #[serde(default)]
+    pub dlq_topic: Option<String>,
+    /// Sort key of a table the consumer creates; ends with the stable event id. Default `[tenant, event_type, event_id]`.
+    #[serde(default = "default_order_by")]
+    pub order_by: Vec<String>,
+    /// Date/timestamp field the table is partitioned by month on. Default `occurred_at`; empty for none.
+    #[serde(default = "default_partition_by")]
+    pub partition_by: String,
+    /// Partitions of the source and DLQ topics when the consumer has to create them. Default 4.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+}
+
+impl StreamConfig {
+    /// A stream with every optional key at its default.
+    pub fn new(topic: &str, table: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            table: table.to_owned(),
+            subject: None,
+            bundled_schema: None,
+            dlq_topic: None,
+            order_by: default_order_by(),
+            partition_by: default_partition_by(),
+            partitions: default_partitions(),
+        }
+    }
+
+    /// The registry subject of the reader schema.
+    pub fn subject(&self) -> String {
+        self.subject
+            .clone()
+            .unwrap_or_else(|| format!("{}-value", self.topic))
+    }
+
+    /// The dead-letter topic.
+    pub fn dlq_topic(&self) -> String {
+        self.dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.topic))
+    }
+
+    /// `db.table`, filling in the default database.
+    pub fn qualified_table(&self, default_db: &str) -> String {
+        if self.table.contains('.') {
+            self.table.clone()
+        } else {
+            format!("{default_db}.{}", self.table)
+        }
+    }
+
+    /// The partition field, if any.
+    pub fn partition_field(&self) -> Option<&str> {
+        (!self.partition_by.is_empty()).then_some(self.partition_by.as_str())
+    }
+}
+
+/// Flush on whichever limit is reached first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Messages per batch. Default 10000.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Sum of message value sizes per batch. Default 16 MiB.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Milliseconds from a batch's first message to its flush. Default 1000.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_rows: default_max_rows(),
+            max_bytes: default_max_bytes(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+impl BatchSettings {
+    /// The max wait as a duration.
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
+    }
+}
+
+/// Capped exponential backoff with jitter, for ClickHouse, registry and broker trouble.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// First delay, in milliseconds. Default 200.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Largest delay, in milliseconds. Default 10000.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: default_initial_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8082))
+}
+fn default_group() -> String {
+    "sluice-consumer".into()
+}
+fn default_registry() -> String {
+    "http://127.0.0.1:8081".into()
+}
+fn default_registry_timeout_ms() -> u64 {
+    5_000
+}
+fn default_ch_url() -> String {
+    "http://127.0.0.1:8123".into()
+}
+fn default_ch_database() -> String {
+    "sluice".into()
+}
+fn default_ch_user() -> String {
+    "default".into()
+}
+fn default_ch_timeout_ms() -> u64 {
+    30_000
+}
+fn default_streams() -> Vec<StreamConfig> {
+    let mut s = StreamConfig::new("events", "sluice.events");
+    s.bundled_schema = Some("event".into());
+    vec![s]
+}
+fn default_order_by() -> Vec<String> {
+    vec!["tenant".into(), "event_type".into(), "event_id".into()]
+}
+fn default_partition_by() -> String {
+    "occurred_at".into()
+}
+fn default_partitions() -> i32 {
+    4
+}
+fn default_max_rows() -> usize {
+    10_000
+}
+fn default_max_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_max_wait_ms() -> u64 {
+    1_000
+}
+fn default_initial_backoff_ms() -> u64 {
+    200
+}
+fn default_max_backoff_ms() -> u64 {
+    10_000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    15_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_runtime::config_file::load_from;
+
+    #[test]
+    fn defaults_route_events() {
+        let cfg: Config = load_from(None, Vec::<(String, String)>::new()).expect("loads");
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8082");
+        let s = &cfg.streams[0];
+        assert_eq!(
+            (s.topic.as_str(), s.subject(), s.dlq_topic()),
+            ("events", "events-value".into(), "events.dlq".into())
+        );
+        assert_eq!(s.qualified_table("x"), "sluice.events");
+    }
+
+    #[test]
+    fn the_shipped_file_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/consumer.toml");
+        let cfg: Config = load_from(Some(&path), Vec::<(String, String)>::new()).expect("loads");
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.streams[0].topic, "events");
+    }
+
+    #[test]
+    fn env_overrides_and_unknown_keys() {
+        let env = vec![(
+            "SLUICE_CLICKHOUSE__URL".to_string(),
+            "http://ch:8123".to_string(),
+        )];
+        let cfg: Config = load_from(None, env).expect("loads");
+        assert_eq!(cfg.clickhouse.url, "http://ch:8123");
+        let env = vec![("SLUICE_BATCH__MAX_ROWZ".to_string(), "1".to_string())];
+        assert!(load_from::<Config, _>(None, env).is_err());
+    }
+
+    #[test]
+    fn validation_catches_loops_and_duplicates() {
+        let mut cfg = Config::default();
+        cfg.streams[0].dlq_topic = Some("events".into());
+        assert!(cfg.validate().is_err());
+        let mut cfg = Config::default();
+        cfg.streams.push(cfg.streams[0].clone());
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! From Kafka bytes to a RowBinary row: Confluent framing → writer schema (by id, from the registry) → Avro value →
+//! resolved to the stream's reader schema → encoded for the table.
+//!
+//! Everything that can go wrong with one message's bytes is [`Poison`]; the registry being unreachable is not
+//! decided here (the caller fetches writer schemas first and retries on its own).
+
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use sluice_schemas::clickhouse::RowPlan;
+use sluice_schemas::wire;
+
+use crate::dlq::ErrorClass;
+
+/// Why one message can never be inserted as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    /// What kind of failure, for the DLQ header and metric label.
+    pub class: ErrorClass,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl Poison {
+    /// A poison verdict.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+/// The schema rows of a stream are resolved to, and how they become columns.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    /// Registry id, when the reader came from the registry (not the bundled fallback).
+    pub id: Option<u32>,
+    /// Subject version, when known.
+    pub version: Option<i32>,
+    /// The reader schema.
+    pub schema: Arc<Schema>,
+    /// Its column mapping.
+    pub plan: RowPlan,
+}
+
+impl Reader {
+    /// A reader for `schema`, if it maps to columns.
+    pub fn new(
+        id: Option<u32>,
+        version: Option<i32>,
+        schema: Arc<Schema>,
+    ) -> Result<Self, sluice_schemas::clickhouse::MappingError> {
+        let plan = RowPlan::from_schema(&schema)?;
+        Ok(Self {
+            id,
+            version,
+            schema,
+            plan,
+        })
+    }
+}
+
+/// The schema id in front of a Confluent-framed value.
+pub fn writer_id(value: Option<&[u8]>) -> Result<u32, Poison> {
+    let bytes =
+        value.ok_or_else(|| Poison::new(ErrorClass::Undecodable, "message has no value"))?;
+    wire::unframe(bytes)
+        .map(|(id, _)| id)
+        .map_err(|e| Poison::new(ErrorClass::Undecodable, e.to_string()))
+}
+
+/// Decodes a framed value written with `writer`, resolves it to `reader` and appends its row to `out`.
+pub fn decode_row(
+    value: &[u8],
+    writer: &Schema,
+    reader: &Reader,
+    out: &mut Vec<u8>,
+) -> Result<(), Poison> {
+    let (_, body) =
+        wire::unframe(value).map_err(|e| Poison::new(ErrorClass::Undecodable, e.to_string()))?;
+    let datum_reader = GenericDatumReader::builder(writer)
+        .build()
+        .map_err(|e| Poison::new(ErrorClass::Undecodable, format!("writer schema: {e}")))?;
+    let mut rest = body;
+    let value = datum_reader
+        .read_value(&mut rest)
+        .map_err(|e| Poison::new(ErrorClass::Undecodable, format!("avro: {e}")))?;
+    if !rest.is_empty() {
+        return Err(Poison::new(
+            ErrorClass::Undecodable,
+            format!("{} bytes after the Avro datum", rest.len()),
+        ));
+    }
+    let value = value.resolve(&reader.schema).map_err(|e| {
+        Poison::new(
+            ErrorClass::Incompatible,
+            format!("cannot resolve to the reader schema: {e}"),
+        )
+    })?;
+    reader
+        .plan
+        .encode(&value, out)
+        .map_err(|e| Poison::new(ErrorClass::Unrepresentable, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::types::Value;
+
+    const V1: &str = r#"{"type":"record","name":"E","fields":[
+        {"name":"id","type":"string"},{"name":"n","type":"long"}]}"#;
+    const V2: &str = r#"{"type":"record","name":"E","fields":[
+        {"name":"id","type":"string"},{"name":"n","type":"long"},
+        {"name":"note","type":["null","string"],"default":null}]}"#;
+
+    fn framed(schema: &Schema, value: Value) -> Vec<u8> {
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+            .build()
+            .expect("writer");
+        let body = writer.write_value_to_vec(value).expect("encodes");
+        wire::frame(7, &body)
+    }
+
+    fn record(id: &str, n: i64) -> Value {
+        Value::Record(vec![
+            ("id".into(), Value::String(id.into())),
+            ("n".into(), Value::Long(n)),
+        ])
+    }
+
+    fn reader(text: &str) -> Reader {
+        Reader::new(
+            Some(1),
+            Some(1),
+            Arc::new(Schema::parse_str(text).expect("parses")),
+        )
+        .expect("maps")
+    }
+
+    #[test]
+    fn old_writer_resolves_to_new_reader() {
+        let v1 = Schema::parse_str(V1).expect("parses");
+        let mut out = Vec::new();
+        decode_row(&framed(&v1, record("a", 5)), &v1, &reader(V2), &mut out).expect("decodes");
+        // "a", 5 as Int64, then a null note.
+        assert_eq!(
+            out,
+            [vec![1, b'a'], 5i64.to_le_bytes().to_vec(), vec![1]].concat()
+        );
+    }
+
+    #[test]
+    fn garbage_is_undecodable() {
+        assert_eq!(
+            writer_id(Some(b"xyz")).map_err(|p| p.class),
+            Err(ErrorClass::Undecodable)
+        );
+        assert_eq!(
+            writer_id(None).map_err(|p| p.class),
+            Err(ErrorClass::Undecodable)
+        );
+        let v1 = Schema::parse_str(V1).expect("parses");
+        let mut out = Vec::new();
+        let err = decode_row(
+            &wire::frame(7, &[0xff, 0xff, 0xff]),
+            &v1,
+            &reader(V1),
+            &mut out,
+        )
+        .expect_err("bad avro");
+        assert_eq!(err.class, ErrorClass::Undecodable);
+        let mut long = framed(&v1, record("a", 1));
+        long.push(0);
+        let err = decode_row(&long, &v1, &reader(V1), &mut out).expect_err("trailing byte");
+        assert_eq!(err.class, ErrorClass::Undecodable);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn incompatible_writer_is_poison() {
+        let other = Schema::parse_str(
+            r#"{"type":"record","name":"E","fields":[{"name":"id","type":"int"}]}"#,
+        )
+        .expect("parses");
+        let value = Value::Record(vec![("id".into(), Value::Int(3))]);
+        let mut out = Vec::new();
+        let err = decode_row(&framed(&other, value), &other, &reader(V1), &mut out)
+            .expect_err("incompatible");
+        assert_eq!(err.class, ErrorClass::Incompatible);
+    }
+}

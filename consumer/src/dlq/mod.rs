@@ -1,0 +1,240 @@
+//! The dead-letter queue: poison messages are copied, with their original key, value and headers, to the stream's
+//! DLQ topic, with headers that say what went wrong and where the message came from. The source offset counts as
+//! done only once this produce is acknowledged.
+
+pub mod command;
+
+use std::time::Duration;
+
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::error::Error;
+
+/// Header names the consumer writes on every dead letter.
+pub mod header {
+    /// Error class (see [`super::ErrorClass`]).
+    pub const CLASS: &str = "sluice.error.class";
+    /// Error message.
+    pub const MESSAGE: &str = "sluice.error.message";
+    /// Topic the message was read from.
+    pub const TOPIC: &str = "sluice.source.topic";
+    /// Its partition.
+    pub const PARTITION: &str = "sluice.source.partition";
+    /// Its offset.
+    pub const OFFSET: &str = "sluice.source.offset";
+    /// Its Kafka timestamp, in milliseconds since the epoch (absent when it had none).
+    pub const TIMESTAMP: &str = "sluice.source.timestamp";
+    /// The consumer group that gave up on it.
+    pub const GROUP: &str = "sluice.consumer.group";
+    /// How many times the message has been dead-lettered (1 the first time; replays carry it forward).
+    pub const ATTEMPTS: &str = "sluice.attempts";
+    /// Every header the consumer adds; replay strips them all but `ATTEMPTS`.
+    pub const ALL: [&str; 8] = [
+        CLASS, MESSAGE, TOPIC, PARTITION, OFFSET, TIMESTAMP, GROUP, ATTEMPTS,
+    ];
+}
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Not Confluent-framed Avro, or the Avro body does not decode with its writer schema.
+    Undecodable,
+    /// The schema id in the frame is not in the registry.
+    UnknownSchema,
+    /// The writer schema cannot be resolved to the stream's reader schema.
+    Incompatible,
+    /// A value does not fit its ClickHouse column (e.g. a timestamp before 1970 for `DateTime`).
+    Unrepresentable,
+    /// ClickHouse refused the row (found by bisecting the rejected batch).
+    Rejected,
+}
+
+impl ErrorClass {
+    /// Every class.
+    pub const ALL: [ErrorClass; 5] = [
+        ErrorClass::Undecodable,
+        ErrorClass::UnknownSchema,
+        ErrorClass::Incompatible,
+        ErrorClass::Unrepresentable,
+        ErrorClass::Rejected,
+    ];
+
+    /// The header value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Undecodable => "undecodable",
+            ErrorClass::UnknownSchema => "unknown_schema",
+            ErrorClass::Incompatible => "incompatible",
+            ErrorClass::Unrepresentable => "unrepresentable",
+            ErrorClass::Rejected => "rejected",
+        }
+    }
+
+    /// Parses a header value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// The value of header `name` on `msg`, as text.
+pub fn header_str<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .filter(|h| h.key == name)
+        .last()
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// How many times `msg` was dead-lettered before (carried by replays).
+pub fn previous_attempts(msg: &OwnedMessage) -> u32 {
+    header_str(msg, header::ATTEMPTS)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `msg`'s own headers without the ones the consumer adds.
+pub fn original_headers(msg: &OwnedMessage) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new();
+    if let Some(headers) = msg.headers() {
+        for h in headers.iter() {
+            if !header::ALL.contains(&h.key) {
+                out = out.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What the DLQ copy of a message says.
+#[derive(Debug, Clone)]
+pub struct Verdict<'a> {
+    /// The error class.
+    pub class: ErrorClass,
+    /// The error message.
+    pub message: &'a str,
+}
+
+/// Produces dead letters, acks=all and idempotent, so an acknowledged letter is durable.
+#[derive(Clone)]
+pub struct DlqProducer {
+    producer: FutureProducer,
+    group: String,
+    timeout: Duration,
+}
+
+impl DlqProducer {
+    /// A producer on `settings`' brokers, labelling letters with `group`.
+    pub fn new(
+        settings: &sluice_runtime::kafka::KafkaSettings,
+        group: &str,
+    ) -> Result<Self, Error> {
+        let producer: FutureProducer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(Self {
+            producer,
+            group: group.to_owned(),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Sends `msg`'s copy to `dlq_topic` and waits for the broker's acknowledgement.
+    pub async fn send(
+        &self,
+        dlq_topic: &str,
+        msg: &OwnedMessage,
+        verdict: &Verdict<'_>,
+    ) -> Result<(), Error> {
+        let partition = msg.partition().to_string();
+        let offset = msg.offset().to_string();
+        let timestamp = msg.timestamp().to_millis().map(|t| t.to_string());
+        let attempts = (previous_attempts(msg) + 1).to_string();
+        // Messages are truncated so one huge error cannot exceed the broker's header budget.
+        let message: String = verdict.message.chars().take(2_000).collect();
+        let mut headers = original_headers(msg);
+        let add = [
+            (header::CLASS, Some(verdict.class.as_str())),
+            (header::MESSAGE, Some(message.as_str())),
+            (header::TOPIC, Some(msg.topic())),
+            (header::PARTITION, Some(partition.as_str())),
+            (header::OFFSET, Some(offset.as_str())),
+            (header::TIMESTAMP, timestamp.as_deref()),
+            (header::GROUP, Some(self.group.as_str())),
+            (header::ATTEMPTS, Some(attempts.as_str())),
+        ];
+        for (key, value) in add {
+            if let Some(v) = value {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(v),
+                });
+            }
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq_topic).headers(headers);
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        if let Some(v) = msg.payload() {
+            record = record.payload(v);
+        }
+        self.producer
+            .send(record, self.timeout)
+            .await
+            .map_err(|(e, _)| Error::Kafka(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    #[test]
+    fn classes_round_trip() {
+        for c in ErrorClass::ALL {
+            assert_eq!(ErrorClass::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(ErrorClass::parse("nope"), None);
+    }
+
+    #[test]
+    fn replayed_headers_keep_attempts_and_drop_the_rest() {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "trace",
+                value: Some("abc"),
+            })
+            .insert(Header {
+                key: header::CLASS,
+                value: Some("rejected"),
+            })
+            .insert(Header {
+                key: header::ATTEMPTS,
+                value: Some("2"),
+            });
+        let msg = OwnedMessage::new(
+            Some(vec![1]),
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            Some(headers),
+        );
+        assert_eq!(previous_attempts(&msg), 2);
+        let kept = original_headers(&msg);
+        let keys: Vec<&str> = kept.iter().map(|h| h.key).collect();
+        assert_eq!(keys, vec!["trace"]);
+    }
+}

@@ -1,0 +1,251 @@
+//! The consumer's metrics, one method per operational fact: each logs and counts, so the log line and the metric
+//! cannot drift apart.
+
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Handles on every consumer metric, registered in one (per-instance) registry.
+#[derive(Clone)]
+pub struct Metrics {
+    consumed: IntCounterVec,
+    inserted: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    batch_rows: Histogram,
+    insert_seconds: HistogramVec,
+    lag: IntGaugeVec,
+    retries: IntCounterVec,
+    paused: IntGauge,
+    commits: IntCounterVec,
+    schema_changes: IntCounterVec,
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    /// Registers every metric in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let batch_rows = Histogram::with_opts(
+            HistogramOpts::new("sluice_consumer_batch_rows", "Messages per flushed batch").buckets(
+                vec![
+                    1.0, 10.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0,
+                ],
+            ),
+        )?;
+        registry.register(Box::new(batch_rows.clone()))?;
+        let insert_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_consumer_insert_duration_seconds",
+                "Duration of one ClickHouse INSERT",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["table", "result"],
+        )?;
+        registry.register(Box::new(insert_seconds.clone()))?;
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "sluice_consumer_lag_messages",
+                "Messages between the consumer's position and the partition end",
+            ),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(lag.clone()))?;
+        let paused = IntGauge::new(
+            "sluice_consumer_paused_partitions",
+            "Partitions paused while a failure is retried",
+        )?;
+        registry.register(Box::new(paused.clone()))?;
+        Ok(Self {
+            consumed: counter(
+                registry,
+                "sluice_consumer_messages_consumed_total",
+                "Messages read from Kafka",
+                &["topic"],
+            )?,
+            inserted: counter(
+                registry,
+                "sluice_consumer_rows_inserted_total",
+                "Rows inserted into ClickHouse",
+                &["table"],
+            )?,
+            dead_lettered: counter(
+                registry,
+                "sluice_consumer_dead_lettered_total",
+                "Messages acknowledged by the DLQ, by error class",
+                &["reason"],
+            )?,
+            batch_rows,
+            insert_seconds,
+            lag,
+            retries: counter(
+                registry,
+                "sluice_consumer_retries_total",
+                "Transient failures retried, by dependency",
+                &["what"],
+            )?,
+            paused,
+            commits: counter(
+                registry,
+                "sluice_consumer_offset_commits_total",
+                "Offset commits, by result",
+                &["result"],
+            )?,
+            schema_changes: counter(
+                registry,
+                "sluice_consumer_schema_changes_total",
+                "Reader schema changes and columns added",
+                &["change"],
+            )?,
+        })
+    }
+
+    /// A message was read from `topic`.
+    pub fn consumed(&self, topic: &str) {
+        self.consumed.with_label_values(&[topic]).inc();
+    }
+
+    /// A batch of `messages` is about to be flushed.
+    pub fn batch_flushed(&self, messages: usize) {
+        self.batch_rows.observe(messages as f64);
+    }
+
+    /// `rows` rows reached `table`.
+    pub fn rows_inserted(&self, table: &str, rows: usize, took: Duration) {
+        tracing::debug!(
+            table,
+            rows,
+            took_ms = took.as_millis() as u64,
+            "rows inserted"
+        );
+        self.inserted
+            .with_label_values(&[table])
+            .inc_by(rows as u64);
+        self.insert_seconds
+            .with_label_values(&[table, "ok"])
+            .observe(took.as_secs_f64());
+    }
+
+    /// An INSERT into `table` failed.
+    pub fn insert_failed(&self, table: &str, took: Duration) {
+        self.insert_seconds
+            .with_label_values(&[table, "error"])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The DLQ acknowledged a poison message.
+    pub fn dead_lettered(
+        &self,
+        reason: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        message: &str,
+    ) {
+        tracing::warn!(
+            reason,
+            topic,
+            partition,
+            offset,
+            message,
+            "message dead-lettered"
+        );
+        self.dead_lettered.with_label_values(&[reason]).inc();
+    }
+
+    /// A transient failure of `what` is retried after `delay`.
+    pub fn retrying(
+        &self,
+        what: &str,
+        attempt: u32,
+        delay: Duration,
+        error: &dyn std::fmt::Display,
+    ) {
+        tracing::warn!(what, attempt, delay_ms = delay.as_millis() as u64, %error, "transient failure, retrying");
+        self.retries.with_label_values(&[what]).inc();
+    }
+
+    /// `n` partitions are paused now.
+    pub fn paused_partitions(&self, n: usize) {
+        self.paused.set(n as i64);
+    }
+
+    /// Offsets were committed (or not).
+    pub fn offsets_committed(&self, partitions: usize, result: Result<(), &dyn std::fmt::Display>) {
+        match result {
+            Ok(()) => {
+                tracing::debug!(partitions, "offsets committed");
+                self.commits.with_label_values(&["ok"]).inc();
+            }
+            Err(e) => {
+                tracing::warn!(partitions, error = %e, "offset commit failed; will retry with the next commit");
+                self.commits.with_label_values(&["error"]).inc();
+            }
+        }
+    }
+
+    /// The reader schema or the table's columns changed.
+    pub fn schema_changed(&self, change: &str, detail: &str) {
+        tracing::info!(change, detail, "schema change");
+        self.schema_changes.with_label_values(&[change]).inc();
+    }
+
+    /// librdkafka reported the lag of a partition.
+    pub fn lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag.max(0));
+    }
+
+    /// A partition is no longer ours; drop its lag series.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let _ = self
+            .lag
+            .remove_label_values(&[topic, &partition.to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_conventions() {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).expect("registers");
+        m.consumed("t");
+        m.rows_inserted("db.t", 3, Duration::from_millis(5));
+        m.dead_lettered("undecodable", "t", 0, 1, "bad");
+        m.lag("t", 0, 7);
+        let names: Vec<String> = registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        for n in &names {
+            assert!(n.starts_with("sluice_consumer_"), "{n}");
+        }
+        assert!(
+            names
+                .iter()
+                .any(|n| n == "sluice_consumer_rows_inserted_total")
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| n == "sluice_consumer_insert_duration_seconds")
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! What may be committed. Every message read gets a [`Receipt`]; only handing the receipt back through
+//! [`Offsets::complete`] (after its row was inserted or its DLQ copy acknowledged) lets the partition's commit
+//! position move past it, and never past a message still outstanding.
+//!
+//! Revoking a partition forgets it: receipts of the old assignment are then ignored, so rows that were still
+//! pending when the partition left can never move its committed offset.
+
+use std::collections::{BTreeSet, HashMap};
+
+/// A topic and partition.
+pub type TopicPartition = (String, i32);
+
+/// Proof that a message was read and is not yet done. Deliberately neither `Clone` nor `Copy`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Receipt {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    generation: u64,
+}
+
+impl Receipt {
+    /// The message's topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+    /// The message's partition.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+    /// The message's offset.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    generation: u64,
+    outstanding: BTreeSet<i64>,
+    /// Highest offset completed so far.
+    high_done: Option<i64>,
+    /// Last position committed (the next offset to read).
+    committed: Option<i64>,
+}
+
+impl Partition {
+    /// The offset the group may resume from: the oldest outstanding message, or one past the newest done one.
+    fn position(&self) -> Option<i64> {
+        let done = self.high_done?;
+        Some(
+            self.outstanding
+                .first()
+                .copied()
+                .unwrap_or(done + 1)
+                .min(done + 1),
+        )
+    }
+}
+
+/// Per-partition bookkeeping of read, done and committed offsets for the current assignment.
+#[derive(Debug, Default)]
+pub struct Offsets {
+    parts: HashMap<TopicPartition, Partition>,
+    next_generation: u64,
+}
+
+impl Offsets {
+    /// Starts tracking newly assigned partitions.
+    pub fn assign(&mut self, tps: impl IntoIterator<Item = TopicPartition>) {
+        for tp in tps {
+            self.next_generation += 1;
+            self.parts.insert(
+                tp,
+                Partition {
+                    generation: self.next_generation,
+                    ..Partition::default()
+                },
+            );
+        }
+    }
+
+    /// Stops tracking revoked partitions and returns the positions still worth committing for them.
+    pub fn revoke(
+        &mut self,
+        tps: impl IntoIterator<Item = TopicPartition>,
+    ) -> Vec<(TopicPartition, i64)> {
+        let mut out = Vec::new();
+        for tp in tps {
+            if let Some(p) = self.parts.remove(&tp) {
+                if let Some(pos) = p.position().filter(|pos| Some(*pos) > p.committed) {
+                    out.push((tp, pos));
+                }
+            }
+        }
+        out
+    }
+
+    /// Records that a message was read; `None` if its partition is not assigned to us (then it must be dropped).
+    pub fn received(&mut self, topic: &str, partition: i32, offset: i64) -> Option<Receipt> {
+        let p = self.parts.get_mut(&(topic.to_owned(), partition))?;
+        p.outstanding.insert(offset);
+        Some(Receipt {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            generation: p.generation,
+        })
+    }
+
+    /// Whether the receipt still belongs to the current assignment of its partition.
+    pub fn is_current(&self, r: &Receipt) -> bool {
+        self.parts
+            .get(&(r.topic.clone(), r.partition))
+            .is_some_and(|p| p.generation == r.generation)
+    }
+
+    /// Marks a message done (inserted or dead-lettered). Stale receipts are ignored.
+    pub fn complete(&mut self, r: Receipt) {
+        let Some(p) = self.parts.get_mut(&(r.topic, r.partition)) else {
+            return;
+        };
+        if p.generation != r.generation {
+            return;
+        }
+        p.outstanding.remove(&r.offset);
+        p.high_done = Some(p.high_done.map_or(r.offset, |h| h.max(r.offset)));
+    }
+
+    /// Positions that moved since the last commit.
+    pub fn committable(&self) -> Vec<(TopicPartition, i64)> {
+        let mut out: Vec<(TopicPartition, i64)> = self
+            .parts
+            .iter()
+            .filter_map(|(tp, p)| {
+                p.position()
+                    .filter(|pos| Some(*pos) > p.committed)
+                    .map(|pos| (tp.clone(), pos))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Records a successful commit.
+    pub fn committed(&mut self, positions: &[(TopicPartition, i64)]) {
+        for (tp, pos) in positions {
+            if let Some(p) = self.parts.get_mut(tp) {
+                p.committed = Some(p.committed.map_or(*pos, |c| c.max(*pos)));
+            }
+        }
+    }
+
+    /// Partitions currently assigned.
+    pub fn assigned(&self) -> Vec<TopicPartition> {
+        let mut v: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(p: i32) -> TopicPartition {
+        ("t".to_string(), p)
+    }
+
+    #[test]
+    fn nothing_is_committable_before_anything_is_done() {
+        let mut o = Offsets::default();
+        o.assign([tp(0)]);
+        let _r = o.received("t", 0, 5).expect("assigned");
+        assert!(o.committable().is_empty());
+    }
+
+    #[test]
+    fn position_stops_at_the_oldest_outstanding_message() {
+        let mut o = Offsets::default();
+        o.assign([tp(0)]);
+        let r5 = o.received("t", 0, 5).expect("assigned");
+        let r6 = o.received("t", 0, 6).expect("assigned");
+        let r7 = o.received("t", 0, 7).expect("assigned");
+        o.complete(r6);
+        o.complete(r7);
+        // 5 is not done: committing 7 or 8 would lose it.
+        assert_eq!(o.committable(), vec![(tp(0), 5)]);
+        o.complete(r5);
+        assert_eq!(o.committable(), vec![(tp(0), 8)]);
+        o.committed(&[(tp(0), 8)]);
+        assert!(o.committable().is_empty());
+    }
+
+    #[test]
+    fn unassigned_partitions_yield_no_receipt() {
+        let mut o = Offsets::default();
+        assert!(o.received("t", 0, 1).is_none());
+    }
+
+    #[test]
+    fn revoke_returns_what_is_done_and_forgets_the_rest() {
+        let mut o = Offsets::default();
+        o.assign([tp(0), tp(1)]);
+        let a = o.received("t", 0, 10).expect("assigned");
+        let b = o.received("t", 0, 11).expect("assigned");
+        let c = o.received("t", 1, 3).expect("assigned");
+        o.complete(a);
+        assert_eq!(o.revoke([tp(0)]), vec![(tp(0), 11)]);
+        assert!(!o.is_current(&b));
+        assert!(o.is_current(&c));
+        // A late completion of the revoked partition's row must not resurrect it.
+        o.complete(b);
+        assert_eq!(o.assigned(), vec![tp(1)]);
+        assert!(o.committable().is_empty());
+    }
+
+    #[test]
+    fn receipts_of_an_old_assignment_are_stale_after_reassignment() {
+        let mut o = Offsets::default();
+        o.assign([tp(0)]);
+        let old = o.received("t", 0, 100).expect("assigned");
+        o.revoke([tp(0)]);
+        o.assign([tp(0)]);
+        let fresh = o.received("t", 0, 50).expect("assigned");
+        o.complete(old);
+        assert!(
+            o.committable().is_empty(),
+            "the stale receipt must not move the new assignment"
+        );
+        o.complete(fresh);
+        assert_eq!(o.committable(), vec![(tp(0), 51)]);
+    }
+}

@@ -1,0 +1,249 @@
+//! Wiring: the ops endpoints, start-up (topics, reader schemas, tables, subscription) and the pipeline.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sluice_runtime::kafka::{TopicSpec, ensure_topics};
+use sluice_runtime::ops::{Ops, ReadinessCheck};
+use sluice_schemas::catalog;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StreamConfig};
+use crate::decode::Reader;
+use crate::dlq::DlqProducer;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::pipeline::{Parts, Pipeline, Stream};
+use crate::registry::SchemaRegistry;
+use crate::sink::clickhouse::ClickHouseSink;
+use crate::sink::clickhouse::retry::Backoff;
+use crate::source::kafka::subscribe;
+
+struct PipelineReady(Arc<AtomicBool>);
+
+impl ReadinessCheck for PipelineReady {
+    fn name(&self) -> &str {
+        "pipeline"
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        let ready = self.0.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if ready {
+                Ok(())
+            } else {
+                Err("starting".into())
+            }
+        })
+    }
+}
+
+struct ClickHouseReady(ClickHouseSink);
+
+impl ReadinessCheck for ClickHouseReady {
+    fn name(&self) -> &str {
+        "clickhouse"
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.ping().await.map_err(|e| e.to_string()) })
+    }
+}
+
+struct RegistryReady(SchemaRegistry);
+
+impl ReadinessCheck for RegistryReady {
+    fn name(&self) -> &str {
+        "registry"
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.ping().await.map_err(|e| e.to_string()) })
+    }
+}
+
+struct KafkaReady(sluice_runtime::kafka::KafkaSettings);
+
+impl ReadinessCheck for KafkaReady {
+    fn name(&self) -> &str {
+        "kafka"
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(sluice_runtime::kafka::ping(&self.0, Duration::from_secs(2)))
+    }
+}
+
+/// Serves the ops endpoints on `listener` and consumes until `shutdown` is cancelled; then flushes, commits and
+/// leaves the group before returning.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    let prometheus = prometheus::Registry::new();
+    let metrics = Metrics::new(&prometheus).map_err(|e| Error::Config(format!("metrics: {e}")))?;
+    let sink = ClickHouseSink::new(&config.clickhouse, metrics.clone());
+    let registry = SchemaRegistry::new(
+        &config.registry_url,
+        Duration::from_millis(config.registry_timeout_ms),
+    )?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let checks: Vec<Box<dyn ReadinessCheck>> = vec![
+        Box::new(PipelineReady(ready.clone())),
+        Box::new(ClickHouseReady(sink.clone())),
+        Box::new(KafkaReady(config.kafka.clone())),
+        Box::new(RegistryReady(registry.clone())),
+    ];
+    let router = Ops::new(prometheus, checks).router::<()>();
+    let ops_shutdown = shutdown.clone();
+    let ops = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(ops_shutdown.cancelled_owned())
+            .await
+    });
+
+    let result = run(&config, sink, registry, metrics, ready, &shutdown).await;
+    if let Err(e) = &result {
+        if !matches!(e, Error::Shutdown) {
+            tracing::error!(error = %e, "consumer stopped");
+        }
+    }
+    shutdown.cancel();
+    match ops.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "ops server failed"),
+        Err(e) => tracing::warn!(error = %e, "ops server task failed"),
+    }
+    match result {
+        Err(Error::Shutdown) => Ok(()),
+        other => other,
+    }
+}
+
+async fn run(
+    config: &Config,
+    sink: ClickHouseSink,
+    registry: SchemaRegistry,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
+    let retry = |what: &'static str| Retrier {
+        what,
+        config,
+        metrics: &metrics,
+        shutdown,
+    };
+
+    retry("topics")
+        .run(|| async {
+            let mut specs = Vec::new();
+            let dlq_names: Vec<String> =
+                config.streams.iter().map(StreamConfig::dlq_topic).collect();
+            for (s, dlq) in config.streams.iter().zip(&dlq_names) {
+                specs.push(TopicSpec {
+                    name: &s.topic,
+                    partitions: s.partitions,
+                    config: vec![],
+                });
+                specs.push(TopicSpec {
+                    name: dlq,
+                    partitions: s.partitions,
+                    config: vec![],
+                });
+            }
+            ensure_topics(&config.kafka, &specs)
+                .await
+                .map_err(Error::from)
+        })
+        .await?;
+
+    let mut streams = HashMap::new();
+    for s in &config.streams {
+        let reader = retry("reader schema")
+            .run(|| initial_reader(&registry, s))
+            .await?;
+        let mut stream = Stream::new(s, &config.clickhouse.database, reader);
+        let widened = retry("table")
+            .run(|| sink.ensure_table(stream.plan(), stream.spec()))
+            .await?;
+        for column in &widened.added {
+            metrics.schema_changed("column_added", &format!("{}.{column}", stream.table()));
+        }
+        stream.table_ready();
+        streams.insert(s.topic.clone(), stream);
+    }
+    let dlq = DlqProducer::new(&config.kafka, &config.group_id)?;
+    let (consumer, context) = subscribe(config, &metrics)?;
+    tracing::info!(group = %config.group_id, topics = ?config.streams.iter().map(|s| &s.topic).collect::<Vec<_>>(), "consuming");
+    let parts = Parts {
+        consumer,
+        context,
+        streams,
+        registry,
+        sink,
+        dlq,
+        metrics,
+        ready,
+    };
+    Pipeline::new(parts, config.clone())
+        .run(shutdown.clone())
+        .await
+}
+
+/// The subject's latest version, or the bundled schema while the subject is not registered.
+async fn initial_reader(registry: &SchemaRegistry, s: &StreamConfig) -> Result<Reader, Error> {
+    let subject = s.subject();
+    if let Some(latest) = registry.latest(&subject).await? {
+        tracing::info!(%subject, id = latest.id, version = latest.version, "reader schema from the registry");
+        return Reader::new(Some(latest.id), Some(latest.version), latest.schema)
+            .map_err(Error::from);
+    }
+    let name = s.bundled_schema.as_deref().ok_or_else(|| {
+        Error::Registry(crate::registry::RegistryError::Unavailable(format!(
+            "subject {subject} is not registered and stream {} names no bundled_schema",
+            s.topic
+        )))
+    })?;
+    let bundled = catalog::bundled(name)
+        .ok_or_else(|| Error::Config(format!("no bundled schema named {name}")))?;
+    let schema = apache_avro::Schema::parse_str(bundled.text)
+        .map_err(|e| Error::Config(format!("bundled schema {name}: {e}")))?;
+    tracing::info!(%subject, bundled = name, "subject not registered yet; reading with the bundled schema");
+    Reader::new(None, None, Arc::new(schema)).map_err(Error::from)
+}
+
+/// Retries a start-up step with backoff until it succeeds or shutdown is requested.
+struct Retrier<'a> {
+    what: &'static str,
+    config: &'a Config,
+    metrics: &'a Metrics,
+    shutdown: &'a CancellationToken,
+}
+
+impl Retrier<'_> {
+    async fn run<T, F, Fut>(self, mut step: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut backoff = Backoff::new(&self.config.retry);
+        loop {
+            let e = match step().await {
+                Ok(v) => return Ok(v),
+                Err(Error::Config(m)) => return Err(Error::Config(m)),
+                Err(e) => e,
+            };
+            let delay = backoff.next_delay();
+            self.metrics
+                .retrying(self.what, backoff.attempts(), delay, &e);
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Err(Error::Shutdown),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}

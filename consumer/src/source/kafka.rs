@@ -1,0 +1,173 @@
+//! The Kafka side: a cooperative-sticky group member with auto-commit off, whose rebalance callbacks keep
+//! [`Offsets`] in step with the assignment.
+//!
+//! librdkafka runs these callbacks inside `recv()`, on the pipeline's own task, so they never race a flush: a
+//! revoke commits what is already done for the leaving partitions, synchronously, then forgets them; the
+//! pipeline drops their pending messages before its next insert or commit.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::offsets::{Offsets, TopicPartition};
+
+/// The consumer type the pipeline reads from.
+pub type SourceConsumer = StreamConsumer<SourceContext>;
+
+/// Shared between the pipeline and the rebalance callbacks.
+#[derive(Clone)]
+pub struct SourceContext {
+    offsets: Arc<Mutex<Offsets>>,
+    metrics: Metrics,
+}
+
+impl SourceContext {
+    /// Locks the offset book (a poisoned lock still holds consistent data: every update is a single step).
+    pub fn offsets(&self) -> MutexGuard<'_, Offsets> {
+        self.offsets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+/// A commit list for `positions`.
+pub fn to_tpl(positions: &[(TopicPartition, i64)]) -> Result<TopicPartitionList, Error> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), pos) in positions {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*pos))?;
+    }
+    Ok(tpl)
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" bucket; lag -1 means unknown.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics.lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let tps = list(tpl);
+                tracing::info!(partitions = ?tps, "partitions assigned");
+                self.offsets().assign(tps);
+            }
+            Rebalance::Revoke(tpl) => {
+                let tps = list(tpl);
+                tracing::info!(partitions = ?tps, "partitions revoked; committing what is done, dropping the rest");
+                let done = self.offsets().revoke(tps.clone());
+                for (topic, partition) in &tps {
+                    self.metrics.forget_partition(topic, *partition);
+                }
+                if done.is_empty() {
+                    return;
+                }
+                match to_tpl(&done) {
+                    Ok(commit) => {
+                        let result = consumer.commit(&commit, CommitMode::Sync);
+                        self.metrics.offsets_committed(
+                            done.len(),
+                            result.as_ref().map(|_| ()).map_err(|e| e as _),
+                        );
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot build the revoke commit"),
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Creates the group member and subscribes it to every stream's topic.
+pub fn subscribe(
+    cfg: &Config,
+    metrics: &Metrics,
+) -> Result<(Arc<SourceConsumer>, SourceContext), Error> {
+    let context = SourceContext {
+        offsets: Arc::default(),
+        metrics: metrics.clone(),
+    };
+    let mut client = cfg.kafka.client_config();
+    // Ours, unless the operator overrides them in `kafka.client` (applied last by `client_config`, re-applied here).
+    let defaults = [
+        ("group.id", cfg.group_id.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("enable.partition.eof", "false"),
+        ("statistics.interval.ms", "5000"),
+        ("topic.metadata.refresh.interval.ms", "10000"),
+    ];
+    for (k, v) in defaults {
+        client.set(k, v);
+    }
+    for (k, v) in &cfg.kafka.client {
+        client.set(k, v);
+    }
+    if client.get("enable.auto.commit") == Some("true")
+        && client.get("enable.auto.offset.store") != Some("false")
+    {
+        return Err(Error::Config(
+            "enable.auto.commit=true requires enable.auto.offset.store=false".into(),
+        ));
+    }
+    let consumer: SourceConsumer = client.create_with_context(context.clone())?;
+    let topics: Vec<&str> = cfg.streams.iter().map(|s| s.topic.as_str()).collect();
+    consumer.subscribe(&topics)?;
+    Ok((Arc::new(consumer), context))
+}
+
+/// Commits `positions` synchronously off the async runtime.
+pub async fn commit_sync(
+    consumer: &Arc<SourceConsumer>,
+    positions: Vec<(TopicPartition, i64)>,
+) -> Result<(), Error> {
+    let tpl = to_tpl(&positions)?;
+    let consumer = consumer.clone();
+    tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+        .await
+        .map_err(|e| Error::Config(format!("commit task failed: {e}")))??;
+    Ok(())
+}
+
+/// Pauses or resumes `tps` (those no longer assigned are skipped by librdkafka's error, which is logged).
+pub fn set_paused(consumer: &SourceConsumer, tps: &[TopicPartition], paused: bool) {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in tps {
+        tpl.add_partition(t, *p);
+    }
+    let result = if paused {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, paused, "pause/resume failed");
+    }
+}
+
+/// How long librdkafka may take to leave the group on close.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -143,6 +143,10 @@ pub struct Limits {
     /// Longest string value in an event (default 65536 bytes).
     #[serde(default = "default_max_string_bytes")]
     pub max_string_bytes: usize,
+    /// Largest encoded event (key plus framed value); keep it within the broker's and librdkafka's
+    /// `message.max.bytes` (default 1000000, librdkafka's default).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
     /// Events accepted but not yet acknowledged by Kafka, across all requests (default 50000).
     #[serde(default = "default_max_in_flight_events")]
     pub max_in_flight_events: usize,
@@ -166,6 +170,7 @@ impl Default for Limits {
             max_batch_events: default_max_batch_events(),
             max_body_bytes: default_max_body_bytes(),
             max_string_bytes: default_max_string_bytes(),
+            max_message_bytes: default_max_message_bytes(),
             max_in_flight_events: default_max_in_flight_events(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
@@ -388,6 +393,9 @@ fn default_max_batch_events() -> usize {
 }
 fn default_max_body_bytes() -> usize {
     5 << 20
+}
+fn default_max_message_bytes() -> usize {
+    1_000_000
 }
 fn default_max_string_bytes() -> usize {
     65_536

@@ -38,6 +38,12 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("batch has {got} events, more than the limit of {max}")]
     BatchTooLarge { got: usize, max: usize },
+    #[error("event {index} encodes to {size} bytes, more than the limit of {max}")]
+    EventTooLarge {
+        index: usize,
+        size: usize,
+        max: usize,
+    },
     #[error("request body is empty")]
     EmptyBody,
     #[error("batch has no events")]
@@ -91,6 +97,9 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", false),
             ApiError::BatchTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", false)
+            }
+            ApiError::EventTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", false)
             }
             ApiError::EmptyBody => (StatusCode::BAD_REQUEST, "empty_body", false),
             ApiError::EmptyBatch => (StatusCode::BAD_REQUEST, "empty_batch", false),

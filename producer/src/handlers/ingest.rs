@@ -166,8 +166,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// Bodies above this are parsed, validated and encoded on the blocking pool, off the async workers.
+const INLINE_BODY_BYTES: usize = 64 * 1024;
+
 async fn handle(
-    app: &AppState,
+    app: &Arc<AppState>,
     name: &str,
     req: Request,
     events: &mut usize,
@@ -176,10 +179,11 @@ async fn handle(
     let deadline = tokio::time::Instant::now() + limits.request_timeout();
     let headers = req.headers();
     let key = app.keys.authenticate(headers)?;
-    let stream: &Arc<Stream> = app
+    let stream = app
         .streams
         .get(name)
-        .ok_or_else(|| ApiError::UnknownStream(name.to_owned()))?;
+        .ok_or_else(|| ApiError::UnknownStream(name.to_owned()))?
+        .clone();
     if !key.allows(name) {
         return Err(ApiError::Forbidden(name.to_owned()));
     }
@@ -207,94 +211,28 @@ async fn handle(
     )
     .await
     .map_err(|_| ApiError::BodyTimeout)??;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::EmptyBody);
-    }
-    let json: Json = serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
-    drop(body);
-    let items = match json {
-        Json::Array(items) => items,
-        obj @ Json::Object(_) => vec![obj],
-        _ => {
-            return Err(ApiError::BadJson(
-                "expected an event object or an array of event objects".into(),
-            ));
-        }
-    };
-    *events = items.len();
-    if items.is_empty() {
-        return Err(ApiError::EmptyBatch);
-    }
-    if items.len() > limits.max_batch_events {
-        return Err(ApiError::BatchTooLarge {
-            got: items.len(),
-            max: limits.max_batch_events,
-        });
-    }
-    let _events = Held::try_new(
-        &app.events_in_flight,
-        items.len(),
-        &app.metrics.in_flight_events,
-        "events",
-    )?;
 
-    let ids = match &idempotency {
-        Some(k) => IdSource::Idempotency {
-            tenant: &key.tenant,
-            stream: name,
-            key: k,
-        },
-        None => IdSource::Mint,
+    let job = BuildJob {
+        app: app.clone(),
+        stream: stream.clone(),
+        tenant: key.tenant.clone(),
+        idempotency,
+        body,
     };
-    let server = ServerSide {
-        tenant: &key.tenant,
-        received_at: chrono::Utc::now(),
-        ids,
+    let (built, count) = if job.body.len() <= INLINE_BODY_BYTES {
+        job.run()
+    } else {
+        tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
     };
-    let vlimits = ValidateLimits {
-        max_string_bytes: limits.max_string_bytes,
-    };
-    let total = items.len();
-    let mut prepared = Vec::with_capacity(total);
-    let mut errors = Vec::new();
-    let mut invalid = 0;
-    for (index, item) in items.into_iter().enumerate() {
-        match stream.prepare(item, index, &server, vlimits) {
-            Ok(p) => prepared.push(p),
-            Err(errs) => {
-                invalid += 1;
-                errors.extend(errs.into_iter().map(|e| EventError {
-                    index,
-                    pointer: e.pointer,
-                    message: e.message,
-                }));
-            }
-        }
-    }
-    if invalid > 0 {
-        return Err(ApiError::Invalid {
-            invalid,
-            total,
-            errors,
-        });
-    }
+    *events = count;
+    let Built {
+        records,
+        event_ids,
+        _events,
+    } = built?;
 
-    let encoder = Encoder::new(stream.schema(), stream.schema_id)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut records = Vec::with_capacity(total);
-    let mut event_ids = Vec::with_capacity(total);
-    for p in prepared {
-        let payload = encoder
-            .encode(&p.value)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        records.push(OutRecord {
-            key: p.key,
-            payload,
-        });
-        if let Some(id) = p.event_id {
-            event_ids.push(id);
-        }
-    }
     let started = Instant::now();
     tokio::time::timeout_at(deadline, app.sink.send_all(&stream.topic, records))
         .await
@@ -304,9 +242,147 @@ async fn handle(
         .produce_seconds
         .observe(started.elapsed().as_secs_f64());
     Ok(Accepted {
-        accepted: total,
+        accepted: count,
         event_ids,
     })
+}
+
+/// A request's events, encoded and ready for the sink, with their in-flight permits.
+struct Built {
+    records: Vec<OutRecord>,
+    event_ids: Vec<String>,
+    _events: Held,
+}
+
+/// Everything needed to turn a body into records, owned so it can run on the blocking pool.
+struct BuildJob {
+    app: Arc<AppState>,
+    stream: Arc<Stream>,
+    tenant: String,
+    idempotency: Option<String>,
+    body: Vec<u8>,
+}
+
+impl BuildJob {
+    /// Parses, bounds, validates and encodes; also returns how many events the body held (for metrics).
+    fn run(self) -> (Result<Built, ApiError>, usize) {
+        let mut count = 0;
+        let built = self.build(&mut count);
+        (built, count)
+    }
+
+    fn build(self, count: &mut usize) -> Result<Built, ApiError> {
+        let BuildJob {
+            app,
+            stream,
+            tenant,
+            idempotency,
+            body,
+        } = self;
+        let limits = &app.limits;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::EmptyBody);
+        }
+        let json: Json =
+            serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+        drop(body);
+        let items = match json {
+            Json::Array(items) => items,
+            obj @ Json::Object(_) => vec![obj],
+            _ => {
+                return Err(ApiError::BadJson(
+                    "expected an event object or an array of event objects".into(),
+                ));
+            }
+        };
+        *count = items.len();
+        if items.is_empty() {
+            return Err(ApiError::EmptyBatch);
+        }
+        if items.len() > limits.max_batch_events {
+            return Err(ApiError::BatchTooLarge {
+                got: items.len(),
+                max: limits.max_batch_events,
+            });
+        }
+        let events = Held::try_new(
+            &app.events_in_flight,
+            items.len(),
+            &app.metrics.in_flight_events,
+            "events",
+        )?;
+
+        let ids = match &idempotency {
+            Some(k) => IdSource::Idempotency {
+                tenant: &tenant,
+                stream: &stream.name,
+                key: k,
+            },
+            None => IdSource::Mint,
+        };
+        let server = ServerSide {
+            tenant: &tenant,
+            received_at: chrono::Utc::now(),
+            ids,
+        };
+        let vlimits = ValidateLimits {
+            max_string_bytes: limits.max_string_bytes,
+        };
+        let total = items.len();
+        let mut prepared = Vec::with_capacity(total);
+        let mut errors = Vec::new();
+        let mut invalid = 0;
+        for (index, item) in items.into_iter().enumerate() {
+            match stream.prepare(item, index, &server, vlimits) {
+                Ok(p) => prepared.push(p),
+                Err(errs) => {
+                    invalid += 1;
+                    errors.extend(errs.into_iter().map(|e| EventError {
+                        index,
+                        pointer: e.pointer,
+                        message: e.message,
+                    }));
+                }
+            }
+        }
+        if invalid > 0 {
+            return Err(ApiError::Invalid {
+                invalid,
+                total,
+                errors,
+            });
+        }
+
+        let encoder = Encoder::new(stream.schema(), stream.schema_id)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut records = Vec::with_capacity(total);
+        let mut event_ids = Vec::with_capacity(total);
+        for (index, p) in prepared.into_iter().enumerate() {
+            let payload = encoder
+                .encode(&p.value)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            // Checked before anything is sent, so an oversize event cannot leave half a batch written.
+            if payload.len() + p.key.len() > limits.max_message_bytes {
+                return Err(ApiError::EventTooLarge {
+                    index,
+                    size: payload.len(),
+                    max: limits.max_message_bytes,
+                });
+            }
+            records.push(OutRecord {
+                key: p.key,
+                payload,
+            });
+            if let Some(id) = p.event_id {
+                event_ids.push(id);
+            }
+        }
+        Ok(Built {
+            records,
+            event_ids,
+            _events: events,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ pub fn document() -> Value {
                         "403": error_response("Key may not write to this stream", false),
                         "404": error_response("Unknown stream", false),
                         "408": error_response("Body not received within the request timeout", false),
-                        "413": error_response("Body or batch too large", false),
+                        "413": error_response("Body, batch, or one encoded event too large", false),
                         "415": error_response("Content-Type is not application/json, or unsupported Content-Encoding", false),
                         "429": error_response("Too many events or bytes in flight", true),
                         "503": error_response("Kafka did not acknowledge in time or the producer queue is full; some events may have been written", true)

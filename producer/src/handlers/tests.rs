@@ -523,3 +523,36 @@ async fn metrics_count_requests_by_route_and_status() {
     assert!(text.contains("sluice_producer_produce_latency_seconds_count 1"));
     assert!(text.contains("sluice_producer_in_flight_events 0"));
 }
+
+#[tokio::test]
+async fn oversize_event_fails_the_whole_batch_and_large_bodies_work() {
+    let sink = Arc::new(RecordingSink::default());
+    let limits = Limits {
+        max_message_bytes: 2000,
+        ..Limits::default()
+    };
+    let (app, _) = app_with(sink.clone(), limits);
+    let mut big = event(1);
+    big["properties"]["pad"] = json!("x".repeat(3000));
+    let (status, _, body) = send(&app, json_req(&json!([event(0), big]))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"], "event_too_large");
+    assert_eq!(
+        sink.count(),
+        0,
+        "the event before the oversize one was not sent either"
+    );
+
+    // ~150 KiB: parsed and encoded on the blocking pool.
+    let batch: Vec<Json> = (0..100)
+        .map(|i| {
+            let mut e = event(i);
+            e["properties"]["pad"] = json!("y".repeat(1500));
+            e
+        })
+        .collect();
+    let (status, _, body) = send(&app, json_req(&Json::Array(batch))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["accepted"], 100);
+    assert_eq!(sink.count(), 100);
+}

@@ -10,7 +10,7 @@ use reqwest::Method;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
+    SchemaType, SubjectNameStrategy, SuppliedReference, SuppliedSchema,
 };
 use serde_json::{Value, json};
 use sluice_registry::RegistryConfig;
@@ -1012,5 +1012,125 @@ async fn store_errors_are_50001() -> anyhow::Result<()> {
         50001,
     );
     assert_error(reg.get("/subjects").await?, 503, 50001);
+    reg.stop().await
+}
+
+#[tokio::test]
+async fn a_failed_write_answers_50001_and_changes_nothing() -> anyhow::Result<()> {
+    // librdkafka refuses, locally, records over message.max.bytes: a write failure on a healthy broker.
+    let mut kafka = kafka_settings();
+    kafka
+        .client
+        .insert("message.max.bytes".into(), "1000".into());
+    let config = RegistryConfig {
+        kafka,
+        topic: unique("_schemas_test"),
+        ..RegistryConfig::default()
+    };
+    let reg = Registry::start_with(config).await?;
+    let s = unique("big-value");
+    reg.register(&s, &record("Small", &[field("a", "int")]))
+        .await?;
+    let many: Vec<Value> = (0..60)
+        .map(|i| field(&format!("field_number_{i}"), "string"))
+        .collect();
+    let big = record("Big", &many);
+    assert!(big.len() > 1000);
+    let other = unique("big-value");
+    let answer = reg
+        .post(
+            &format!("/subjects/{other}/versions"),
+            json!({ "schema": big }),
+        )
+        .await?;
+    assert_error(answer, 500, 50001);
+    assert_error(
+        reg.get(&format!("/subjects/{other}/versions")).await?,
+        404,
+        40401,
+    );
+    assert_error(
+        reg.post(&format!("/subjects/{s}"), json!({ "schema": big }))
+            .await?,
+        404,
+        40403,
+    );
+    // The registry keeps working after a failed write.
+    reg.register(&other, &record("Small", &[field("a", "int")]))
+        .await?;
+    let metrics = reg
+        .http
+        .get(format!("{}/metrics", reg.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("sluice_registry_log_writes_total{outcome=\"error\"} 1"),
+        "{metrics}"
+    );
+    reg.stop().await
+}
+
+#[tokio::test]
+async fn converter_registers_and_resolves_references() -> anyhow::Result<()> {
+    let reg = Registry::start(&unique("_schemas_test")).await?;
+    let topic = unique("customers");
+    let address_subject = unique("address");
+    let address = record("Address", &[field("city", "string")]);
+    // The parent names the type relative to its namespace: schema_registry_converter inlines references by
+    // that spelling when it builds the writer schema.
+    let customer = record(
+        "Customer",
+        &[field("name", "string"), field("home", "Address")],
+    );
+    let supplied = SuppliedSchema::new(
+        Some("sluice.test.Customer".into()),
+        SchemaType::Avro,
+        customer,
+    )
+    .with_references(vec![SuppliedReference::new(
+        "sluice.test.Address".into(),
+        address_subject.clone(),
+        address,
+    )]);
+    let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.clone(), false, supplied);
+    let fields = vec![
+        ("name", Avro::String("ada".into())),
+        (
+            "home",
+            Avro::Record(vec![("city".into(), Avro::String("london".into()))]),
+        ),
+    ];
+    let encoder = AvroEncoder::new(SrSettings::new(reg.base.clone()));
+    let bytes = encoder
+        .encode(fields.clone(), strategy)
+        .await
+        .map_err(|e| anyhow::anyhow!("encode: {e:?}"))?;
+
+    // The converter registered the reference under its own subject, then the schema pointing at it.
+    assert_eq!(
+        reg.get(&format!("/subjects/{address_subject}/versions"))
+            .await?
+            .1,
+        json!([1])
+    );
+    let (_, latest) = reg
+        .get(&format!("/subjects/{topic}-value/versions/latest"))
+        .await?;
+    assert_eq!(
+        latest["references"],
+        json!([{ "name": "sluice.test.Address", "subject": address_subject, "version": 1 }])
+    );
+
+    let decoder = AvroDecoder::new(SrSettings::new(reg.base.clone()));
+    let decoded = decoder
+        .decode(Some(&bytes))
+        .await
+        .map_err(|e| anyhow::anyhow!("decode: {e:?}"))?;
+    assert_eq!(
+        decoded.value,
+        Avro::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    );
     reg.stop().await
 }

@@ -1,0 +1,92 @@
+//! Criterion micro-benchmarks of the two hot paths, per event and per 1000-event batch:
+//! - producer: JSON event → validated Avro record → Confluent bytes (and the whole request body, parse included);
+//! - consumer: Confluent bytes → ClickHouse RowBinary row.
+//!
+//! `cargo bench -p sluice-benches --bench hot_paths` (add `-- --quick` for a fast pass).
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::Value as Json;
+use sluice_benches::events::EventGen;
+use sluice_benches::payloads::{ConsumerPath, ProducerPath};
+
+const NOW_MS: i64 = 1_800_000_000_000;
+
+fn producer(c: &mut Criterion) {
+    let path = ProducerPath::new(1).expect("events stream");
+    let events = EventGen::new(42).events(1000, NOW_MS);
+    let body = serde_json::to_vec(&events).expect("json");
+    let mut g = c.benchmark_group("producer");
+
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("validate_encode/1", |b| {
+        let mut i = 0usize;
+        b.iter_batched(
+            || {
+                i = (i + 1) % events.len();
+                vec![events[i].clone()]
+            },
+            |batch| black_box(path.encode_batch(batch).expect("valid")),
+            BatchSize::SmallInput,
+        );
+    });
+
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("validate_encode/1000", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |batch| black_box(path.encode_batch(batch).expect("valid")),
+            BatchSize::LargeInput,
+        );
+    });
+    g.bench_function("parse_validate_encode/1000", |b| {
+        b.iter(|| {
+            let parsed: Vec<Json> = serde_json::from_slice(black_box(&body)).expect("json");
+            black_box(path.encode_batch(parsed).expect("valid"))
+        });
+    });
+    g.finish();
+}
+
+fn consumer(c: &mut Criterion) {
+    let producer = ProducerPath::new(1).expect("events stream");
+    let encoded = producer
+        .encode_batch(EventGen::new(43).events(1000, NOW_MS))
+        .expect("valid");
+    let path = ConsumerPath::new().expect("consumer path");
+    let mut g = c.benchmark_group("consumer");
+
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decode_rowbinary/1", |b| {
+        let decoder = path.decoder().expect("decoder");
+        let mut out = Vec::with_capacity(1024);
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % encoded.len();
+            out.clear();
+            decoder
+                .row(black_box(&encoded[i].payload), &mut out)
+                .expect("row");
+            black_box(out.len())
+        });
+    });
+
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("decode_rowbinary/1000", |b| {
+        let mut out = Vec::with_capacity(1024 * 1024);
+        b.iter(|| {
+            // A consumer builds its decoder per batch at most; include that cost here.
+            let decoder = path.decoder().expect("decoder");
+            out.clear();
+            for e in &encoded {
+                decoder.row(black_box(&e.payload), &mut out).expect("row");
+            }
+            black_box(out.len())
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, producer, consumer);
+criterion_main!(benches);

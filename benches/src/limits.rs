@@ -1,0 +1,178 @@
+//! The physical limits Sluice is compared with: the same Avro payloads produced straight to the broker with
+//! rdkafka (same idempotent, acks=all, lz4 settings as the producer), and the same rows bulk-inserted by
+//! `clickhouse-client` into an identical table.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use sluice_producer::config::ProduceSettings;
+use sluice_runtime::kafka::KafkaSettings;
+use tokio::time::Instant;
+
+use crate::payloads::{ConsumerPath, Encoded};
+
+/// Throughput of one limit run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Throughput {
+    /// Items done.
+    pub count: u64,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+impl Throughput {
+    /// Items per second.
+    pub fn per_second(&self) -> f64 {
+        self.count as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Produces every payload to `topic` (cycling when `count` exceeds them), as fast as librdkafka takes them, and
+/// counts acknowledged messages until all are in or `max_time` passes.
+pub async fn raw_produce(
+    kafka: &KafkaSettings,
+    topic: &str,
+    payloads: &[Encoded],
+    count: usize,
+    max_time: Duration,
+) -> anyhow::Result<Throughput> {
+    anyhow::ensure!(!payloads.is_empty(), "no payloads");
+    let produce = ProduceSettings::default();
+    let producer: FutureProducer =
+        sluice_producer::sink::kafka::producer_config(kafka, &produce).create()?;
+    // Keep below librdkafka's queue bound so QueueFull stays the exception, not the pacing mechanism.
+    let window = usize::try_from(produce.queue_max_messages / 2)
+        .unwrap_or(100_000)
+        .max(1);
+    let start = Instant::now();
+    let deadline = start + max_time;
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0usize;
+    let mut acked = 0u64;
+    let mut failed = 0u64;
+    let mut first_error = None;
+    while (sent < count || !pending.is_empty()) && Instant::now() < deadline {
+        while sent < count && pending.len() < window {
+            let p = &payloads[sent % payloads.len()];
+            match producer.send_result(FutureRecord::to(topic).key(&p.key).payload(&p.payload)) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    sent += 1;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => break,
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        let wait = tokio::time::timeout_at(deadline, pending.next()).await;
+        match wait {
+            Err(_) | Ok(None) => {}
+            Ok(Some(Ok(Ok(_)))) => acked += 1,
+            Ok(Some(Ok(Err((e, _))))) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+            Ok(Some(Err(_))) => failed += 1,
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if let Some(e) = first_error {
+        anyhow::bail!("{failed} of {sent} messages failed, first: {e}");
+    }
+    Ok(Throughput {
+        count: acked,
+        seconds,
+    })
+}
+
+/// Turns payloads into one RowBinary blob, as the consumer's decode step would.
+pub fn rows_of(payloads: &[Encoded]) -> anyhow::Result<Vec<u8>> {
+    let path = ConsumerPath::new()?;
+    let decoder = path.decoder()?;
+    let mut out = Vec::with_capacity(payloads.len() * 256);
+    for p in payloads {
+        decoder.row(&p.payload, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Where `clickhouse-client` connects.
+#[derive(Debug, Clone)]
+pub struct NativeEndpoint {
+    /// Host of the native protocol port.
+    pub host: String,
+    /// Native protocol port (9000 on the local stack).
+    pub port: u16,
+}
+
+/// Creates `table` like the consumer would and bulk-inserts `rows` (RowBinary, `count` rows) through
+/// `clickhouse-client`, timing only the insert.
+pub async fn raw_insert(
+    endpoint: &NativeEndpoint,
+    table: &str,
+    rows: &[u8],
+    count: u64,
+    work_dir: &Path,
+) -> anyhow::Result<Throughput> {
+    let path = ConsumerPath::new()?;
+    let ddl = path.create_table_sql(table)?;
+    client_query(endpoint, &ddl, None)
+        .await
+        .context("creating the raw-insert table")?;
+    let file = work_dir.join("rows.rowbinary");
+    tokio::fs::write(&file, rows).await?;
+    let insert = format!(
+        "INSERT INTO {table} ({}) FORMAT RowBinary",
+        path.insert_columns()
+    );
+    let start = Instant::now();
+    client_query(endpoint, &insert, Some(&file))
+        .await
+        .context("bulk insert")?;
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = tokio::fs::remove_file(&file).await;
+    Ok(Throughput { count, seconds })
+}
+
+/// Runs one query with `clickhouse-client`, feeding `input` to its stdin.
+async fn client_query(
+    endpoint: &NativeEndpoint,
+    query: &str,
+    input: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mut cmd = tokio::process::Command::new("clickhouse-client");
+    cmd.arg("--host")
+        .arg(&endpoint.host)
+        .arg("--port")
+        .arg(endpoint.port.to_string())
+        .arg("--query")
+        .arg(query)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    match input {
+        Some(path) => {
+            cmd.stdin(std::fs::File::open(path)?);
+        }
+        None => {
+            cmd.stdin(Stdio::null());
+        }
+    }
+    let child = cmd
+        .spawn()
+        .context("starting clickhouse-client (is it installed? `scripts/stack install`)")?;
+    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+        .await
+        .context("clickhouse-client took over 5 minutes")??;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!("clickhouse-client failed ({}): {}", out.status, err.trim());
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The hot paths under test, called through the services' own library code: JSON event → validated Avro →
+//! Confluent bytes (the producer's `stream`, `validate` and `encode`), and Confluent bytes → ClickHouse RowBinary
+//! (Avro decoding plus `sluice_schemas::clickhouse::RowPlan`, as the consumer does).
+//!
+//! Every benchmark goes through here, so when those APIs move only this file follows.
+
+use anyhow::Context;
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use serde_json::Value as Json;
+use sluice_producer::encode::Encoder;
+use sluice_producer::stream::{IdSource, ServerSide, Stream};
+use sluice_producer::validate::ValidateLimits;
+use sluice_schemas::clickhouse::{RowPlan, TableSpec};
+
+/// Tenant every benchmark event belongs to (the dev ingestion key's tenant in `config/producer.toml`).
+pub const TENANT: &str = "demo";
+/// Sort key of the events table, as `config/consumer.toml` configures it.
+pub const ORDER_BY: &[&str] = &["tenant", "event_type", "event_id"];
+/// Partition field of the events table.
+pub const PARTITION_BY: &str = "occurred_at";
+
+/// One encoded Kafka message.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Kafka key (the tenant, as the producer keys by default).
+    pub key: Vec<u8>,
+    /// Confluent-framed Avro.
+    pub payload: Vec<u8>,
+}
+
+/// The producer's path for the `events` stream.
+pub struct ProducerPath {
+    stream: Stream,
+    limits: ValidateLimits,
+}
+
+impl ProducerPath {
+    /// The default `events` stream, with `schema_id` in every Confluent header.
+    pub fn new(schema_id: u32) -> anyhow::Result<Self> {
+        let config = sluice_producer::Config::default();
+        let cfg = config
+            .streams
+            .get("events")
+            .context("default config has no `events` stream")?;
+        let stream = Stream::new("events", cfg, schema_id)?;
+        let limits = ValidateLimits {
+            max_string_bytes: config.limits.max_string_bytes,
+        };
+        Ok(Self { stream, limits })
+    }
+
+    /// Validates and encodes one request's events, as the ingest handler does.
+    pub fn encode_batch(&self, events: Vec<Json>) -> anyhow::Result<Vec<Encoded>> {
+        let server = ServerSide {
+            tenant: TENANT,
+            received_at: chrono::Utc::now(),
+            ids: IdSource::Mint,
+        };
+        let encoder = Encoder::new(self.stream.schema(), self.stream.schema_id)?;
+        let mut out = Vec::with_capacity(events.len());
+        for (index, ev) in events.into_iter().enumerate() {
+            let prepared = self
+                .stream
+                .prepare(ev, index, &server, self.limits)
+                .map_err(|errs| anyhow::anyhow!("event {index} invalid: {errs:?}"))?;
+            let payload = encoder.encode(&prepared.value)?;
+            out.push(Encoded {
+                key: prepared.key,
+                payload,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The parsed writer schema.
+    pub fn schema(&self) -> &Schema {
+        self.stream.schema()
+    }
+}
+
+/// The consumer's path: Confluent bytes to one RowBinary row of the events table.
+pub struct ConsumerPath {
+    schema: Schema,
+    plan: RowPlan,
+}
+
+impl ConsumerPath {
+    /// For the bundled `event` schema (writer and reader are the same here).
+    pub fn new() -> anyhow::Result<Self> {
+        let schema = Schema::parse_str(sluice_schemas::catalog::EVENT.text)?;
+        let plan = RowPlan::from_schema(&schema)?;
+        Ok(Self { schema, plan })
+    }
+
+    /// A decoder holding the resolved schema, built once per batch as a consumer would.
+    pub fn decoder(&self) -> anyhow::Result<RowDecoder<'_>> {
+        Ok(RowDecoder {
+            reader: GenericDatumReader::builder(&self.schema).build()?,
+            plan: &self.plan,
+        })
+    }
+
+    /// `CREATE TABLE` for `table`, with the consumer's default sort key and partitioning.
+    pub fn create_table_sql(&self, table: &str) -> anyhow::Result<String> {
+        let order_by: Vec<String> = ORDER_BY.iter().map(|s| (*s).to_owned()).collect();
+        Ok(self.plan.create_table_sql(&TableSpec {
+            table,
+            order_by: &order_by,
+            partition_by: Some(PARTITION_BY),
+        })?)
+    }
+
+    /// The column list for `INSERT INTO t (...) FORMAT RowBinary`.
+    pub fn insert_columns(&self) -> String {
+        self.plan.insert_columns()
+    }
+}
+
+/// Decodes framed messages into RowBinary rows.
+pub struct RowDecoder<'a> {
+    reader: GenericDatumReader<'a>,
+    plan: &'a RowPlan,
+}
+
+impl RowDecoder<'_> {
+    /// Appends the RowBinary row of one framed message to `out`.
+    pub fn row(&self, framed: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
+        let (_id, mut body) = sluice_schemas::wire::unframe(framed)?;
+        let value = self.reader.read_value(&mut body)?;
+        self.plan.encode(&value, out)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventGen;
+
+    #[test]
+    fn events_survive_both_paths() {
+        let producer = ProducerPath::new(1).expect("producer path");
+        let consumer = ConsumerPath::new().expect("consumer path");
+        let events = EventGen::new(3).events(50, 1_800_000_000_000);
+        let encoded = producer.encode_batch(events).expect("valid");
+        assert_eq!(encoded.len(), 50);
+        let mut rows = Vec::new();
+        let decoder = consumer.decoder().expect("decoder");
+        for e in &encoded {
+            assert_eq!(e.key, TENANT.as_bytes());
+            decoder.row(&e.payload, &mut rows).expect("row");
+        }
+        assert!(rows.len() > 50 * 40, "rows carry every field");
+        let ddl = consumer.create_table_sql("db.t").expect("ddl");
+        assert!(ddl.starts_with("CREATE TABLE IF NOT EXISTS db.t"));
+    }
+}

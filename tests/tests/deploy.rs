@@ -726,139 +726,139 @@ fn k8s_config_loads_into_every_service() -> anyhow::Result<()> {
 
 fn check_rendering(r: &Rendering) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
-    {
-        let deployed = r.deployed()?;
-        for want in [Service::Producer, Service::Consumer, Service::Registry] {
-            if !deployed.iter().any(|d| d.service == want) {
-                problems.push(format!("{}: no Deployment for the {}", r.name, want.name()));
-            }
+    let deployed = r.deployed()?;
+    for want in [Service::Producer, Service::Consumer, Service::Registry] {
+        if !deployed.iter().any(|d| d.service == want) {
+            problems.push(format!("{}: no Deployment for the {}", r.name, want.name()));
         }
-        let loaded = load_all(&deployed, &mut problems);
-        check_consistency(&r.name, &loaded, &mut problems);
-        let is_service = |url: &str| r.find("Service", url_host(url)).is_some();
-        for (origin, c) in &loaded.producer {
-            expect_listen(
-                &mut problems,
-                origin,
-                c.listen,
-                container_port(&r, "sluice-producer").unwrap_or(PRODUCER_PORT),
-            );
-            if !is_service(&c.registry_url) {
-                problems.push(format!(
-                    "{origin}: registry_url {} names no Service in {}",
-                    c.registry_url, r.name
-                ));
-            }
+    }
+    let loaded = load_all(&deployed, &mut problems);
+    check_consistency(&r.name, &loaded, &mut problems);
+    let is_service = |url: &str| r.find("Service", url_host(url)).is_some();
+    for (origin, c) in &loaded.producer {
+        expect_listen(
+            &mut problems,
+            origin,
+            c.listen,
+            container_port(r, "sluice-producer").unwrap_or(PRODUCER_PORT),
+        );
+        if !is_service(&c.registry_url) {
+            problems.push(format!(
+                "{origin}: registry_url {} names no Service in {}",
+                c.registry_url, r.name
+            ));
         }
-        for (origin, c) in &loaded.registry {
-            expect_listen(
-                &mut problems,
-                origin,
-                c.listen,
-                container_port(&r, "sluice-registry").unwrap_or(REGISTRY_PORT),
-            );
+    }
+    for (origin, c) in &loaded.registry {
+        expect_listen(
+            &mut problems,
+            origin,
+            c.listen,
+            container_port(r, "sluice-registry").unwrap_or(REGISTRY_PORT),
+        );
+    }
+    for (origin, c) in &loaded.consumer {
+        expect_listen(
+            &mut problems,
+            origin,
+            c.listen,
+            container_port(r, "sluice-consumer").unwrap_or(CONSUMER_PORT),
+        );
+        if !is_service(&c.registry_url) {
+            problems.push(format!(
+                "{origin}: registry_url {} names no Service in {}",
+                c.registry_url, r.name
+            ));
         }
-        for (origin, c) in &loaded.consumer {
-            expect_listen(
-                &mut problems,
-                origin,
-                c.listen,
-                container_port(&r, "sluice-consumer").unwrap_or(CONSUMER_PORT),
-            );
-            if !is_service(&c.registry_url) {
-                problems.push(format!(
-                    "{origin}: registry_url {} names no Service in {}",
-                    c.registry_url, r.name
-                ));
-            }
-            // Kubernetes kills the pod at terminationGracePeriodSeconds: it must outlast the consumer's own flush
-            // deadline plus a commit and leaving the group.
-            let grace = r
-                .find("Deployment", "sluice-consumer")
-                .and_then(|d| {
-                    get(
-                        d,
-                        &["spec", "template", "spec", "terminationGracePeriodSeconds"],
-                    )
-                })
-                .and_then(Value::as_u64)
-                .unwrap_or(30);
-            if grace * 1000 < c.shutdown_grace_ms + 10_000 {
-                problems.push(format!(
-                    "{origin}: terminationGracePeriodSeconds {grace} leaves under 10 s after shutdown_grace_ms {}",
-                    c.shutdown_grace_ms
-                ));
-            }
+        // Kubernetes kills the pod at terminationGracePeriodSeconds: it must outlast the consumer's own flush
+        // deadline plus a commit and leaving the group.
+        let grace = r
+            .find("Deployment", "sluice-consumer")
+            .and_then(|d| {
+                get(
+                    d,
+                    &["spec", "template", "spec", "terminationGracePeriodSeconds"],
+                )
+            })
+            .and_then(Value::as_u64)
+            .unwrap_or(30);
+        if grace * 1000 < c.shutdown_grace_ms + 10_000 {
+            problems.push(format!(
+                "{origin}: terminationGracePeriodSeconds {grace} leaves under 10 s after shutdown_grace_ms {}",
+                c.shutdown_grace_ms
+            ));
         }
+    }
 
-        // KEDA watches the consumer's own group, topic and brokers, and never asks for more replicas than the
-        // topic has partitions (the extra ones would idle).
-        for so in r.of_kind("ScaledObject") {
-            let where_ = format!(
-                "{} ScaledObject {}",
-                r.name,
-                get_str(so, &["metadata", "name"]).unwrap_or_default()
+    // KEDA watches the consumer's own group, topic and brokers, and never asks for more replicas than the
+    // topic has partitions (the extra ones would idle).
+    for so in r.of_kind("ScaledObject") {
+        let where_ = format!(
+            "{} ScaledObject {}",
+            r.name,
+            get_str(so, &["metadata", "name"]).unwrap_or_default()
+        );
+        let max = get(so, &["spec", "maxReplicaCount"])
+            .and_then(Value::as_i64)
+            .unwrap_or(100);
+        for trig in get(so, &["spec", "triggers"])
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            if get_str(trig, &["type"]).as_deref() != Some("kafka") {
+                continue;
+            }
+            let meta = |k: &str| get_str(trig, &["metadata", k]).unwrap_or_default();
+            let (topic, group, bootstrap) = (
+                meta("topic"),
+                meta("consumerGroup"),
+                meta("bootstrapServers"),
             );
-            let max = get(so, &["spec", "maxReplicaCount"])
-                .and_then(Value::as_i64)
-                .unwrap_or(100);
-            for trig in get(so, &["spec", "triggers"])
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-            {
-                if get_str(trig, &["type"]).as_deref() != Some("kafka") {
-                    continue;
+            for (origin, c) in &loaded.consumer {
+                if c.group_id != group {
+                    problems.push(format!(
+                        "{where_}: watches group {group:?} but {origin} joins {:?}",
+                        c.group_id
+                    ));
                 }
-                let meta = |k: &str| get_str(trig, &["metadata", k]).unwrap_or_default();
-                let (topic, group, bootstrap) = (
-                    meta("topic"),
-                    meta("consumerGroup"),
-                    meta("bootstrapServers"),
-                );
-                for (origin, c) in &loaded.consumer {
-                    if c.group_id != group {
-                        problems.push(format!(
-                            "{where_}: watches group {group:?} but {origin} joins {:?}",
-                            c.group_id
-                        ));
-                    }
-                    // With no committed offset KEDA counts lag from where it assumes the consumer starts; the
-                    // consumer starts at `earliest` unless kafka.client overrides it (KEDA's own default is latest).
-                    let reset = c
-                        .kafka
-                        .client
-                        .get("auto.offset.reset")
-                        .map_or("earliest", String::as_str);
-                    let keda_reset = get_str(trig, &["metadata", "offsetResetPolicy"])
-                        .unwrap_or_else(|| "latest".into());
-                    if keda_reset != reset {
-                        problems.push(format!("{where_}: offsetResetPolicy {keda_reset} but {origin} starts at {reset}"));
-                    }
-                    if c.kafka.bootstrap_servers != bootstrap {
-                        problems.push(format!(
-                            "{where_}: watches brokers {bootstrap} but {origin} reads from {}",
-                            c.kafka.bootstrap_servers
-                        ));
-                    }
-                    match c.streams.iter().find(|s| s.topic == topic) {
-                        None => problems.push(format!("{where_}: topic {topic:?} is not consumed by {origin}")),
-                        Some(s) if i64::from(s.partitions) < max => problems.push(format!(
-                            "{where_}: maxReplicaCount {max} exceeds the {} partitions of {topic} ({origin})",
-                            s.partitions
-                        )),
-                        Some(_) => {}
-                    }
+                // With no committed offset KEDA counts lag from where it assumes the consumer starts; the
+                // consumer starts at `earliest` unless kafka.client overrides it (KEDA's own default is latest).
+                let reset = c
+                    .kafka
+                    .client
+                    .get("auto.offset.reset")
+                    .map_or("earliest", String::as_str);
+                let keda_reset = get_str(trig, &["metadata", "offsetResetPolicy"])
+                    .unwrap_or_else(|| "latest".into());
+                if keda_reset != reset {
+                    problems.push(format!(
+                        "{where_}: offsetResetPolicy {keda_reset} but {origin} starts at {reset}"
+                    ));
                 }
-                for (origin, c) in &loaded.producer {
-                    if let Some(s) = c.streams.values().find(|s| s.topic == topic)
-                        && i64::from(s.partitions) < max
-                    {
-                        problems.push(format!(
-                            "{where_}: maxReplicaCount {max} exceeds the {} partitions of {topic} ({origin})",
-                            s.partitions
-                        ));
-                    }
+                if c.kafka.bootstrap_servers != bootstrap {
+                    problems.push(format!(
+                        "{where_}: watches brokers {bootstrap} but {origin} reads from {}",
+                        c.kafka.bootstrap_servers
+                    ));
+                }
+                match c.streams.iter().find(|s| s.topic == topic) {
+                    None => problems.push(format!("{where_}: topic {topic:?} is not consumed by {origin}")),
+                    Some(s) if i64::from(s.partitions) < max => problems.push(format!(
+                        "{where_}: maxReplicaCount {max} exceeds the {} partitions of {topic} ({origin})",
+                        s.partitions
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for (origin, c) in &loaded.producer {
+                if let Some(s) = c.streams.values().find(|s| s.topic == topic)
+                    && i64::from(s.partitions) < max
+                {
+                    problems.push(format!(
+                        "{where_}: maxReplicaCount {max} exceeds the {} partitions of {topic} ({origin})",
+                        s.partitions
+                    ));
                 }
             }
         }

@@ -331,6 +331,17 @@ fn check_compose(compose: &Compose) -> anyhow::Result<Vec<String>> {
     }
     for (origin, c) in &loaded.registry {
         expect_listen(&mut problems, origin, c.listen, REGISTRY_PORT);
+        // Each registry must be the only writer of its topic.
+        for (name, svc) in &compose.services {
+            if get_str(svc, &["environment", "SCHEMA_REGISTRY_KAFKASTORE_TOPIC"]).as_deref()
+                == Some(c.topic.as_str())
+            {
+                problems.push(format!(
+                    "{origin}: shares its topic {} with {name}",
+                    c.topic
+                ));
+            }
+        }
     }
     for (origin, broker) in brokers(&loaded) {
         if broker != "kafka:9092" {
@@ -888,7 +899,11 @@ fn compose_env_mut<'a>(compose: &'a mut Compose, service: &str) -> &'a mut serde
 #[test]
 fn compose_checks_catch_breakage() -> anyhow::Result<()> {
     type Break = fn(&mut Compose);
-    let cases: [(Break, &str); 5] = [
+    let cases: [(Break, &str); 6] = [
+        (
+            |c| drop(compose_env_mut(c, "sluice-registry").remove("SLUICE_TOPIC")),
+            "shares its topic _schemas",
+        ),
         (
             |c| {
                 drop(

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::BodyDataStream;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,9 @@ use crate::error::{ApiError, EventError};
 use crate::sink::OutRecord;
 use crate::stream::{IdSource, ServerSide, Stream};
 use crate::validate::ValidateLimits;
+
+/// How long an error answer waits for the client to finish sending a body nobody will read.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Header whose value makes server-minted event ids deterministic, so a retried request collapses downstream.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -79,7 +83,15 @@ pub async fn ingest(
     let mut events = 0usize;
     let known = app.streams.contains_key(&stream);
     let label = if known { stream.as_str() } else { "unknown" };
-    match handle(&app, &stream, req, &mut events).await {
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body.into_data_stream());
+    let result = handle(&app, &stream, &parts.headers, &mut body, &mut events).await;
+    if let Some(rest) = body.take()
+        && result.is_err()
+    {
+        drain(rest, app.limits.max_body_bytes).await;
+    }
+    match result {
         Ok(accepted) => {
             app.metrics
                 .accepted
@@ -105,12 +117,13 @@ pub async fn ingest(
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let Some(ct) = ct else {
-        return Err(ApiError::UnsupportedContentType(String::new()));
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(ct), None) = (values.next(), values.next()) else {
+        return Err(ApiError::UnsupportedContentType(
+            "none, or more than one".into(),
+        ));
     };
+    let ct = String::from_utf8_lossy(ct.as_bytes()).into_owned();
     let mime = ct.split(';').next().unwrap_or_default().trim();
     if mime.eq_ignore_ascii_case("application/json") {
         Ok(())
@@ -142,9 +155,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
-async fn read_body(req: Request, max: usize, expected: Option<usize>) -> Result<Vec<u8>, ApiError> {
+/// Reads the body up to `max` bytes (after decompression). On error the rest stays in `body` for [`drain`].
+async fn read_body(
+    body: &mut BodyDataStream,
+    max: usize,
+    expected: Option<usize>,
+) -> Result<Vec<u8>, ApiError> {
     let mut buf = Vec::with_capacity(expected.unwrap_or(8 * 1024).min(max));
-    let mut body = req.into_body().into_data_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadBody(error_chain(&e)))?;
         if buf.len() + chunk.len() > max {
@@ -153,6 +170,21 @@ async fn read_body(req: Request, max: usize, expected: Option<usize>) -> Result<
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
+}
+
+/// Reads and discards what the client is still sending, so it can read our error answer: closing a socket with
+/// unread data makes the kernel reset the connection, and the client sees a broken pipe instead of a 4xx.
+async fn drain(mut body: BodyDataStream, max: usize) {
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len();
+            if seen > max {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -172,12 +204,12 @@ const INLINE_BODY_BYTES: usize = 64 * 1024;
 async fn handle(
     app: &Arc<AppState>,
     name: &str,
-    req: Request,
+    headers: &HeaderMap,
+    body: &mut Option<BodyDataStream>,
     events: &mut usize,
 ) -> Result<Accepted, ApiError> {
     let limits = &app.limits;
     let deadline = tokio::time::Instant::now() + limits.request_timeout();
-    let headers = req.headers();
     let key = app.keys.authenticate(headers)?;
     let stream = app
         .streams
@@ -205,12 +237,26 @@ async fn handle(
         &app.metrics.in_flight_bytes,
         "bytes",
     )?;
-    let body = tokio::time::timeout_at(
+    let Some(stream_body) = body.as_mut() else {
+        return Err(ApiError::Internal("body already taken".into()));
+    };
+    let read = tokio::time::timeout_at(
         deadline,
-        read_body(req, limits.max_body_bytes, content_length),
+        read_body(stream_body, limits.max_body_bytes, content_length),
     )
-    .await
-    .map_err(|_| ApiError::BodyTimeout)??;
+    .await;
+    let body = match read {
+        Ok(Ok(bytes)) => {
+            *body = None;
+            bytes
+        }
+        // A client too slow to send its body is not worth waiting for again.
+        Err(_) => {
+            *body = None;
+            return Err(ApiError::BodyTimeout);
+        }
+        Ok(Err(e)) => return Err(e),
+    };
 
     let job = BuildJob {
         app: app.clone(),

@@ -282,6 +282,15 @@ async fn every_error_path_has_its_status_and_code_and_produces_nothing() {
             "unsupported_encoding",
         ),
         (
+            "two content types",
+            post()
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Body::from(one.clone()))
+                .expect("r"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+        ),
+        (
             "empty body",
             post().body(Body::empty()).expect("r"),
             StatusCode::BAD_REQUEST,

@@ -1,6 +1,6 @@
 //! Wiring: the Kafka log, the replay at start-up, the readiness checks and the HTTP server.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -41,7 +41,9 @@ pub async fn serve(
         metrics.clone(),
     ));
 
+    let last_error = Arc::new(Mutex::new(None::<String>));
     let loader = {
+        let last_error = last_error.clone();
         let (registry, metrics, settings, topic) = (
             registry.clone(),
             metrics.clone(),
@@ -61,7 +63,10 @@ pub async fn serve(
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "replaying the schema log failed; retrying")
+                        tracing::warn!(error = %e, "replaying the schema log failed; retrying");
+                        if let Ok(mut last) = last_error.lock() {
+                            *last = Some(e);
+                        }
                     }
                 }
                 tokio::select! {
@@ -73,7 +78,10 @@ pub async fn serve(
     };
 
     let checks: Vec<Box<dyn ReadinessCheck>> = vec![
-        Box::new(LogReplayed(registry.clone())),
+        Box::new(LogReplayed {
+            registry: registry.clone(),
+            last_error,
+        }),
         Box::new(Broker(config.kafka.clone())),
     ];
     let app = router(AppState { registry, metrics }, Ops::new(prometheus, checks));
@@ -87,8 +95,11 @@ pub async fn serve(
     Ok(result?)
 }
 
-/// Ready once the log has been read to its end.
-struct LogReplayed(Arc<Registry>);
+/// Ready once the log has been read to its end; until then says why the last attempt failed.
+struct LogReplayed {
+    registry: Arc<Registry>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
 
 impl ReadinessCheck for LogReplayed {
     fn name(&self) -> &str {
@@ -96,15 +107,16 @@ impl ReadinessCheck for LogReplayed {
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        let loaded = self.0.is_loaded();
-        async move {
-            if loaded {
-                Ok(())
-            } else {
-                Err("still replaying the log".to_owned())
-            }
-        }
-        .boxed()
+        let result = if self.registry.is_loaded() {
+            Ok(())
+        } else {
+            let last = self.last_error.lock().ok().and_then(|l| l.clone());
+            Err(last.map_or_else(
+                || "still replaying the log".to_owned(),
+                |e| format!("replay failed, retrying: {e}"),
+            ))
+        };
+        futures::future::ready(result).boxed()
     }
 }
 

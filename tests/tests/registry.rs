@@ -39,18 +39,23 @@ impl Registry {
         .await
     }
 
-    async fn start_with(config: RegistryConfig) -> anyhow::Result<Self> {
+    /// Serves `config` without waiting for readiness.
+    async fn spawn(config: RegistryConfig) -> anyhow::Result<Self> {
         sluice_tests::init_tracing();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(sluice_registry::serve(config, listener, shutdown.clone()));
-        let registry = Self {
+        Ok(Self {
             base,
             http: reqwest::Client::new(),
             shutdown,
             task,
-        };
+        })
+    }
+
+    async fn start_with(config: RegistryConfig) -> anyhow::Result<Self> {
+        let registry = Self::spawn(config).await?;
         eventually("registry ready", Duration::from_secs(60), || async {
             let r = registry
                 .http
@@ -974,17 +979,7 @@ async fn store_errors_are_50001() -> anyhow::Result<()> {
         write_timeout_ms: 1000,
         ..RegistryConfig::default()
     };
-    sluice_tests::init_tracing();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(sluice_registry::serve(config, listener, shutdown.clone()));
-    let reg = Registry {
-        base,
-        http: reqwest::Client::new(),
-        shutdown,
-        task,
-    };
+    let reg = Registry::spawn(config).await?;
     let health = eventually("healthz", Duration::from_secs(10), || async {
         Ok(reg
             .http
@@ -1132,5 +1127,35 @@ async fn converter_registers_and_resolves_references() -> anyhow::Result<()> {
         decoded.value,
         Avro::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     );
+    reg.stop().await
+}
+
+#[tokio::test]
+async fn refuses_a_topic_with_several_partitions() -> anyhow::Result<()> {
+    let topic = unique("_schemas_test");
+    let spec = sluice_runtime::kafka::TopicSpec {
+        name: &topic,
+        partitions: 3,
+        config: vec![],
+    };
+    sluice_runtime::kafka::ensure_topics(&kafka_settings(), &[spec]).await?;
+    let config = RegistryConfig {
+        kafka: kafka_settings(),
+        topic,
+        ..RegistryConfig::default()
+    };
+    let reg = Registry::spawn(config).await?;
+    let why = eventually(
+        "readyz names the partition problem",
+        Duration::from_secs(30),
+        || async {
+            let r = reg.http.get(format!("{}/readyz", reg.base)).send().await?;
+            let (status, body) = (r.status().as_u16(), r.text().await?);
+            Ok((status == 503 && body.contains("needs exactly one")).then_some(body))
+        },
+    )
+    .await?;
+    assert!(why.contains("3 partitions"), "{why}");
+    assert_error(reg.get("/subjects").await?, 503, 50001);
     reg.stop().await
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -20,6 +20,8 @@ use crate::records::Record;
 const PARTITION: i32 = 0;
 /// Replay gives up when the broker sends nothing for this long before the marker arrives.
 const REPLAY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a metadata request may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes records to the registry topic.
 pub struct KafkaLog {
@@ -69,6 +71,34 @@ impl Log for KafkaLog {
     }
 }
 
+/// Refuses a topic with several partitions: records would lose their single order and replay would miss some.
+async fn check_single_partition(settings: &KafkaSettings, topic: &str) -> Result<(), String> {
+    let config = settings.client_config();
+    let name = topic.to_owned();
+    let partitions = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        let metadata = consumer
+            .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == name)
+                .map_or(0, |t| t.partitions().len()),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading metadata of {topic}: {e}"))?;
+    if partitions != 1 {
+        return Err(format!(
+            "topic {topic} has {partitions} partitions; the registry needs exactly one"
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the topic if needed and reads it from the beginning into a fresh index.
 ///
 /// A `NOOP` marker is written first and the read stops at its offset: that is "the end of the log" even when
@@ -88,6 +118,7 @@ pub async fn replay(
     ensure_topics(settings, &[spec])
         .await
         .map_err(|e| format!("creating topic {topic}: {e}"))?;
+    check_single_partition(settings, topic).await?;
     let marker = log.send(&Record::Noop).await?;
 
     let consumer: StreamConsumer = settings

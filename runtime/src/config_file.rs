@@ -34,8 +34,9 @@ where
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
-    // `SLUICE_CONFIG` names the file itself; it is not a setting.
-    let vars: config::Map<String, String> = env.into_iter().filter(|(k, _)| k != "SLUICE_CONFIG").collect();
+    // `SLUICE_CONFIG` names the file itself and `SLUICE_LOG_FORMAT` is read by `telemetry`; neither is a setting.
+    let vars: config::Map<String, String> =
+        env.into_iter().filter(|(k, _)| k != "SLUICE_CONFIG" && k != "SLUICE_LOG_FORMAT").collect();
     builder = builder.add_source(
         config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
@@ -88,7 +89,9 @@ mod tests {
 
     #[test]
     fn unrelated_env_is_ignored() {
-        let s: Sample = load_from(None, env(&[("HOME", "/root"), ("SLUICE_CONFIG", "x.toml")])).expect("loads");
+        let s: Sample =
+            load_from(None, env(&[("HOME", "/root"), ("SLUICE_CONFIG", "x.toml"), ("SLUICE_LOG_FORMAT", "json")]))
+                .expect("loads");
         assert_eq!(s.port, 8080);
     }
 

@@ -565,3 +565,26 @@ async fn oversize_event_fails_the_whole_batch_and_large_bodies_work() {
     assert_eq!(body["accepted"], 100);
     assert_eq!(sink.count(), 100);
 }
+
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out_with_408() {
+    let sink = Arc::new(RecordingSink::default());
+    let limits = Limits {
+        request_timeout_ms: 200,
+        ..Limits::default()
+    };
+    let (app, metrics) = app_with(sink.clone(), limits);
+    let stalled = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+    let req = post().body(Body::from_stream(stalled)).expect("request");
+    let started = std::time::Instant::now();
+    let (status, _, body) = send(&app, req).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+    assert_eq!(body["error"], "body_timeout");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        metrics.in_flight_bytes.get(),
+        0,
+        "the reservation is released"
+    );
+    assert_eq!(sink.count(), 0);
+}

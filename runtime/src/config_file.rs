@@ -11,6 +11,9 @@ pub const ENV_PREFIX: &str = "SLUICE";
 /// Separator between nesting levels in environment keys.
 pub const ENV_SEPARATOR: &str = "__";
 
+/// `SLUICE_*` variables read by the process itself (the config file's path, the log format), not settings.
+pub const PROCESS_VARIABLES: &[&str] = &["SLUICE_CONFIG", "SLUICE_LOG_FORMAT"];
+
 /// A config that could not be read; the message names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]

@@ -11,6 +11,28 @@ use crate::records::Reference;
 /// The content type of every answer.
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
+/// Answer media types, in Confluent's order of preference.
+const PRODUCED: [&str; 3] = [
+    CONTENT_TYPE,
+    "application/vnd.schemaregistry+json",
+    "application/json",
+];
+
+/// The answer media type for an `Accept` header: the most preferred one it names, else the v1 type.
+pub fn negotiate(accept: Option<&str>) -> &'static str {
+    let Some(accept) = accept else {
+        return CONTENT_TYPE;
+    };
+    let named: Vec<&str> = accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or_default().trim())
+        .collect();
+    PRODUCED
+        .into_iter()
+        .find(|p| named.iter().any(|n| n.eq_ignore_ascii_case(p)))
+        .unwrap_or(CONTENT_TYPE)
+}
+
 /// Request media types Confluent's server consumes.
 const ACCEPTED: [&str; 4] = [
     "application/vnd.schemaregistry.v1+json",
@@ -232,6 +254,23 @@ mod tests {
             parse_body::<SchemaRequest>(&HeaderMap::new(), br#"{"schema":1}"#),
             Err(Error::UnprocessableJson(_))
         ));
+    }
+
+    #[test]
+    fn answer_type_follows_accept() {
+        assert_eq!(negotiate(None), CONTENT_TYPE);
+        assert_eq!(negotiate(Some("*/*")), CONTENT_TYPE);
+        assert_eq!(negotiate(Some("application/json")), "application/json");
+        assert_eq!(
+            negotiate(Some(
+                "application/json; q=0.5, application/vnd.schemaregistry.v1+json"
+            )),
+            CONTENT_TYPE
+        );
+        assert_eq!(
+            negotiate(Some("application/vnd.schemaregistry+json")),
+            "application/vnd.schemaregistry+json"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use sluice_runtime::ops::Ops;
 
 use crate::api::{
     CONTENT_TYPE, CompatibilityResponse, ConfigRequest, ConfigUpdateResponse, RegisterResponse,
-    SchemaRequest, VersionSpec, flag, parse_body,
+    SchemaRequest, VersionSpec, flag, negotiate, parse_body,
 };
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
@@ -86,6 +86,7 @@ pub fn router(state: AppState, ops: Ops) -> Router {
         .route_layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(middleware::from_fn(negotiate_content_type))
         .with_state(state)
 }
 
@@ -126,6 +127,29 @@ async fn no_route(State(state): State<AppState>, method: Method) -> Error {
         .with_label_values(&[Error::NoRoute.label()])
         .inc();
     Error::NoRoute
+}
+
+/// Answers in the media type the client asked for, as Confluent's server does (`application/json` clients
+/// get `application/json`).
+async fn negotiate_content_type(request: Request, next: Next) -> Response {
+    let wanted = negotiate(
+        request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let mut response = next.run(request).await;
+    if wanted != CONTENT_TYPE
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v == CONTENT_TYPE)
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(wanted));
+    }
+    response
 }
 
 async fn track(
@@ -471,6 +495,26 @@ mod tests {
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         let (status, _, body) = call(&app, "POST", "/subjects/s/versions", Some("{")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+
+    #[tokio::test]
+    async fn answers_in_the_accepted_media_type() {
+        let app = app();
+        let request = Request::builder()
+            .uri("/subjects")
+            .header(header::ACCEPT, "application/json")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        let (_, ct, _) = call(&app, "GET", "/subjects", None).await;
+        assert_eq!(ct, CONTENT_TYPE);
     }
 
     #[tokio::test]

@@ -1,0 +1,373 @@
+//! The consumer against the real broker, registry and ClickHouse, run in-process: exactly-once rows through FINAL,
+//! offsets committed only after inserts, poison to the DLQ with its headers and back by replay, a ClickHouse
+//! outage that loses and dead-letters nothing, and schema evolution that adds a column.
+
+mod consumer_support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::Context;
+use apache_avro::types::Value;
+use consumer_support::*;
+use rdkafka::message::{Headers, Message};
+use sluice_consumer::dlq::command::{Filter, replay};
+use sluice_consumer::dlq::{ErrorClass, header, header_str};
+use sluice_tests::{clickhouse, eventually, init_tracing, kafka_settings};
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_events_land_once_and_offsets_reach_the_partition_ends() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_basic").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let consumer = InProcess::start(s.config()).await?;
+    consumer.ready().await?;
+
+    let producer = producer()?;
+    let ids = ids(400);
+    send_events(&producer, &s.topic, schema_id, &ids).await?;
+    // A redelivered copy of some events (as after a crash) must collapse, not double count.
+    send_events(&producer, &s.topic, schema_id, &ids[..25]).await?;
+
+    s.wait_for_rows(400, Duration::from_secs(60)).await?;
+    s.assert_exactly(&ids).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert_eq!(
+        s.committed_total().await?,
+        425,
+        "all 425 messages committed"
+    );
+    assert!(
+        consumer
+            .metric("sluice_consumer_rows_inserted_total")
+            .await?
+            >= 400.0
+    );
+    assert!(
+        consumer
+            .metric("sluice_consumer_messages_consumed_total")
+            .await?
+            >= 425.0
+    );
+    assert!(s.dead_letters().await?.is_empty(), "nothing poison here");
+
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_dead_lettered_with_headers_and_replay_lands_it_after_the_fix()
+-> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_poison").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let consumer = InProcess::start(s.config()).await?;
+    consumer.ready().await?;
+    // ClickHouse itself refuses rows of this event type until the guard is dropped.
+    clickhouse()
+        .query(&format!(
+            "ALTER TABLE {} ADD COLUMN guard UInt8 MATERIALIZED throwIf(event_type = 'reject_me')",
+            s.table
+        ))
+        .execute()
+        .await?;
+
+    let schema = event_schema();
+    let mut items: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut expect_class: HashMap<String, ErrorClass> = HashMap::new();
+    let good = ids(60);
+    for id in &good {
+        items.push((
+            id.to_string(),
+            framed(schema_id, &schema, event(*id, "page_view", vec![]))?,
+        ));
+    }
+    for i in 0..2 {
+        let key = format!("garbage-{i}");
+        items.push((key.clone(), b"definitely not avro".to_vec()));
+        expect_class.insert(key, ErrorClass::Undecodable);
+    }
+    let unknown = Uuid::now_v7();
+    items.push((
+        unknown.to_string(),
+        framed(2_000_000_000, &schema, event(unknown, "page_view", vec![]))?,
+    ));
+    expect_class.insert(unknown.to_string(), ErrorClass::UnknownSchema);
+    let rejected = ids(2);
+    for id in &rejected {
+        items.push((
+            id.to_string(),
+            framed(schema_id, &schema, event(*id, "reject_me", vec![]))?,
+        ));
+        expect_class.insert(id.to_string(), ErrorClass::Rejected);
+    }
+    let before_1970 = Uuid::now_v7();
+    let mut ancient = event(before_1970, "page_view", vec![]);
+    if let Value::Record(fields) = &mut ancient {
+        fields[3].1 = Value::TimestampMillis(-86_400_000);
+    }
+    items.push((
+        before_1970.to_string(),
+        framed(schema_id, &schema, ancient)?,
+    ));
+    expect_class.insert(before_1970.to_string(), ErrorClass::Unrepresentable);
+    // Interleave poison with good messages so every batch has both.
+    let mut shuffled = Vec::new();
+    let (poison, mut good_items): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .partition(|(k, _)| expect_class.contains_key(k));
+    for p in poison {
+        shuffled.extend(good_items.drain(..good_items.len().min(9)));
+        shuffled.push(p);
+    }
+    shuffled.append(&mut good_items);
+    let sent: HashMap<String, Vec<u8>> = shuffled.iter().cloned().collect();
+    send_raw(&producer()?, &s.topic, &shuffled).await?;
+
+    s.wait_for_rows(60, Duration::from_secs(60)).await?;
+    let letters = eventually("6 dead letters", Duration::from_secs(30), || async {
+        let l = s.dead_letters().await?;
+        Ok((l.len() >= 6).then_some(l))
+    })
+    .await?;
+    assert_eq!(letters.len(), 6, "exactly the poison is dead-lettered");
+    let mut source_positions = HashSet::new();
+    for l in &letters {
+        let key = std::str::from_utf8(l.key().context("key kept")?)?.to_owned();
+        let class = expect_class
+            .get(&key)
+            .with_context(|| format!("unexpected letter {key}"))?;
+        assert_eq!(header_str(l, header::CLASS), Some(class.as_str()), "{key}");
+        assert!(
+            header_str(l, header::MESSAGE).is_some_and(|m| !m.is_empty()),
+            "{key} has an error message"
+        );
+        assert_eq!(header_str(l, header::TOPIC), Some(s.topic.as_str()));
+        assert_eq!(header_str(l, header::GROUP), Some(s.group.as_str()));
+        assert_eq!(header_str(l, header::ATTEMPTS), Some("1"));
+        assert!(
+            header_str(l, header::TIMESTAMP)
+                .and_then(|t| t.parse::<i64>().ok())
+                .is_some_and(|t| t > 0)
+        );
+        let partition: i32 = header_str(l, header::PARTITION)
+            .context("partition")?
+            .parse()?;
+        let offset: i64 = header_str(l, header::OFFSET).context("offset")?.parse()?;
+        assert!(
+            source_positions.insert((partition, offset)),
+            "distinct source positions"
+        );
+        assert_eq!(
+            l.payload(),
+            sent.get(&key).map(Vec::as_slice),
+            "{key}: original value kept"
+        );
+        let trace = l
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "trace"))
+            .and_then(|h| h.value);
+        assert_eq!(trace, Some(key.as_bytes()), "{key}: original headers kept");
+    }
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert_eq!(
+        consumer
+            .metric("sluice_consumer_dead_lettered_total")
+            .await?,
+        6.0
+    );
+
+    // Fix the cause, replay only the rejected letters: they land.
+    clickhouse()
+        .query(&format!("ALTER TABLE {} DROP COLUMN guard", s.table))
+        .execute()
+        .await?;
+    let rejected_only = Filter {
+        class: Some(ErrorClass::Rejected),
+        ..Filter::default()
+    };
+    let mut out = Vec::new();
+    let summary = replay(&kafka_settings(), &s.dlq, &rejected_only, &mut out).await?;
+    assert_eq!(
+        (
+            summary.scanned,
+            summary.matched,
+            summary.replayed,
+            summary.failed
+        ),
+        (6, 2, 2, 0),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out).contains("replayed 2 of 2"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    s.wait_for_rows(62, Duration::from_secs(60)).await?;
+    let landed: HashSet<Uuid> = s.ids().await?.into_iter().collect();
+    assert!(
+        rejected.iter().all(|id| landed.contains(id)),
+        "replayed rows landed"
+    );
+
+    // Replaying what is still broken sends it back with the attempt count raised.
+    let garbage_only = Filter {
+        class: Some(ErrorClass::Undecodable),
+        ..Filter::default()
+    };
+    replay(&kafka_settings(), &s.dlq, &garbage_only, &mut Vec::new()).await?;
+    let again = eventually(
+        "garbage dead-lettered again",
+        Duration::from_secs(30),
+        || async {
+            let l = s.dead_letters().await?;
+            let second: Vec<_> = l
+                .into_iter()
+                .filter(|m| header_str(m, header::ATTEMPTS) == Some("2"))
+                .collect();
+            Ok((second.len() >= 2).then_some(second))
+        },
+    )
+    .await?;
+    assert!(
+        again
+            .iter()
+            .all(|m| header_str(m, header::CLASS) == Some("undecodable"))
+    );
+    assert_eq!(s.count_final().await?, 62);
+
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_outage_pauses_retries_and_never_commits_past_it() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_outage").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let proxy = Proxy::start(&clickhouse_addr()).await?;
+    let consumer = InProcess::start(s.config_with_clickhouse(&proxy.url)).await?;
+    consumer.ready().await?;
+    let producer = producer()?;
+
+    let first = ids(150);
+    send_events(&producer, &s.topic, schema_id, &first).await?;
+    s.wait_for_rows(150, Duration::from_secs(60)).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+
+    proxy.cut();
+    let second = ids(150);
+    send_events(&producer, &s.topic, schema_id, &second).await?;
+    eventually(
+        "retries while ClickHouse is unreachable",
+        Duration::from_secs(30),
+        || async {
+            let retries = consumer
+                .metric("sluice_consumer_retries_total{what=\"clickhouse\"}")
+                .await?;
+            let paused = consumer.metric("sluice_consumer_paused_partitions").await?;
+            Ok((retries >= 3.0 && paused > 0.0).then_some(()))
+        },
+    )
+    .await?;
+    let readyz = reqwest::get(format!("http://{}/readyz", consumer.addr)).await?;
+    assert_eq!(readyz.status(), 503, "not ready while ClickHouse is down");
+    assert_eq!(s.count_final().await?, 150, "nothing new could land");
+    assert_eq!(s.committed_total().await?, 150, "no commit past the outage");
+    assert!(
+        s.dead_letters().await?.is_empty(),
+        "an outage is not poison"
+    );
+
+    proxy.restore();
+    s.wait_for_rows(300, Duration::from_secs(60)).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert_eq!(s.committed_total().await?, 300);
+    let want: Vec<Uuid> = first.into_iter().chain(second).collect();
+    s.assert_exactly(&want).await?;
+    assert!(
+        s.dead_letters().await?.is_empty(),
+        "nothing dead-lettered after recovery either"
+    );
+    eventually("partitions resumed", Duration::from_secs(10), || async {
+        Ok((consumer.metric("sluice_consumer_paused_partitions").await? == 0.0).then_some(()))
+    })
+    .await?;
+
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_schema_version_adds_its_column_and_both_versions_land() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_evolve").await?;
+    let v1 = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let consumer = InProcess::start(s.config()).await?;
+    consumer.ready().await?;
+    let producer = producer()?;
+    send_events(&producer, &s.topic, v1, &ids(20)).await?;
+    s.wait_for_rows(20, Duration::from_secs(60)).await?;
+
+    let v2_text = event_schema_v2_text();
+    let v2 = register(&s.subject, &v2_text).await?;
+    assert_ne!(v1, v2);
+    let v2_schema = apache_avro::Schema::parse_str(&v2_text)?;
+    let plan = |p: &str| {
+        vec![(
+            "plan".to_string(),
+            Value::Union(1, Box::new(Value::String(p.into()))),
+        )]
+    };
+    let v2_items = ids(20)
+        .into_iter()
+        .map(|id| {
+            Ok((
+                id.to_string(),
+                framed(v2, &v2_schema, event(id, "upgrade", plan("pro")))?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    send_raw(&producer, &s.topic, &v2_items).await?;
+    // Old producers keep sending v1 meanwhile.
+    send_events(&producer, &s.topic, v1, &ids(10)).await?;
+
+    s.wait_for_rows(50, Duration::from_secs(60)).await?;
+    let ty: String = clickhouse()
+        .query("SELECT type FROM system.columns WHERE database = ? AND table = 'events' AND name = 'plan'")
+        .bind(&s.db)
+        .fetch_one()
+        .await
+        .context("plan column exists")?;
+    assert_eq!(ty, "Nullable(String)");
+    let (pro, null): (u64, u64) = clickhouse()
+        .query(&format!(
+            "SELECT countIf(ifNull(plan, '') = 'pro'), countIf(isNull(plan)) FROM {} FINAL",
+            s.table
+        ))
+        .fetch_one()
+        .await?;
+    assert_eq!(
+        (pro, null),
+        (20, 30),
+        "v2 rows carry the new field, v1 rows read it as null"
+    );
+    assert!(
+        consumer
+            .metric("sluice_consumer_schema_changes_total")
+            .await?
+            >= 2.0,
+        "reader change and column add"
+    );
+    assert!(s.dead_letters().await?.is_empty());
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The real `sluice-consumer` binary under abuse: SIGKILLed repeatedly in the middle of a load, and two replicas of
+//! one group where one is SIGKILLed and the other takes its partitions over. Nothing may be lost, and FINAL shows
+//! every event exactly once.
+
+mod consumer_support;
+
+use std::time::Duration;
+
+use consumer_support::*;
+use sluice_tests::{eventually, init_tracing};
+use uuid::Uuid;
+
+/// Waits until the process has consumed at least `n` more messages than `from` (per its own /metrics).
+async fn consumed_at_least(p: &Process, n: f64) -> anyhow::Result<()> {
+    eventually(
+        "the consumer to make progress",
+        Duration::from_secs(60),
+        || async {
+            Ok((metric(p.addr, "sluice_consumer_messages_consumed_total")
+                .await
+                .unwrap_or(0.0)
+                >= n)
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_five_times_mid_load_loses_nothing_and_duplicates_collapse() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_kill").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let mut config = s.config();
+    // Small batches so every kill lands between inserts and commits of a busy consumer.
+    config.batch.max_rows = 50;
+    let all = ids(3_000);
+
+    // The load keeps coming while the consumer is killed and restarted.
+    let load = {
+        let (topic, all) = (s.topic.clone(), all.clone());
+        tokio::spawn(async move {
+            let producer = producer()?;
+            for chunk in all.chunks(100) {
+                send_events(&producer, &topic, schema_id, chunk).await?;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    for round in 0..5 {
+        let mut p = Process::start(&config)?;
+        wait_ready(p.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", p.log()))?;
+        // Kill only once it is really working: some messages read (and some batches likely in flight).
+        consumed_at_least(&p, 120.0)
+            .await
+            .map_err(|e| anyhow::anyhow!("round {round}: {e}\n{}", p.log()))?;
+        p.kill9()?;
+    }
+    load.await??;
+
+    let mut last = Process::start(&config)?;
+    wait_ready(last.addr).await?;
+    s.wait_for_rows(3_000, Duration::from_secs(120))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", last.log()))?;
+    s.assert_exactly(&all).await?;
+    let raw: u64 = sluice_tests::clickhouse()
+        .query(&format!("SELECT count() FROM {}", s.table))
+        .fetch_one()
+        .await?;
+    eprintln!(
+        "kill -9 x5: {raw} rows before FINAL for {} events (redelivered copies collapse under FINAL)",
+        all.len()
+    );
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert!(s.dead_letters().await?.is_empty(), "crashes are not poison");
+    let status = last.terminate()?;
+    assert!(
+        status.success(),
+        "SIGTERM exits cleanly: {status:?}\n{}",
+        last.log()
+    );
+    s.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_partitions_and_a_killed_one_hands_over() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_pair").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let config = s.config();
+    let mut a = Process::start(&config)?;
+    let b = Process::start(&config)?;
+    wait_ready(a.addr).await?;
+    wait_ready(b.addr).await?;
+    let producer = producer()?;
+
+    // Keep producing until both replicas have read something: they share the partitions.
+    let mut sent: Vec<Uuid> = Vec::new();
+    eventually("both replicas consuming", Duration::from_secs(60), || {
+        let batch = ids(40);
+        sent.extend(&batch);
+        let (producer, topic, a, b) = (&producer, &s.topic, a.addr, b.addr);
+        async move {
+            send_events(producer, topic, schema_id, &batch).await?;
+            let ca = metric(a, "sluice_consumer_messages_consumed_total").await?;
+            let cb = metric(b, "sluice_consumer_messages_consumed_total").await?;
+            Ok((ca > 0.0 && cb > 0.0).then_some(()))
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nA:\n{}\nB:\n{}", a.log(), b.log()))?;
+    s.wait_for_rows(sent.len() as u64, Duration::from_secs(60))
+        .await?;
+
+    a.kill9()?;
+    let after = ids(400);
+    send_events(&producer, &s.topic, schema_id, &after).await?;
+    sent.extend(&after);
+    s.wait_for_rows(sent.len() as u64, Duration::from_secs(90))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nB:\n{}", b.log()))?;
+    s.assert_exactly(&sent).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    drop(b);
+    s.cleanup().await;
+    Ok(())
+}

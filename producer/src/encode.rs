@@ -59,7 +59,7 @@ mod tests {
             "occurred_at": 1, "received_at": 2, "trace_id": "abc", "properties": {"k": "v", "k2": "v2"}
         });
         let value = to_avro(
-            &json,
+            json,
             schema,
             resolved.get_names(),
             ValidateLimits {

@@ -281,8 +281,7 @@ impl Stream {
         {
             obj.insert(f.clone(), Json::String(server.ids.id(index).to_string()));
         }
-        let json = Json::Object(obj);
-        let value = validate::to_avro(&json, &self.schema, &self.names, limits)?;
+        let value = validate::to_avro(Json::Object(obj), &self.schema, &self.names, limits)?;
         let event_id = self.event_id_field.as_ref().and_then(|f| match &value {
             Value::Record(fields) => fields
                 .iter()

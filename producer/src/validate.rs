@@ -34,7 +34,7 @@ pub struct ValidateLimits {
 /// Converts `json` to a value of `schema`, or lists every problem found.
 /// `names` resolves named types (`Schema::Ref`), as `ResolvedSchema::get_names` returns them.
 pub fn to_avro<S: Borrow<Schema>>(
-    json: &Json,
+    json: Json,
     schema: &Schema,
     names: &HashMap<Name, S>,
     limits: ValidateLimits,
@@ -127,13 +127,13 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
 
     fn convert(
         &mut self,
-        json: &Json,
+        json: Json,
         schema: &Schema,
         ns: Option<&str>,
         pointer: &mut String,
     ) -> Option<Value> {
         match (schema, json) {
-            (Schema::Ref { name }, _) => {
+            (Schema::Ref { name }, json) => {
                 let full = name.fully_qualified_name(ns);
                 match self.names.get(full.as_ref()).map(Borrow::borrow) {
                     Some(resolved) => {
@@ -147,7 +147,7 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 }
             }
             (Schema::Null, Json::Null) => Some(Value::Null),
-            (Schema::Boolean, Json::Bool(b)) => Some(Value::Boolean(*b)),
+            (Schema::Boolean, Json::Bool(b)) => Some(Value::Boolean(b)),
             (Schema::Int, Json::Number(n)) => match n.as_i64().map(i32::try_from) {
                 Some(Ok(i)) => Some(Value::Int(i)),
                 Some(Err(_)) => self.fail(pointer, "integer out of range for int (32-bit)"),
@@ -168,14 +168,14 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
             },
             (Schema::String, Json::String(s)) => {
                 self.check_len(pointer, s.len())?;
-                Some(Value::String(s.clone()))
+                Some(Value::String(s))
             }
             (Schema::Bytes, Json::String(s)) => {
-                let bytes = self.avro_bytes(pointer, s)?;
+                let bytes = self.avro_bytes(pointer, &s)?;
                 Some(Value::Bytes(bytes))
             }
             (Schema::Fixed(fixed), Json::String(s)) => {
-                let bytes = self.avro_bytes(pointer, s)?;
+                let bytes = self.avro_bytes(pointer, &s)?;
                 if bytes.len() != fixed.size {
                     return self.fail(
                         pointer,
@@ -184,7 +184,7 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 }
                 Some(Value::Fixed(fixed.size, bytes))
             }
-            (Schema::Uuid(inner), Json::String(s)) => match uuid::Uuid::try_parse(s) {
+            (Schema::Uuid(inner), Json::String(s)) => match uuid::Uuid::try_parse(&s) {
                 Ok(u) => match inner {
                     UuidSchema::Fixed(f) if f.size != 16 => {
                         self.fail(pointer, "schema's uuid fixed is not 16 bytes")
@@ -193,17 +193,19 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 },
                 Err(_) => self.fail(pointer, format!("expected a UUID string, got {s:?}")),
             },
-            (Schema::Enum(e), Json::String(s)) => match e.symbols.iter().position(|sym| sym == s) {
-                Some(i) => Some(Value::Enum(i as u32, s.clone())),
-                None => self.fail(
-                    pointer,
-                    format!("{s:?} is not one of {}", e.symbols.join(", ")),
-                ),
-            },
+            (Schema::Enum(e), Json::String(s)) => {
+                match e.symbols.iter().position(|sym| *sym == s) {
+                    Some(i) => Some(Value::Enum(i as u32, s)),
+                    None => self.fail(
+                        pointer,
+                        format!("{s:?} is not one of {}", e.symbols.join(", ")),
+                    ),
+                }
+            }
             (Schema::Array(arr), Json::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 let mut ok = true;
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.into_iter().enumerate() {
                     let len = pointer.len();
                     pointer.push('/');
                     pointer.push_str(&i.to_string());
@@ -220,13 +222,13 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 let mut ok = true;
                 for (k, v) in obj {
                     let len = pointer.len();
-                    push_token(pointer, k);
+                    push_token(pointer, &k);
                     if self.check_len(pointer, k.len()).is_none() {
                         ok = false;
                     } else {
                         match self.convert(v, &map.types, ns, pointer) {
                             Some(v) => {
-                                out.insert(k.clone(), v);
+                                out.insert(k, v);
                             }
                             None => ok = false,
                         }
@@ -235,30 +237,30 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 }
                 ok.then_some(Value::Map(out))
             }
-            (Schema::Record(rec), Json::Object(_)) => self.record(json, rec, pointer),
-            (Schema::Union(union), _) => self.union(json, union.variants(), ns, pointer),
-            (Schema::Date, Json::String(s)) => match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            (Schema::Record(rec), Json::Object(obj)) => self.record(obj, rec, pointer),
+            (Schema::Union(union), json) => self.union(json, union.variants(), ns, pointer),
+            (Schema::Date, Json::String(s)) => match NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
                 Ok(d) => Some(Value::Date((d - NaiveDate::default()).num_days() as i32)),
                 Err(e) => self.fail(pointer, format!("bad date {s:?}: {e}; expected YYYY-MM-DD")),
             },
-            (Schema::Date, Json::Number(_)) => self.int_like(json, pointer).map(Value::Date),
+            (Schema::Date, n @ Json::Number(_)) => self.int_like(&n, pointer).map(Value::Date),
             (Schema::TimeMillis, Json::String(s)) => {
-                let t = self.time(pointer, s)?;
+                let t = self.time(pointer, &s)?;
                 Some(Value::TimeMillis(
                     (t.num_seconds_from_midnight() * 1000 + t.nanosecond() / 1_000_000) as i32,
                 ))
             }
             (Schema::TimeMicros, Json::String(s)) => {
-                let t = self.time(pointer, s)?;
+                let t = self.time(pointer, &s)?;
                 Some(Value::TimeMicros(
                     i64::from(t.num_seconds_from_midnight()) * 1_000_000
                         + i64::from(t.nanosecond() / 1000),
                 ))
             }
-            (Schema::TimeMillis, Json::Number(_)) => {
-                self.int_like(json, pointer).map(Value::TimeMillis)
+            (Schema::TimeMillis, n @ Json::Number(_)) => {
+                self.int_like(&n, pointer).map(Value::TimeMillis)
             }
-            (Schema::TimeMicros, Json::Number(n)) => self.long(n, pointer).map(Value::TimeMicros),
+            (Schema::TimeMicros, Json::Number(n)) => self.long(&n, pointer).map(Value::TimeMicros),
             (
                 Schema::TimestampMillis
                 | Schema::TimestampMicros
@@ -267,7 +269,7 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 | Schema::LocalTimestampMicros
                 | Schema::LocalTimestampNanos,
                 Json::String(s),
-            ) => self.timestamp_str(schema, s, pointer),
+            ) => self.timestamp_str(schema, &s, pointer),
             (
                 Schema::TimestampMillis
                 | Schema::TimestampMicros
@@ -277,17 +279,17 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 | Schema::LocalTimestampNanos,
                 Json::Number(n),
             ) => {
-                let i = self.long(n, pointer)?;
+                let i = self.long(&n, pointer)?;
                 Some(timestamp_value(schema, i))
             }
-            (Schema::Decimal(dec), Json::String(_) | Json::Number(_)) => {
-                self.decimal(json, dec, pointer)
+            (Schema::Decimal(dec), d @ (Json::String(_) | Json::Number(_))) => {
+                self.decimal(&d, dec, pointer)
             }
             (Schema::BigDecimal | Schema::Duration(_), _) => self.fail(
                 pointer,
                 "this schema type cannot be sent as JSON to this producer",
             ),
-            _ => self.mismatch(pointer, schema, json),
+            (_, other) => self.mismatch(pointer, schema, &other),
         }
     }
 
@@ -421,10 +423,12 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
         Some(Value::Decimal(apache_avro::Decimal::from(bytes)))
     }
 
-    fn record(&mut self, json: &Json, rec: &RecordSchema, pointer: &mut String) -> Option<Value> {
-        let Json::Object(obj) = json else {
-            return self.mismatch(pointer, &Schema::Record(rec.clone()), json);
-        };
+    fn record(
+        &mut self,
+        mut obj: serde_json::Map<String, Json>,
+        rec: &RecordSchema,
+        pointer: &mut String,
+    ) -> Option<Value> {
         let ns = rec.name.namespace();
         let mut ok = true;
         for key in obj.keys() {
@@ -440,9 +444,9 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
         for field in &rec.fields {
             let len = pointer.len();
             push_token(pointer, &field.name);
-            let value = match (obj.get(&field.name), &field.default) {
+            let value = match (obj.remove(&field.name), &field.default) {
                 (Some(v), _) => self.convert(v, &field.schema, ns, pointer),
-                (None, Some(default)) => self.convert(default, &field.schema, ns, pointer),
+                (None, Some(default)) => self.convert(default.clone(), &field.schema, ns, pointer),
                 (None, None) => self.fail(pointer, "required field is missing"),
             };
             pointer.truncate(len);
@@ -456,7 +460,7 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
 
     fn union(
         &mut self,
-        json: &Json,
+        json: Json,
         variants: &[Schema],
         ns: Option<&str>,
         pointer: &mut String,
@@ -472,6 +476,11 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
             .enumerate()
             .filter(|(_, s)| !matches!(s, Schema::Null))
             .collect();
+        // The common `["null", T]`: convert in place, and T's own errors say the most.
+        if let [(i, branch)] = candidates[..] {
+            let v = self.convert(json, branch, ns, pointer)?;
+            return Some(Value::Union(i as u32, Box::new(v)));
+        }
         let mut first_errors = None;
         for &(i, branch) in &candidates {
             let mut trial = Converter {
@@ -479,7 +488,7 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 limits: self.limits,
                 errors: Vec::new(),
             };
-            let value = trial.convert(json, branch, ns, pointer);
+            let value = trial.convert(json.clone(), branch, ns, pointer);
             match value {
                 Some(v) if trial.errors.is_empty() => {
                     return Some(Value::Union(i as u32, Box::new(v)));
@@ -502,7 +511,7 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 let msg = format!(
                     "expected one of: {}; got {}",
                     wanted.join(" | "),
-                    kind(json)
+                    kind(&json)
                 );
                 self.fail(pointer, msg)
             }
@@ -577,7 +586,7 @@ mod tests {
     fn check(schema: &str, json: Json) -> Result<Value, Vec<FieldError>> {
         let schema = Schema::parse_str(schema).expect("schema parses");
         let resolved = ResolvedSchema::new(&schema).expect("resolves");
-        to_avro(&json, &schema, resolved.get_names(), LIMITS)
+        to_avro(json, &schema, resolved.get_names(), LIMITS)
     }
 
     fn errors(schema: &str, json: Json) -> Vec<(String, String)> {

@@ -132,6 +132,17 @@ mod tests {
     }
 
     #[test]
+    fn bundled_schemas_keep_their_identity_when_respelled() {
+        for bundled in sluice_schemas::catalog::ALL {
+            let first = parse(bundled.text, &[]).expect("bundled schema parses");
+            // The same schema as compact JSON with keys in another order.
+            let value: Value = serde_json::from_str(bundled.text).expect("json");
+            let respelled = parse(&value.to_string(), &[]).expect("respelled parses");
+            assert_eq!(first.identity, respelled.identity, "{}", bundled.name);
+        }
+    }
+
+    #[test]
     fn primitive_schemas_parse() {
         assert_eq!(
             parse(r#""string""#, &[]).expect("parses").canonical,

@@ -98,10 +98,18 @@ struct AnyKey {
     version: Option<u32>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ConfigValue {
     compatibility_level: CompatibilityLevel,
+}
+
+/// A config as read back, where the level may be absent.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredConfigValue {
+    #[serde(default)]
+    compatibility_level: Option<CompatibilityLevel>,
 }
 
 #[derive(Deserialize)]
@@ -198,11 +206,15 @@ impl Record {
                     subject: key.subject,
                 },
                 Some(v) => {
-                    let value: ConfigValue = serde_json::from_slice(v)
+                    let value: StoredConfigValue = serde_json::from_slice(v)
                         .map_err(|e| DecodeError(format!("CONFIG value: {e}")))?;
+                    // Newer Confluent versions also store configs that set only other keys (normalize, ...).
+                    let Some(level) = value.compatibility_level else {
+                        return Ok(None);
+                    };
                     Record::Config {
                         subject: key.subject,
-                        level: value.compatibility_level,
+                        level,
                     }
                 }
             },
@@ -329,6 +341,12 @@ mod tests {
                 Some(b"{}")
             )
             .expect("ok"),
+            None
+        );
+        let config_key = br#"{"keytype":"CONFIG","subject":"s","magic":0}"#;
+        let normalize_only = br#"{"normalize":true,"compatibilityLevel":null}"#;
+        assert_eq!(
+            Record::decode(Some(config_key), Some(normalize_only)).expect("ok"),
             None
         );
         assert!(Record::decode(Some(b"not json"), None).is_err());

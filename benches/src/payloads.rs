@@ -4,6 +4,8 @@
 //!
 //! Every benchmark goes through here, so when those APIs move only this file follows.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -81,19 +83,32 @@ impl ProducerPath {
 
 /// The consumer's path: Confluent bytes to one RowBinary row of the events table.
 pub struct ConsumerPath {
-    schema: Schema,
+    schema: Arc<Schema>,
+    reader: sluice_consumer::decode::Reader,
     plan: RowPlan,
 }
 
 impl ConsumerPath {
-    /// For the bundled `event` schema (writer and reader are the same here).
+    /// For the bundled `event` schema, as both writer and reader (the consumer's usual case).
     pub fn new() -> anyhow::Result<Self> {
-        let schema = Schema::parse_str(sluice_schemas::catalog::EVENT.text)?;
+        let schema = Arc::new(Schema::parse_str(sluice_schemas::catalog::EVENT.text)?);
+        let reader = sluice_consumer::decode::Reader::new(None, None, schema.clone())?;
         let plan = RowPlan::from_schema(&schema)?;
-        Ok(Self { schema, plan })
+        Ok(Self {
+            schema,
+            reader,
+            plan,
+        })
     }
 
-    /// A decoder holding the resolved schema, built once per batch as a consumer would.
+    /// Appends the row of one framed message to `out` with the consumer's own `decode_row`.
+    pub fn row(&self, framed: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
+        sluice_consumer::decode::decode_row(framed, &self.schema, &self.reader, out)
+            .map_err(|p| anyhow::anyhow!("{:?}: {}", p.class, p.message))
+    }
+
+    /// A decoder that resolves the schema once and reuses it for every message (what `decode_row` could do when
+    /// writer and reader are the same schema), for comparison with [`ConsumerPath::row`].
     pub fn decoder(&self) -> anyhow::Result<RowDecoder<'_>> {
         Ok(RowDecoder {
             reader: GenericDatumReader::builder(&self.schema).build()?,
@@ -117,7 +132,7 @@ impl ConsumerPath {
     }
 }
 
-/// Decodes framed messages into RowBinary rows.
+/// Decodes framed messages into RowBinary rows with one prepared Avro reader.
 pub struct RowDecoder<'a> {
     reader: GenericDatumReader<'a>,
     plan: &'a RowPlan,
@@ -147,11 +162,14 @@ mod tests {
         assert_eq!(encoded.len(), 50);
         let mut rows = Vec::new();
         let decoder = consumer.decoder().expect("decoder");
+        let mut same = Vec::new();
         for e in &encoded {
             assert_eq!(e.key, TENANT.as_bytes());
             decoder.row(&e.payload, &mut rows).expect("row");
+            consumer.row(&e.payload, &mut same).expect("row");
         }
         assert!(rows.len() > 50 * 40, "rows carry every field");
+        assert_eq!(rows, same, "both decoders write the same rows");
         let ddl = consumer.create_table_sql("db.t").expect("ddl");
         assert!(ddl.starts_with("CREATE TABLE IF NOT EXISTS db.t"));
     }

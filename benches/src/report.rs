@@ -15,6 +15,8 @@ pub enum Verdict {
     Missed,
     /// A limit or reference figure, with no target of its own.
     Reference,
+    /// A measured figure with no target of its own.
+    Info,
     /// Could not be measured, and why.
     Failed(String),
 }
@@ -107,6 +109,7 @@ impl Run {
                 Verdict::Met => "met".to_owned(),
                 Verdict::Missed => "**missed**".to_owned(),
                 Verdict::Reference => "limit".to_owned(),
+                Verdict::Info => "measured".to_owned(),
                 Verdict::Failed(why) => format!("not measured: {why}"),
             };
             let _ = writeln!(

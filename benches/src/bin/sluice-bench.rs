@@ -734,7 +734,7 @@ streams = ["*"]
                 ratio: None,
                 target: "—".into(),
                 verdict: if h.statuses.keys().all(|s| s.starts_with('2')) {
-                    Verdict::Reference
+                    Verdict::Info
                 } else {
                     Verdict::Missed
                 },
@@ -1101,7 +1101,7 @@ fn criterion_rows(dir: &std::path::Path) -> Vec<Row> {
             limit: "—".into(),
             ratio: None,
             target: "—".into(),
-            verdict: Verdict::Reference,
+            verdict: Verdict::Info,
         })
         .collect()
 }

@@ -190,7 +190,7 @@ impl Registry {
         validate_subject(subject)?;
         self.ensure_loaded()?;
         let _one_writer = self.writer.lock().await;
-        let record = {
+        let (id, record) = {
             let index = self.read()?;
             let candidate = Self::candidate(&index, request)?;
             let existing = index.id_of(&candidate.parsed, &candidate.references);
@@ -224,7 +224,7 @@ impl Registry {
                 .and_then(|v| v.keys().next_back().copied())
                 .unwrap_or(0)
                 + 1;
-            Record::Schema(SchemaValue {
+            let record = Record::Schema(SchemaValue {
                 subject: subject.to_owned(),
                 version,
                 id,
@@ -232,11 +232,8 @@ impl Registry {
                 references: candidate.references,
                 schema: text,
                 deleted: false,
-            })
-        };
-        let id = match &record {
-            Record::Schema(v) => v.id,
-            _ => 0,
+            });
+            (id, record)
         };
         self.commit(record).await?;
         tracing::info!(subject, id, "schema registered");

@@ -151,7 +151,7 @@ async fn flood_gets_429_with_retry_after_and_memory_stays_bounded() -> anyhow::R
     let http = client();
     let url = p.url();
     let stop_at = Instant::now() + Duration::from_secs(8);
-    let (accepted, throttled, failed) = (
+    let (accepted, throttled, unavailable) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -181,8 +181,8 @@ async fn flood_gets_429_with_retry_after_and_memory_stays_bounded() -> anyhow::R
     let clients: Vec<_> = (0..64)
         .map(|_| {
             let (http, url, body) = (http.clone(), url.clone(), body.clone());
-            let (accepted, throttled, failed) =
-                (accepted.clone(), throttled.clone(), failed.clone());
+            let (accepted, throttled, unavailable) =
+                (accepted.clone(), throttled.clone(), unavailable.clone());
             tokio::spawn(async move {
                 while Instant::now() < stop_at {
                     let r = http
@@ -203,9 +203,11 @@ async fn flood_gets_429_with_retry_after_and_memory_stays_bounded() -> anyhow::R
                                 r.status()
                             );
                             throttled.fetch_add(1, Ordering::Relaxed);
+                            if r.status() == 503 {
+                                unavailable.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         other => {
-                            failed.fetch_add(1, Ordering::Relaxed);
                             anyhow::bail!(
                                 "unexpected status {other}: {}",
                                 r.text().await.unwrap_or_default()
@@ -242,8 +244,16 @@ async fn flood_gets_429_with_retry_after_and_memory_stays_bounded() -> anyhow::R
         baseline >> 20,
         peak >> 20
     );
-    // Every 202 is on Kafka, and nothing else is.
-    assert_eq!(high_watermarks(&p.topic).await?, accepted as i64);
+    // Every 202 is on Kafka; without a 503 (which may have written part of its batch) nothing else is.
+    let written = high_watermarks(&p.topic).await?;
+    if unavailable.load(Ordering::Relaxed) == 0 {
+        assert_eq!(written, accepted as i64);
+    } else {
+        assert!(
+            written >= accepted as i64,
+            "{written} written < {accepted} acknowledged"
+        );
+    }
     Ok(())
 }
 

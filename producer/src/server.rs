@@ -71,7 +71,9 @@ pub async fn serve(
         tracing::info!(stream = %name, topic = %stream.topic, subject = %stream.subject, schema_id = id, "stream ready");
         streams.insert(name.clone(), Arc::new(stream));
     }
-    let sink: Arc<dyn EventSink> = Arc::new(KafkaSink::new(&config.kafka, &config.produce)?);
+    let probe_topic = config.streams.values().next().map(|s| s.topic.clone());
+    let sink: Arc<dyn EventSink> =
+        Arc::new(KafkaSink::new(&config.kafka, &config.produce, probe_topic)?);
 
     let topics_ready = Arc::new(AtomicBool::new(false));
     let topics: Vec<(String, i32)> = config

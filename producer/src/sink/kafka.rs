@@ -16,6 +16,7 @@ use crate::config::ProduceSettings;
 #[derive(Clone)]
 pub struct KafkaSink {
     producer: FutureProducer,
+    probe_topic: Option<String>,
 }
 
 /// The librdkafka config the producer runs with: tuning first, pass-through properties over it, and the
@@ -46,9 +47,18 @@ pub fn producer_config(kafka: &KafkaSettings, produce: &ProduceSettings) -> Clie
 
 impl KafkaSink {
     /// Creates the producer; it connects lazily, so a broker that is down now is not an error.
-    pub fn new(kafka: &KafkaSettings, produce: &ProduceSettings) -> Result<Self, KafkaError> {
+    ///
+    /// Readiness asks for `probe_topic`'s metadata only: all-topic metadata is heavy on a big cluster.
+    pub fn new(
+        kafka: &KafkaSettings,
+        produce: &ProduceSettings,
+        probe_topic: Option<String>,
+    ) -> Result<Self, KafkaError> {
         let producer: FutureProducer = producer_config(kafka, produce).create()?;
-        Ok(Self { producer })
+        Ok(Self {
+            producer,
+            probe_topic,
+        })
     }
 }
 
@@ -101,11 +111,12 @@ impl EventSink for KafkaSink {
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         let producer = self.producer.clone();
+        let topic = self.probe_topic.clone();
         async move {
             tokio::task::spawn_blocking(move || {
                 producer
                     .client()
-                    .fetch_metadata(None, Duration::from_secs(2))
+                    .fetch_metadata(topic.as_deref(), Duration::from_secs(2))
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             })

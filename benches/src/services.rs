@@ -36,18 +36,18 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Service {
-    /// Writes `config` (TOML) into `dir` and starts `binary` with it, logging to `dir/<name>.log`.
+    /// Starts `binary` with `config` (a TOML file) and `env` overrides, logging to `dir/<name>.log`.
     pub async fn start(
         name: &str,
         binary: &Path,
-        config: &str,
+        config: &Path,
+        env: &[(String, String)],
         port: u16,
         dir: &Path,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(binary.exists(), "{} is not built", binary.display());
+        anyhow::ensure!(config.exists(), "{} does not exist", config.display());
         tokio::fs::create_dir_all(dir).await?;
-        let config_path = dir.join(format!("{name}.toml"));
-        tokio::fs::write(&config_path, config).await?;
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
@@ -58,7 +58,8 @@ impl Service {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("SLUICE_CONFIG", &config_path)
+        cmd.env("SLUICE_CONFIG", config)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("SLUICE_BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),

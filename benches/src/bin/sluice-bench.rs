@@ -31,9 +31,8 @@ use sluice_runtime::kafka::{KafkaSettings, TopicSpec, ensure_topics};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// The dev ingestion key of config/producer.toml and its SHA-256, as the producer's config stores keys.
+/// The dev ingestion key of config/producer.toml (tenant `demo`).
 const KEY: &str = "dev-key";
-const KEY_SHA256: &str = "7e9f8fd111802be56c379d597842e29b2cebd35ff2133d431a49fa556a18704e";
 const DATABASE: &str = "sluice_bench";
 const PARTITIONS: i32 = 4;
 
@@ -77,6 +76,13 @@ struct Args {
     /// Seconds of overload.
     #[arg(long, default_value_t = 20.0)]
     overload_duration: f64,
+    /// Directory of the services' config files: the producer runs with `producer.toml` (listen address and topic
+    /// overridden by SLUICE_* variables); the consumer's batch settings come from `consumer.toml`.
+    #[arg(long, default_value = "config")]
+    config_dir: PathBuf,
+    /// Override the consumer's `batch.max_rows` (default: as in consumer.toml).
+    #[arg(long)]
+    consumer_max_rows: Option<usize>,
     /// Where sluice-producer and sluice-consumer are (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -477,8 +483,13 @@ impl Bench {
         Ok(t)
     }
 
-    fn consumer_config(&self, port: u16, topic: &str, table: &str) -> String {
-        format!(
+    /// A consumer config for one topic → table route, with the batch settings of `consumer.toml`.
+    fn consumer_config(&self, port: u16, topic: &str, table: &str) -> anyhow::Result<String> {
+        let path = self.args.config_dir.join("consumer.toml");
+        let base: sluice_consumer::Config =
+            sluice_runtime::config_file::load_from(Some(&path), std::iter::empty())?;
+        let max_rows = self.args.consumer_max_rows.unwrap_or(base.batch.max_rows);
+        Ok(format!(
             r#"listen = "127.0.0.1:{port}"
 group_id = "{group}"
 registry_url = "{registry}"
@@ -493,6 +504,11 @@ bootstrap_servers = "{kafka}"
 url = "{ch}"
 database = "{DATABASE}"
 
+[batch]
+max_rows = {max_rows}
+max_bytes = {max_bytes}
+max_wait_ms = {max_wait_ms}
+
 [[streams]]
 topic = "{topic}"
 table = "{table}"
@@ -503,23 +519,22 @@ partitions = {PARTITIONS}
             registry = self.args.registry,
             kafka = self.args.kafka,
             ch = self.args.clickhouse,
-        )
+            max_bytes = base.batch.max_bytes,
+            max_wait_ms = base.batch.max_wait_ms,
+        ))
     }
 
     async fn start_consumer(&mut self, topic: &str, table: &str) -> anyhow::Result<Service> {
         let port = free_port()?;
-        let config = self.consumer_config(port, topic, table);
+        let config = self.consumer_config(port, topic, table)?;
         self.tables.push(table.to_owned());
         self.topics.push(format!("{topic}.dlq"));
+        let dir = self.work_dir.join(format!("consumer-{topic}"));
+        tokio::fs::create_dir_all(&dir).await?;
+        let config_path = dir.join("consumer.toml");
+        tokio::fs::write(&config_path, config).await?;
         let bin = self.bin_dir.join("sluice-consumer");
-        let mut svc = Service::start(
-            "consumer",
-            &bin,
-            &config,
-            port,
-            &self.work_dir.join(format!("consumer-{topic}")),
-        )
-        .await?;
+        let mut svc = Service::start("consumer", &bin, &config_path, &[], port, &dir).await?;
         svc.wait_ready(Duration::from_secs(60)).await?;
         Ok(svc)
     }
@@ -586,48 +601,21 @@ partitions = {PARTITIONS}
         Ok(rate)
     }
 
-    fn producer_config(&self, port: u16, streams: &[(&str, &str)]) -> String {
-        let mut cfg = format!(
-            r#"listen = "127.0.0.1:{port}"
-registry_url = "{registry}"
-
-[kafka]
-bootstrap_servers = "{kafka}"
-
-[keys.{KEY_SHA256}]
-tenant = "{tenant}"
-streams = ["*"]
-"#,
-            registry = self.args.registry,
-            kafka = self.args.kafka,
-            tenant = sluice_benches::payloads::TENANT,
-        );
-        for (name, topic) in streams {
-            cfg.push_str(&format!(
-                "\n[streams.{name}]\ntopic = \"{topic}\"\nschema = \"event\"\npartitions = {PARTITIONS}\n"
-            ));
-        }
-        cfg
-    }
-
-    async fn start_producer(
-        &mut self,
-        label: &str,
-        streams: &[(&str, &str)],
-    ) -> anyhow::Result<Service> {
+    /// A producer from `producer.toml`, serving its `events` stream on a free port and writing to `topic`.
+    async fn start_producer(&mut self, topic: &str) -> anyhow::Result<Service> {
         let port = free_port()?;
-        let config = self.producer_config(port, streams);
-        self.topics
-            .extend(streams.iter().map(|(_, t)| (*t).to_owned()));
+        let env = [
+            ("SLUICE_LISTEN", format!("127.0.0.1:{port}")),
+            ("SLUICE_REGISTRY_URL", self.args.registry.clone()),
+            ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", self.args.kafka.clone()),
+            ("SLUICE_STREAMS__EVENTS__TOPIC", topic.to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v));
+        self.topics.push(topic.to_owned());
+        let config = self.args.config_dir.join("producer.toml");
         let bin = self.bin_dir.join("sluice-producer");
-        let mut svc = Service::start(
-            "producer",
-            &bin,
-            &config,
-            port,
-            &self.work_dir.join(format!("producer-{label}")),
-        )
-        .await?;
+        let dir = self.work_dir.join(format!("producer-{topic}"));
+        let mut svc = Service::start("producer", &bin, &config, &env, port, &dir).await?;
         svc.wait_ready(Duration::from_secs(60)).await?;
         Ok(svc)
     }
@@ -645,17 +633,10 @@ streams = ["*"]
         }
     }
 
-    /// Flat out, then half of it, then half of it again with a consumer behind it for freshness.
+    /// Flat out, then half of it; then half of it again on a fresh producer with a consumer behind it (freshness).
     async fn ingest(&mut self, rows: &mut Vec<Row>, figures: &mut Figures) -> anyhow::Result<()> {
-        let events_topic = self.name("ingest");
-        let fresh_topic = self.name("fresh");
-        let svc = self
-            .start_producer(
-                "ingest",
-                &[("events", &events_topic), ("fresh", &fresh_topic)],
-            )
-            .await?;
-        let result = self.ingest_with(&svc, rows, figures, &fresh_topic).await;
+        let svc = self.start_producer(&self.name("ingest")).await?;
+        let result = self.ingest_with(&svc, rows, figures).await;
         let mem = svc.memory().ok();
         svc.stop(Duration::from_secs(20)).await;
         if let Some(m) = mem {
@@ -665,7 +646,34 @@ streams = ["*"]
                 m.hwm_kib as f64 / 1024.0
             ));
         }
-        result
+        result?;
+        if self.phase("freshness") {
+            let what = "End-to-end freshness at half load (202 → row visible)";
+            let target = "p99 ≤ 2 s";
+            let max = figures.ingest_max.unwrap_or(0.0);
+            match self.freshness(max / 2.0).await {
+                Ok((lat, missing)) => {
+                    let verdict = if missing == 0 && lat.count > 0 && lat.p99_ms <= 2000.0 {
+                        Verdict::Met
+                    } else {
+                        Verdict::Missed
+                    };
+                    rows.push(Row {
+                        what: what.into(),
+                        sluice: format!(
+                            "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} probes, {missing} never seen)",
+                            lat.p50_ms, lat.p99_ms, lat.max_ms, lat.count
+                        ),
+                        limit: "—".into(),
+                        ratio: None,
+                        target: target.into(),
+                        verdict,
+                    });
+                }
+                Err(e) => rows.push(Row::failed(what, target, &e)),
+            }
+        }
+        Ok(())
     }
 
     async fn ingest_with(
@@ -673,7 +681,6 @@ streams = ["*"]
         svc: &Service,
         rows: &mut Vec<Row>,
         figures: &mut Figures,
-        fresh_topic: &str,
     ) -> anyhow::Result<()> {
         say("ingest: 3 s warm-up");
         loadgen::run(
@@ -744,54 +751,36 @@ streams = ["*"]
                 max.statuses, h.statuses
             ));
         }
-        if self.phase("freshness") {
-            let what = "End-to-end freshness at half load (202 → row visible)";
-            let target = "p99 ≤ 2 s";
-            match self.freshness(svc, max_rate / 2.0, fresh_topic).await {
-                Ok((lat, missing)) => {
-                    let verdict = if missing == 0 && lat.count > 0 && lat.p99_ms <= 2000.0 {
-                        Verdict::Met
-                    } else {
-                        Verdict::Missed
-                    };
-                    rows.push(Row {
-                        what: what.into(),
-                        sluice: format!("p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} probes, {missing} never seen)", lat.p50_ms, lat.p99_ms, lat.max_ms, lat.count),
-                        limit: "—".into(),
-                        ratio: None,
-                        target: target.into(),
-                        verdict,
-                    });
-                }
-                Err(e) => rows.push(Row::failed(what, target, &e)),
-            }
-        }
         Ok(())
     }
 
-    /// Sends at `rate` to the `fresh` stream with a consumer behind it, and times each request's first event from
+    /// Sends at `rate` to a fresh producer with a consumer behind it, and times each request's first event from
     /// its 202 to the moment a query first sees its row (polled every 50 ms, so figures are upper bounds).
-    async fn freshness(
-        &mut self,
-        producer: &Service,
-        rate: f64,
-        topic: &str,
-    ) -> anyhow::Result<(Latency, usize)> {
+    async fn freshness(&mut self, rate: f64) -> anyhow::Result<(Latency, usize)> {
+        let topic = self.name("fresh");
         let table = format!("{DATABASE}.{}", self.name("fresh"));
-        let consumer = self.start_consumer(topic, &table).await?;
+        let producer = self.start_producer(&topic).await?;
+        let consumer = match self.start_consumer(&topic, &table).await {
+            Ok(c) => c,
+            Err(e) => {
+                producer.stop(Duration::from_secs(20)).await;
+                return Err(e);
+            }
+        };
         say(&format!(
             "freshness: {} for {} s, consumer into {table}",
             per_s(rate, "events"),
             self.args.duration
         ));
         let (tx, rx) = mpsc::channel(100_000);
-        let cfg = self.load(producer, "fresh", Some(rate), self.args.duration);
+        let cfg = self.load(&producer, "events", Some(rate), self.args.duration);
         let settle = Duration::from_secs(30);
         let (load, probes) = tokio::join!(
             loadgen::run(cfg, Some(tx)),
             probe_rows(&self.ch, &table, rx, settle)
         );
         consumer.stop(Duration::from_secs(20)).await;
+        producer.stop(Duration::from_secs(20)).await;
         let load = load?;
         let (hist, missing) = probes?;
         let lat = Latency::of(&hist);
@@ -812,9 +801,7 @@ streams = ["*"]
     async fn overload(&mut self, max: Option<f64>) -> anyhow::Result<Row> {
         let max = max.context("needs the ingest phase's maximum")?;
         let topic = self.name("overload");
-        let svc = self
-            .start_producer("overload", &[("events", &topic)])
-            .await?;
+        let svc = self.start_producer(&topic).await?;
         let result = self.overload_with(&svc, max).await;
         svc.stop(Duration::from_secs(20)).await;
         result

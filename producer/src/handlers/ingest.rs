@@ -42,9 +42,11 @@ pub struct Accepted {
 
 /// Permits held for the life of a request, mirrored in a gauge.
 struct Held {
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+    sem: Arc<Semaphore>,
     gauge: IntGauge,
-    n: i64,
+    what: &'static str,
+    n: usize,
 }
 
 impl Held {
@@ -61,16 +63,32 @@ impl Held {
             .map_err(|_| ApiError::Overloaded(what))?;
         gauge.add(n as i64);
         Ok(Self {
-            _permit: permit,
+            permit,
+            sem: sem.clone(),
             gauge: gauge.clone(),
-            n: n as i64,
+            what,
+            n,
         })
+    }
+
+    /// Takes `more` permits on top of those held, or fails with 429 when they are not free.
+    fn grow(&mut self, more: usize) -> Result<(), ApiError> {
+        let n32 = u32::try_from(more).map_err(|_| ApiError::Overloaded(self.what))?;
+        let extra = self
+            .sem
+            .clone()
+            .try_acquire_many_owned(n32)
+            .map_err(|_| ApiError::Overloaded(self.what))?;
+        self.permit.merge(extra);
+        self.gauge.add(more as i64);
+        self.n += more;
+        Ok(())
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.gauge.sub(self.n);
+        self.gauge.sub(self.n as i64);
     }
 }
 
@@ -156,16 +174,24 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 /// Reads the body up to `max` bytes (after decompression). On error the rest stays in `body` for [`drain`].
+///
+/// Bytes are reserved as they arrive (`held` grows, doubling), so a compressed or chunked body of unknown size
+/// holds only what it really decompresses to, and a reservation that cannot grow is a 429.
 async fn read_body(
     body: &mut BodyDataStream,
     max: usize,
-    expected: Option<usize>,
+    held: &mut Held,
 ) -> Result<Vec<u8>, ApiError> {
-    let mut buf = Vec::with_capacity(expected.unwrap_or(8 * 1024).min(max));
+    let mut buf = Vec::with_capacity(held.n.min(max));
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadBody(error_chain(&e)))?;
-        if buf.len() + chunk.len() > max {
+        let needed = buf.len() + chunk.len();
+        if needed > max {
             return Err(ApiError::BodyTooLarge(max));
+        }
+        if needed > held.n {
+            let target = needed.max(held.n.saturating_mul(2)).min(max);
+            held.grow(target - held.n)?;
         }
         buf.extend_from_slice(&chunk);
     }
@@ -198,6 +224,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// What a body of unknown length reserves before its first byte arrives.
+const INITIAL_RESERVE_BYTES: usize = 16 * 1024;
+
 /// Bodies above this are parsed, validated and encoded on the blocking pool, off the async workers.
 const INLINE_BODY_BYTES: usize = 64 * 1024;
 
@@ -229,9 +258,11 @@ async fn handle(
     if content_length.is_some_and(|n| n > limits.max_body_bytes) {
         return Err(ApiError::BodyTooLarge(limits.max_body_bytes));
     }
-    // Reserve before reading: a body of unknown size (chunked, or compressed) may grow to the limit.
-    let reserve = content_length.unwrap_or(limits.max_body_bytes).max(1);
-    let _bytes = Held::try_new(
+    // A declared length is reserved up front; a body of unknown size (chunked, or compressed) starts small.
+    let reserve = content_length
+        .unwrap_or(INITIAL_RESERVE_BYTES)
+        .clamp(1, limits.max_body_bytes);
+    let mut held_bytes = Held::try_new(
         &app.bytes_in_flight,
         reserve,
         &app.metrics.in_flight_bytes,
@@ -242,7 +273,7 @@ async fn handle(
     };
     let read = tokio::time::timeout_at(
         deadline,
-        read_body(stream_body, limits.max_body_bytes, content_length),
+        read_body(stream_body, limits.max_body_bytes, &mut held_bytes),
     )
     .await;
     let body = match read {

@@ -588,3 +588,70 @@ async fn a_body_that_never_arrives_times_out_with_408() {
     );
     assert_eq!(sink.count(), 0);
 }
+
+#[tokio::test]
+async fn compressed_bodies_reserve_what_they_decompress_to() {
+    let gate = Arc::new(Semaphore::new(0));
+    let sink = Arc::new(RecordingSink {
+        gate: Some(gate.clone()),
+        ..RecordingSink::default()
+    });
+    let limits = Limits {
+        max_body_bytes: 100_000,
+        max_in_flight_bytes: 100_000,
+        ..Limits::default()
+    };
+    let (app, metrics) = app_with(sink.clone(), limits);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(event(1).to_string().as_bytes()).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let req = || {
+        post()
+            .header(header::CONTENT_ENCODING, "gzip")
+            .body(Body::from(gz.clone()))
+            .expect("request")
+    };
+    // Two small gzip requests in flight at once fit a budget of one maximum-size body.
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (app, req) = (app.clone(), req());
+            tokio::spawn(async move { send(&app, req).await })
+        })
+        .collect();
+    for _ in 0..200 {
+        if metrics.in_flight_events.get() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        metrics.in_flight_events.get(),
+        2,
+        "both requests are in flight together"
+    );
+    assert!(metrics.in_flight_bytes.get() < 100_000);
+    // A body that outgrows what is left of the budget while streaming in is refused with 429.
+    // ~80 KB: under the 100 KB body limit, over the ~67 KB the two held requests leave.
+    let big: Vec<Json> = (0..50)
+        .map(|i| {
+            let mut e = event(i);
+            e["properties"]["pad"] = json!("z".repeat(1500));
+            e
+        })
+        .collect();
+    let stalled = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from(
+        Json::Array(big).to_string(),
+    ))]);
+    let (status, headers, body) = send(
+        &app,
+        post().body(Body::from_stream(stalled)).expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    gate.add_permits(2);
+    for h in held {
+        assert_eq!(h.await.expect("joined").0, StatusCode::ACCEPTED);
+    }
+    assert_eq!(metrics.in_flight_bytes.get(), 0);
+}

@@ -87,10 +87,10 @@ impl Offsets {
     ) -> Vec<(TopicPartition, i64)> {
         let mut out = Vec::new();
         for tp in tps {
-            if let Some(p) = self.parts.remove(&tp) {
-                if let Some(pos) = p.position().filter(|pos| Some(*pos) > p.committed) {
-                    out.push((tp, pos));
-                }
+            if let Some(p) = self.parts.remove(&tp)
+                && let Some(pos) = p.position().filter(|pos| Some(*pos) > p.committed)
+            {
+                out.push((tp, pos));
             }
         }
         out

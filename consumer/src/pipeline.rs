@@ -111,6 +111,13 @@ pub struct Pipeline {
     paused: HashSet<TopicPartition>,
 }
 
+/// One stream's rows of a flush attempt: the RowBinary bytes and, per row, its batch index and byte range.
+#[derive(Default)]
+struct Encoded {
+    buf: Vec<u8>,
+    rows: Vec<(usize, Range<usize>)>,
+}
+
 /// Why one flush attempt did not finish.
 type AttemptResult = Result<(), Error>;
 
@@ -236,8 +243,8 @@ impl Pipeline {
                     msg = consumer.recv() => {
                         // Keeps the group membership alive and serves rebalances; anything still in librdkafka's
                         // fetch queue joins this flush and its partition is paused too.
-                        if let Ok(m) = msg {
-                            if let Some(r) = self.receive(&m) {
+                        if let Ok(m) = msg
+                            && let Some(r) = self.receive(&m) {
                                 let tp = (r.receipt.topic().to_owned(), r.receipt.partition());
                                 if self.paused.insert(tp.clone()) {
                                     set_paused(&self.parts.consumer, &[tp], true);
@@ -246,7 +253,6 @@ impl Pipeline {
                                 items.push(r);
                                 done.push(false);
                             }
-                        }
                     }
                 }
             }
@@ -353,26 +359,26 @@ impl Pipeline {
             let Ok(id) = writer_id(item.message.payload()) else {
                 continue;
             };
-            if !writers.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(e) = writers.entry(id) {
                 let schema = match self.parts.registry.schema_by_id(id).await {
                     Ok(s) => Ok(s),
-                    Err(RegistryError::NotFound(m)) => {
-                        Err(Poison::new(ErrorClass::UnknownSchema, m))
-                    }
+                    Err(RegistryError::NotFound(m)) => Err(Poison::new(
+                        ErrorClass::UnknownSchema,
+                        format!("{m} is not in the schema registry"),
+                    )),
                     Err(RegistryError::BadSchema(m)) => {
                         Err(Poison::new(ErrorClass::UnknownSchema, m))
                     }
                     Err(e @ RegistryError::Unavailable(_)) => return Err(e.into()),
                 };
-                writers.insert(id, schema);
+                e.insert(schema);
             }
             let topic = item.message.topic();
-            if let Some(stream) = self.parts.streams.get(topic) {
-                if !stream.known_writers.contains(&id)
-                    && writers.get(&id).is_some_and(Result::is_ok)
-                {
-                    new_writers.insert((topic.to_owned(), id));
-                }
+            if let Some(stream) = self.parts.streams.get(topic)
+                && !stream.known_writers.contains(&id)
+                && writers.get(&id).is_some_and(Result::is_ok)
+            {
+                new_writers.insert((topic.to_owned(), id));
             }
         }
 
@@ -389,7 +395,7 @@ impl Pipeline {
         }
 
         // Decode every pending message into its stream's row buffer.
-        let mut encoded: HashMap<String, (Vec<u8>, Vec<(usize, Range<usize>)>)> = HashMap::new();
+        let mut encoded: HashMap<String, Encoded> = HashMap::new();
         let mut poison: Vec<(usize, Poison)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             if done[i] {
@@ -410,7 +416,7 @@ impl Pipeline {
                     format!("schema id {id}"),
                 )),
             });
-            let (buf, rows) = encoded.entry(topic.to_owned()).or_default();
+            let Encoded { buf, rows } = encoded.entry(topic.to_owned()).or_default();
             let start = buf.len();
             match verdict
                 .and_then(|w| decode_row(payload.unwrap_or_default(), &w, &stream.reader, buf))
@@ -422,7 +428,7 @@ impl Pipeline {
 
         // Insert, isolating rows ClickHouse refuses.
         let mut transient = None;
-        for (topic, (buf, rows)) in &encoded {
+        for (topic, Encoded { buf, rows }) in &encoded {
             if rows.is_empty() {
                 continue;
             }

@@ -106,10 +106,10 @@ pub async fn serve(
     });
 
     let result = run(&config, sink, registry, metrics, ready, &shutdown).await;
-    if let Err(e) = &result {
-        if !matches!(e, Error::Shutdown) {
-            tracing::error!(error = %e, "consumer stopped");
-        }
+    if let Err(e) = &result
+        && !matches!(e, Error::Shutdown)
+    {
+        tracing::error!(error = %e, "consumer stopped");
     }
     shutdown.cancel();
     match ops.await {

@@ -426,10 +426,10 @@ impl Mapper<'_> {
                     .iter()
                     .filter(|s| !matches!(s, Schema::Null))
                     .collect();
-                if let ([inner], true) = (non_null.as_slice(), u.is_nullable()) {
-                    if let Schema::Map(m) = self.deref(field, inner, ns)? {
-                        return Ok(FieldKind::Map(self.enc(field, &m.types, ns, 1)?));
-                    }
+                if let ([inner], true) = (non_null.as_slice(), u.is_nullable())
+                    && let Schema::Map(m) = self.deref(field, inner, ns)?
+                {
+                    return Ok(FieldKind::Map(self.enc(field, &m.types, ns, 1)?));
                 }
                 Ok(FieldKind::Whole(self.enc(field, schema, ns, 0)?))
             }

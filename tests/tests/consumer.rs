@@ -51,6 +51,25 @@ async fn n_events_land_once_and_offsets_reach_the_partition_ends() -> anyhow::Re
             >= 425.0
     );
     assert!(s.dead_letters().await?.is_empty(), "nothing poison here");
+    let lag_series = format!(
+        "sluice_consumer_lag_messages{{partition=\"0\",topic=\"{}\"}}",
+        s.topic
+    );
+    eventually(
+        "lag reported per partition and caught up",
+        Duration::from_secs(20),
+        || async {
+            let text = reqwest::get(format!("http://{}/metrics", consumer.addr))
+                .await?
+                .text()
+                .await?;
+            Ok(text
+                .lines()
+                .any(|l| l == format!("{lag_series} 0"))
+                .then_some(()))
+        },
+    )
+    .await?;
 
     consumer.stop().await?;
     s.cleanup().await;

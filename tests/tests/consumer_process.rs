@@ -58,6 +58,8 @@ async fn kill_9_five_times_mid_load_loses_nothing_and_duplicates_collapse() -> a
         consumed_at_least(&p, 120.0)
             .await
             .map_err(|e| anyhow::anyhow!("round {round}: {e}\n{}", p.log()))?;
+        // A random moment within a few batch periods, so kills land before, during and after inserts and commits.
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..400))).await;
         p.kill9()?;
     }
     load.await??;

@@ -246,8 +246,7 @@ pub async fn replay(
         "{topic}: {} letters, {} matching; replaying",
         summary.scanned, summary.matched
     )?;
-    let producer: FutureProducer = settings
-        .client_config()
+    let producer: FutureProducer = super::producer_config(settings)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")

@@ -120,6 +120,38 @@ pub struct Verdict<'a> {
     pub message: &'a str,
 }
 
+/// librdkafka properties that only a consumer understands; a producer built from the shared `kafka.client` map
+/// drops them instead of warning about each at start-up.
+const CONSUMER_ONLY: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
+    "partition.assignment.strategy",
+    "group.id",
+    "group.instance.id",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.wait.max.ms",
+    "max.partition.fetch.bytes",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "isolation.level",
+    "enable.partition.eof",
+];
+
+/// A producer config from the shared Kafka settings, without consumer-only properties.
+pub fn producer_config(settings: &sluice_runtime::kafka::KafkaSettings) -> rdkafka::ClientConfig {
+    let mut cfg = settings.client_config();
+    for key in CONSUMER_ONLY {
+        cfg.remove(key);
+    }
+    cfg
+}
+
 /// Produces dead letters, acks=all and idempotent, so an acknowledged letter is durable.
 #[derive(Clone)]
 pub struct DlqProducer {
@@ -134,8 +166,7 @@ impl DlqProducer {
         settings: &sluice_runtime::kafka::KafkaSettings,
         group: &str,
     ) -> Result<Self, Error> {
-        let producer: FutureProducer = settings
-            .client_config()
+        let producer: FutureProducer = producer_config(settings)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

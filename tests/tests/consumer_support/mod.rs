@@ -87,6 +87,9 @@ impl Setup {
         kafka
             .client
             .insert("heartbeat.interval.ms".into(), "1000".into());
+        kafka
+            .client
+            .insert("statistics.interval.ms".into(), "1000".into());
         let mut stream = StreamConfig::new(&self.topic, &self.table);
         stream.dlq_topic = Some(self.dlq.clone());
         stream.partitions = PARTITIONS;

@@ -746,9 +746,42 @@ partitions = {PARTITIONS}
                     Verdict::Missed
                 },
             });
+            // One event per request: what a naive SDK does, and what the seeds' requests/s figure counts.
+            let single_secs = (self.args.duration / 2.0).max(3.0);
+            say(&format!(
+                "ingest: single-event requests flat out for {single_secs} s"
+            ));
+            let single = loadgen::run(
+                LoadConfig {
+                    batch: 1,
+                    connections: self.args.connections * 2,
+                    ..self.load(svc, "events", None, single_secs)
+                },
+                None,
+            )
+            .await?;
+            say(&format!("ingest single:\n{single}"));
+            let req_s = single.requests as f64 / single.elapsed_s.max(1e-9);
+            rows.push(Row {
+                what: "Sluice HTTP ingest, one event per request".into(),
+                sluice: format!(
+                    "{} (p50 {:.1} ms, p99 {:.1} ms)",
+                    per_s(req_s, "requests"),
+                    single.ack_latency.p50_ms,
+                    single.ack_latency.p99_ms
+                ),
+                limit: "—".into(),
+                ratio: None,
+                target: "beat the seeds' 3.7k requests/s".into(),
+                verdict: if req_s > 3700.0 && single.events_accepted == single.requests {
+                    Verdict::Met
+                } else {
+                    Verdict::Missed
+                },
+            });
             self.notes.push(format!(
-                "Ingest statuses: max {:?}; half {:?}.",
-                max.statuses, h.statuses
+                "Ingest statuses: max {:?}; half {:?}; single-event {:?}.",
+                max.statuses, h.statuses, single.statuses
             ));
         }
         Ok(())

@@ -40,6 +40,8 @@ struct Partition {
     outstanding: BTreeSet<i64>,
     /// Highest offset completed so far.
     high_done: Option<i64>,
+    /// Highest offset read so far in this generation.
+    high_read: Option<i64>,
     /// Last position committed (the next offset to read).
     committed: Option<i64>,
 }
@@ -99,6 +101,21 @@ impl Offsets {
     /// Records that a message was read; `None` if its partition is not assigned to us (then it must be dropped).
     pub fn received(&mut self, topic: &str, partition: i32, offset: i64) -> Option<Receipt> {
         let p = self.parts.get_mut(&(topic.to_owned(), partition))?;
+        if p.high_read.is_some_and(|hi| offset <= hi) {
+            // The fetch position went backwards (a reset or re-fetch librdkafka did on its own). Receipts read
+            // before it are void, so a late completion can never move the position over what is re-read now.
+            tracing::warn!(
+                topic,
+                partition,
+                offset,
+                "partition rewound; earlier receipts voided"
+            );
+            self.next_generation += 1;
+            p.generation = self.next_generation;
+            p.outstanding.clear();
+            p.high_done = None;
+        }
+        p.high_read = Some(offset);
         p.outstanding.insert(offset);
         Some(Receipt {
             topic: topic.to_owned(),
@@ -213,6 +230,19 @@ mod tests {
         o.complete(b);
         assert_eq!(o.assigned(), vec![tp(1)]);
         assert!(o.committable().is_empty());
+    }
+
+    #[test]
+    fn a_rewound_partition_voids_earlier_receipts() {
+        let mut o = Offsets::default();
+        o.assign([tp(0)]);
+        let late = o.received("t", 0, 150).expect("assigned");
+        let again = o.received("t", 0, 100).expect("assigned");
+        // 150 completing must not let the position jump over 101..149, which are not read yet.
+        o.complete(late);
+        assert!(o.committable().is_empty());
+        o.complete(again);
+        assert_eq!(o.committable(), vec![(tp(0), 101)]);
     }
 
     #[test]

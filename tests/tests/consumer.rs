@@ -390,3 +390,56 @@ async fn a_new_schema_version_adds_its_column_and_both_versions_land() -> anyhow
     s.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_an_outage_leaves_the_batch_for_the_next_run() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_sigterm").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let proxy = Proxy::start(&clickhouse_addr()).await?;
+    let mut config = s.config_with_clickhouse(&proxy.url);
+    config.shutdown_grace_ms = 1_000;
+    let consumer = InProcess::start(config).await?;
+    consumer.ready().await?;
+    let producer = producer()?;
+    let first = ids(50);
+    send_events(&producer, &s.topic, schema_id, &first).await?;
+    s.wait_for_rows(50, Duration::from_secs(60)).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+
+    proxy.cut();
+    let second = ids(50);
+    send_events(&producer, &s.topic, schema_id, &second).await?;
+    eventually("retrying", Duration::from_secs(30), || async {
+        Ok((consumer
+            .metric("sluice_consumer_retries_total{what=\"clickhouse\"}")
+            .await?
+            >= 2.0)
+            .then_some(()))
+    })
+    .await?;
+    let started = std::time::Instant::now();
+    consumer.stop().await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "gave up after the grace period: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        s.committed_total().await?,
+        50,
+        "the unflushed batch stays uncommitted"
+    );
+
+    proxy.restore();
+    let next = InProcess::start(s.config()).await?;
+    next.ready().await?;
+    s.wait_for_rows(100, Duration::from_secs(60)).await?;
+    let want: Vec<Uuid> = first.into_iter().chain(second).collect();
+    s.assert_exactly(&want).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert!(s.dead_letters().await?.is_empty());
+    next.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}

@@ -112,6 +112,13 @@ impl Metrics {
         })
     }
 
+    /// Handles registered in a private registry nobody scrapes (for tools and tests that need a sink).
+    pub fn detached() -> Self {
+        // Registering fresh metrics in a fresh registry cannot collide; fall back to it regardless.
+        Self::new(&Registry::new())
+            .unwrap_or_else(|e| unreachable!("fresh registry rejected a metric: {e}"))
+    }
+
     /// A message was read from `topic`.
     pub fn consumed(&self, topic: &str) {
         self.consumed.with_label_values(&[topic]).inc();

@@ -443,3 +443,134 @@ async fn shutdown_during_an_outage_leaves_the_batch_for_the_next_run() -> anyhow
     s.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mapped_avro_type_round_trips_through_clickhouse() -> anyhow::Result<()> {
+    use sluice_consumer::sink::clickhouse::ClickHouseSink;
+    use sluice_consumer::sink::clickhouse::insert::RowRef;
+    use sluice_schemas::clickhouse::{RowPlan, TableSpec};
+
+    let schema = apache_avro::Schema::parse_str(
+        r#"{"type":"record","name":"All","namespace":"t","fields":[
+            {"name":"id","type":{"type":"string","logicalType":"uuid"}},
+            {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+            {"name":"b","type":"boolean"},{"name":"i","type":"int"},{"name":"l","type":"long"},
+            {"name":"f","type":"float"},{"name":"d","type":"double"},{"name":"by","type":"bytes"},
+            {"name":"e","type":{"type":"enum","name":"Color","symbols":["RED","GREEN"]}},
+            {"name":"fx","type":{"type":"fixed","name":"Four","size":4}},
+            {"name":"day","type":{"type":"int","logicalType":"date"}},
+            {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+            {"name":"opt","type":["null","long"],"default":null},
+            {"name":"arr","type":{"type":"array","items":["null","long"]}},
+            {"name":"nested","type":{"type":"record","name":"Inner","fields":[{"name":"x","type":"int"},{"name":"m","type":{"type":"map","values":"int"}}]}},
+            {"name":"maybe_arr","type":["null",{"type":"array","items":"string"}],"default":null},
+            {"name":"either","type":["int","string"]},
+            {"name":"tags","type":{"type":"map","values":"string"}}
+        ]}"#,
+    )?;
+    let id = Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff")?;
+    let map = |pairs: &[(&str, Value)]| {
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    };
+    let value = Value::Record(vec![
+        ("id".into(), Value::Uuid(id)),
+        ("ts".into(), Value::TimestampMillis(1_700_000_000_123)),
+        ("b".into(), Value::Boolean(true)),
+        ("i".into(), Value::Int(-5)),
+        ("l".into(), Value::Long(1 << 40)),
+        ("f".into(), Value::Float(1.5)),
+        ("d".into(), Value::Double(-2.25)),
+        ("by".into(), Value::Bytes(b"hi".to_vec())),
+        ("e".into(), Value::Enum(1, "GREEN".into())),
+        ("fx".into(), Value::Fixed(4, b"abcd".to_vec())),
+        ("day".into(), Value::Date(19_000)),
+        (
+            "dec".into(),
+            Value::Decimal(apache_avro::Decimal::from(vec![0x04, 0xe2])),
+        ),
+        ("opt".into(), Value::Union(1, Box::new(Value::Long(9)))),
+        (
+            "arr".into(),
+            Value::Array(vec![
+                Value::Union(0, Box::new(Value::Null)),
+                Value::Union(1, Box::new(Value::Long(7))),
+            ]),
+        ),
+        (
+            "nested".into(),
+            Value::Record(vec![
+                ("x".into(), Value::Int(3)),
+                (
+                    "m".into(),
+                    map(&[("b", Value::Int(2)), ("a", Value::Int(1))]),
+                ),
+            ]),
+        ),
+        ("maybe_arr".into(), Value::Union(0, Box::new(Value::Null))),
+        (
+            "either".into(),
+            Value::Union(1, Box::new(Value::String("s".into()))),
+        ),
+        (
+            "tags".into(),
+            map(&[
+                ("z", Value::String("1".into())),
+                ("y", Value::String("2".into())),
+            ]),
+        ),
+    ]);
+    let plan = RowPlan::from_schema(&schema)?;
+    let mut row = Vec::new();
+    plan.encode(&value, &mut row)?;
+
+    let db = sluice_tests::unique("cons_types");
+    let table = format!("{db}.all_types");
+    let sink = ClickHouseSink::new(
+        &sluice_consumer::config::ClickHouseSettings {
+            url: sluice_tests::clickhouse_url(),
+            ..Default::default()
+        },
+        sluice_consumer::metrics::Metrics::detached(),
+    );
+    let order = ["id".to_string()];
+    sink.ensure_table(
+        &plan,
+        TableSpec {
+            table: &table,
+            order_by: &order,
+            partition_by: Some("ts"),
+        },
+    )
+    .await?;
+    sink.insert(
+        &table,
+        &plan.insert_columns(),
+        &[RowRef {
+            index: 0,
+            bytes: &row,
+        }],
+    )
+    .await?;
+    let tsv = reqwest::Client::new()
+        .post(sluice_tests::clickhouse_url())
+        .body(format!("SELECT * FROM {table} FORMAT TabSeparated"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert_eq!(
+        tsv.trim_end(),
+        "00112233-4455-6677-8899-aabbccddeeff\t2023-11-14 22:13:20\t1\t-5\t1099511627776\t1.5\t-2.25\thi\tGREEN\tabcd\t\
+         2022-01-08\t12.50\t9\t[NULL,7]\t(3,[('a',1),('b',2)])\t[]\t\"s\"\t['y','z']\t['2','1']"
+    );
+    clickhouse()
+        .query(&format!("DROP DATABASE {db}"))
+        .execute()
+        .await?;
+    Ok(())
+}

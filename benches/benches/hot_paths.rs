@@ -54,7 +54,10 @@ fn consumer(c: &mut Criterion) {
     let encoded = producer
         .encode_batch(EventGen::new(43).events(1000, NOW_MS))
         .expect("valid");
-    let path = ConsumerPath::new().expect("consumer path");
+    // The reader came from the registry under the writers' id, as when a stream's latest version wrote the data.
+    let path = ConsumerPath::new(Some(1)).expect("consumer path");
+    // The bundled fallback reader (or any other version): every value is resolved to it.
+    let other = ConsumerPath::new(None).expect("consumer path");
     let mut g = c.benchmark_group("consumer");
 
     g.throughput(Throughput::Elements(1));
@@ -77,6 +80,16 @@ fn consumer(c: &mut Criterion) {
             out.clear();
             for e in &encoded {
                 path.row(black_box(&e.payload), &mut out).expect("row");
+            }
+            black_box(out.len())
+        });
+    });
+    g.bench_function("decode_row_other_reader/1000", |b| {
+        let mut out = Vec::with_capacity(1024 * 1024);
+        b.iter(|| {
+            out.clear();
+            for e in &encoded {
+                other.row(black_box(&e.payload), &mut out).expect("row");
             }
             black_box(out.len())
         });

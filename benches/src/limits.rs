@@ -104,7 +104,7 @@ pub async fn raw_produce(
 
 /// Turns payloads into one RowBinary blob, as the consumer's decode step would.
 pub fn rows_of(payloads: &[Encoded]) -> anyhow::Result<Vec<u8>> {
-    let path = ConsumerPath::new()?;
+    let path = ConsumerPath::new(None)?;
     let mut out = Vec::with_capacity(payloads.len() * 256);
     for p in payloads {
         path.row(&p.payload, &mut out)?;
@@ -130,7 +130,7 @@ pub async fn raw_insert(
     count: u64,
     work_dir: &Path,
 ) -> anyhow::Result<Throughput> {
-    let path = ConsumerPath::new()?;
+    let path = ConsumerPath::new(None)?;
     let ddl = path.create_table_sql(table)?;
     client_query(endpoint, &ddl, None)
         .await

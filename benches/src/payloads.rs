@@ -89,10 +89,11 @@ pub struct ConsumerPath {
 }
 
 impl ConsumerPath {
-    /// For the bundled `event` schema, as both writer and reader (the consumer's usual case).
-    pub fn new() -> anyhow::Result<Self> {
+    /// For the bundled `event` schema as both writer and reader. `reader_id` is the registry id the consumer's
+    /// reader came from: the writers' id in the usual case, `None` for the bundled fallback reader.
+    pub fn new(reader_id: Option<u32>) -> anyhow::Result<Self> {
         let schema = Arc::new(Schema::parse_str(sluice_schemas::catalog::EVENT.text)?);
-        let reader = sluice_consumer::decode::Reader::new(None, None, schema.clone())?;
+        let reader = sluice_consumer::decode::Reader::new(reader_id, None, schema.clone())?;
         let plan = RowPlan::from_schema(&schema)?;
         Ok(Self {
             schema,
@@ -156,7 +157,7 @@ mod tests {
     #[test]
     fn events_survive_both_paths() {
         let producer = ProducerPath::new(1).expect("producer path");
-        let consumer = ConsumerPath::new().expect("consumer path");
+        let consumer = ConsumerPath::new(Some(1)).expect("consumer path");
         let events = EventGen::new(3).events(50, 1_800_000_000_000);
         let encoded = producer.encode_batch(events).expect("valid");
         assert_eq!(encoded.len(), 50);

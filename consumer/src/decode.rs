@@ -159,6 +159,17 @@ mod tests {
     }
 
     #[test]
+    fn reader_with_the_writers_id_skips_resolution_and_writes_the_same_row() {
+        let v1 = Schema::parse_str(V1).expect("parses");
+        let bytes = wire::frame(1, &framed(&v1, record("a", 5))[wire::HEADER_LEN..]);
+        let (mut same_id, mut other) = (Vec::new(), Vec::new());
+        decode_row(&bytes, &v1, &reader(V1), &mut same_id).expect("decodes");
+        let fallback = Reader::new(None, None, Arc::new(v1.clone())).expect("maps");
+        decode_row(&bytes, &v1, &fallback, &mut other).expect("decodes");
+        assert_eq!(same_id, other);
+    }
+
+    #[test]
     fn garbage_is_undecodable() {
         assert_eq!(
             writer_id(Some(b"xyz")).map_err(|p| p.class),

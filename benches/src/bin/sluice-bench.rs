@@ -580,6 +580,7 @@ partitions = {PARTITIONS}
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        let metrics = self.scrape(&svc).await.unwrap_or_default();
         svc.stop(Duration::from_secs(20)).await;
         let (done, n) = result?;
         let (t0, c0) = first.unwrap_or((done, n));
@@ -598,7 +599,30 @@ partitions = {PARTITIONS}
             t0.duration_since(started).as_secs_f64(),
             done.duration_since(started).as_secs_f64()
         ));
+        let (inserts, insert_secs) =
+            metric_sum_count(&metrics, "sluice_consumer_insert_duration_seconds");
+        let (batches, batch_rows) = metric_sum_count(&metrics, "sluice_consumer_batch_rows");
+        if inserts > 0.0 && batches > 0.0 {
+            let span = done.duration_since(t0).as_secs_f64().max(1e-9);
+            self.notes.push(format!(
+                "Drain, from the consumer's metrics: {batches:.0} batches of {:.0} rows on average; {inserts:.0} \
+                 inserts of {:.0} ms on average, {:.0}% of the time from the first batch to the last.",
+                batch_rows / batches,
+                insert_secs / inserts * 1000.0,
+                (insert_secs / span * 100.0).min(100.0)
+            ));
+        }
         Ok(rate)
+    }
+
+    /// A service's Prometheus text, for figures only it knows.
+    async fn scrape(&self, svc: &Service) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", svc.base_url))
+            .send()
+            .await?;
+        Ok(resp.text().await?)
     }
 
     /// A producer from `producer.toml`, serving its `events` stream on a free port and writing to `topic`.
@@ -936,6 +960,25 @@ partitions = {PARTITIONS}
                     .await;
         }
     }
+}
+
+/// `(count, sum)` of a histogram in Prometheus text, over all its label sets.
+fn metric_sum_count(text: &str, name: &str) -> (f64, f64) {
+    let mut count = 0.0;
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let metric = key.split('{').next().unwrap_or(key);
+        let v: f64 = value.parse().unwrap_or(0.0);
+        if metric == format!("{name}_count") {
+            count += v;
+        } else if metric == format!("{name}_sum") {
+            sum += v;
+        }
+    }
+    (count, sum)
 }
 
 /// Fails when a phase that should run clean saw anything but 2xx.

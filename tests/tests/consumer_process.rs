@@ -34,18 +34,20 @@ async fn kill_9_five_times_mid_load_loses_nothing_and_duplicates_collapse() -> a
     let mut config = s.config();
     // Small batches so every kill lands between inserts and commits of a busy consumer.
     config.batch.max_rows = 50;
-    let all = ids(3_000);
-
-    // The load keeps coming while the consumer is killed and restarted.
+    // The load keeps coming, at a steady rate, until the last kill is done: every kill lands mid-load.
+    let stop = tokio_util::sync::CancellationToken::new();
     let load = {
-        let (topic, all) = (s.topic.clone(), all.clone());
+        let (topic, stop) = (s.topic.clone(), stop.clone());
         tokio::spawn(async move {
             let producer = producer()?;
-            for chunk in all.chunks(100) {
-                send_events(&producer, &topic, schema_id, chunk).await?;
-                tokio::time::sleep(Duration::from_millis(150)).await;
+            let mut sent = Vec::new();
+            while !stop.is_cancelled() {
+                let chunk = ids(50);
+                send_events(&producer, &topic, schema_id, &chunk).await?;
+                sent.extend(chunk);
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            anyhow::Ok(())
+            anyhow::Ok(sent)
         })
     };
 
@@ -55,18 +57,20 @@ async fn kill_9_five_times_mid_load_loses_nothing_and_duplicates_collapse() -> a
             .await
             .map_err(|e| anyhow::anyhow!("{e}\n{}", p.log()))?;
         // Kill only once it is really working: some messages read (and some batches likely in flight).
-        consumed_at_least(&p, 120.0)
+        consumed_at_least(&p, 100.0)
             .await
             .map_err(|e| anyhow::anyhow!("round {round}: {e}\n{}", p.log()))?;
         // A random moment within a few batch periods, so kills land before, during and after inserts and commits.
         tokio::time::sleep(Duration::from_millis(rand::random_range(0..400))).await;
         p.kill9()?;
     }
-    load.await??;
+    stop.cancel();
+    let all = load.await??;
+    assert!(all.len() >= 500, "a real load: {} events", all.len());
 
     let mut last = Process::start(&config)?;
     wait_ready(last.addr).await?;
-    s.wait_for_rows(3_000, Duration::from_secs(120))
+    s.wait_for_rows(all.len() as u64, Duration::from_secs(120))
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", last.log()))?;
     s.assert_exactly(&all).await?;

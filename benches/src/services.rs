@@ -129,6 +129,11 @@ impl Service {
         })
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -146,6 +151,47 @@ impl Service {
             .status()
             .await;
         if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// A `perf record` (software cpu-clock sampling, which works where hardware counters are unsupported) attached to
+/// one process; absent when perf is missing or refuses.
+pub struct Perf {
+    child: Child,
+}
+
+impl Perf {
+    /// Starts sampling `pid` into `out`.
+    pub fn attach(pid: u32, out: &Path) -> Option<Self> {
+        let child = Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-F", "499", "-g", "-o"])
+            .arg(out)
+            .arg("-p")
+            .arg(pid.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        Some(Self { child })
+    }
+
+    /// Stops sampling (SIGINT, so perf writes its file) and waits up to 10 s for it.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .is_err()
         {

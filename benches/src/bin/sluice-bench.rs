@@ -25,7 +25,7 @@ use sluice_benches::limits::{self, NativeEndpoint, Throughput};
 use sluice_benches::loadgen::{self, Ack, LoadConfig, LoadReport};
 use sluice_benches::payloads::{Encoded, ProducerPath};
 use sluice_benches::report::{self, Row, Run, Verdict, per_s};
-use sluice_benches::services::{Memory, Service, free_port};
+use sluice_benches::services::{Memory, Perf, Service, free_port};
 use sluice_benches::stats::{self, Latency};
 use sluice_runtime::kafka::{KafkaSettings, TopicSpec, ensure_topics};
 use tokio::sync::mpsc;
@@ -101,6 +101,9 @@ struct Args {
     /// Criterion's output directory (`target/criterion`): its hot-path figures are added to the table.
     #[arg(long)]
     criterion_dir: Option<PathBuf>,
+    /// Record `perf` CPU profiles of the producer at max load and the consumer while draining into this directory.
+    #[arg(long)]
+    perf_dir: Option<PathBuf>,
     /// Keep the benchmark's topics and tables afterwards.
     #[arg(long)]
     keep: bool,
@@ -545,6 +548,7 @@ partitions = {PARTITIONS}
         let expected = self.args.events as u64;
         let started = Instant::now();
         let mut svc = self.start_consumer(topic, &table).await?;
+        let perf = self.perf(&svc, "consumer-drain");
         say(&format!(
             "drain: consumer ready after {:.1} s; waiting for {expected} rows in {table}",
             started.elapsed().as_secs_f64()
@@ -580,6 +584,9 @@ partitions = {PARTITIONS}
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        if let Some(p) = perf {
+            p.stop().await;
+        }
         let metrics = self.scrape(&svc).await.unwrap_or_default();
         svc.stop(Duration::from_secs(20)).await;
         let (done, n) = result?;
@@ -613,6 +620,22 @@ partitions = {PARTITIONS}
             ));
         }
         Ok(rate)
+    }
+
+    /// Starts `perf record` on `svc` when `--perf-dir` is set.
+    fn perf(&self, svc: &Service, label: &str) -> Option<Perf> {
+        let dir = self.args.perf_dir.as_ref()?;
+        let _ = std::fs::create_dir_all(dir);
+        let out = dir.join(format!("{label}.data"));
+        let p = Perf::attach(svc.pid(), &out);
+        if p.is_some() {
+            say(&format!(
+                "perf: recording pid {} into {}",
+                svc.pid(),
+                out.display()
+            ));
+        }
+        p
     }
 
     /// A service's Prometheus text, for figures only it knows.
@@ -716,7 +739,12 @@ partitions = {PARTITIONS}
         )
         .await?;
         say(&format!("ingest: flat out for {} s", self.args.duration));
-        let max = loadgen::run(self.load(svc, "events", None, self.args.duration), None).await?;
+        let perf = self.perf(svc, "producer-max");
+        let max = loadgen::run(self.load(svc, "events", None, self.args.duration), None).await;
+        if let Some(p) = perf {
+            p.stop().await;
+        }
+        let max = max?;
         say(&format!("ingest max:\n{max}"));
         check_clean("max load", &max)?;
         let max_rate = max.accepted_per_s;

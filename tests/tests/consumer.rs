@@ -574,3 +574,73 @@ async fn every_mapped_avro_type_round_trips_through_clickhouse() -> anyhow::Resu
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_is_waited_out_not_dead_lettered() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_regdown").await?;
+    let v1 = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let proxy = Proxy::start(
+        sluice_tests::registry_url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/'),
+    )
+    .await?;
+    let mut config = s.config();
+    config.registry_url = proxy.url.clone();
+    let consumer = InProcess::start(config).await?;
+    consumer.ready().await?;
+    let producer = producer()?;
+    send_events(&producer, &s.topic, v1, &ids(30)).await?;
+    s.wait_for_rows(30, Duration::from_secs(60)).await?;
+
+    // A schema id the consumer has never seen arrives while the registry is unreachable.
+    proxy.cut();
+    let v2_text = event_schema_v2_text();
+    let v2 = register(&s.subject, &v2_text).await?;
+    let v2_schema = apache_avro::Schema::parse_str(&v2_text)?;
+    let items = ids(30)
+        .into_iter()
+        .map(|id| {
+            Ok((
+                id.to_string(),
+                framed(
+                    v2,
+                    &v2_schema,
+                    event(
+                        id,
+                        "upgrade",
+                        vec![("plan".into(), Value::Union(0, Box::new(Value::Null)))],
+                    ),
+                )?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    send_raw(&producer, &s.topic, &items).await?;
+    eventually("registry retries", Duration::from_secs(30), || async {
+        Ok((consumer
+            .metric("sluice_consumer_retries_total{what=\"registry\"}")
+            .await?
+            >= 2.0)
+            .then_some(()))
+    })
+    .await?;
+    assert_eq!(s.count_final().await?, 30);
+    assert_eq!(
+        s.committed_total().await?,
+        30,
+        "no commit past messages that could not be decoded yet"
+    );
+    assert!(
+        s.dead_letters().await?.is_empty(),
+        "an unreachable registry is not poison"
+    );
+
+    proxy.restore();
+    s.wait_for_rows(60, Duration::from_secs(60)).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert!(s.dead_letters().await?.is_empty());
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}

@@ -243,16 +243,15 @@ impl Pipeline {
                     msg = consumer.recv() => {
                         // Keeps the group membership alive and serves rebalances; anything still in librdkafka's
                         // fetch queue joins this flush and its partition is paused too.
-                        if let Ok(m) = msg
-                            && let Some(r) = self.receive(&m) {
-                                let tp = (r.receipt.topic().to_owned(), r.receipt.partition());
-                                if self.paused.insert(tp.clone()) {
-                                    set_paused(&self.parts.consumer, &[tp], true);
-                                    self.parts.metrics.paused_partitions(self.paused.len());
-                                }
-                                items.push(r);
-                                done.push(false);
+                        if let Some(r) = msg.ok().and_then(|m| self.receive(&m)) {
+                            let tp = (r.receipt.topic().to_owned(), r.receipt.partition());
+                            if self.paused.insert(tp.clone()) {
+                                set_paused(&self.parts.consumer, &[tp], true);
+                                self.parts.metrics.paused_partitions(self.paused.len());
                             }
+                            items.push(r);
+                            done.push(false);
+                        }
                     }
                 }
             }

@@ -300,3 +300,80 @@ pub async fn replay(
     )?;
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+    use rdkafka::message::OwnedHeaders;
+
+    fn letter(class: &str, source: &str, partition: i32, offset: i64) -> OwnedMessage {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: header::CLASS,
+                value: Some(class),
+            })
+            .insert(Header {
+                key: header::TOPIC,
+                value: Some(source),
+            });
+        OwnedMessage::new(
+            None,
+            None,
+            "t.dlq".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            Some(headers),
+        )
+    }
+
+    #[test]
+    fn filters_combine() {
+        let l = letter("rejected", "events", 0, 7);
+        assert!(Filter::default().matches(&l));
+        assert!(
+            Filter {
+                class: Some(ErrorClass::Rejected),
+                ..Filter::default()
+            }
+            .matches(&l)
+        );
+        assert!(
+            !Filter {
+                class: Some(ErrorClass::Undecodable),
+                ..Filter::default()
+            }
+            .matches(&l)
+        );
+        assert!(
+            Filter {
+                source_topic: Some("events".into()),
+                offset: Some(7),
+                ..Filter::default()
+            }
+            .matches(&l)
+        );
+        assert!(
+            !Filter {
+                source_topic: Some("other".into()),
+                ..Filter::default()
+            }
+            .matches(&l)
+        );
+        assert!(
+            !Filter {
+                partition: Some(1),
+                ..Filter::default()
+            }
+            .matches(&l)
+        );
+    }
+
+    #[test]
+    fn bytes_show_as_text_or_hex() {
+        assert_eq!(show_bytes(None), "<null>");
+        assert_eq!(show_bytes(Some(b"abc")), "\"abc\"");
+        assert_eq!(show_bytes(Some(&[0, 1, 0xff])), "0x0001ff (3 bytes)");
+    }
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::ResolvedSchema;
 use sluice_schemas::clickhouse::RowPlan;
 use sluice_schemas::wire;
 
@@ -72,43 +73,94 @@ pub fn writer_id(value: Option<&[u8]>) -> Result<u32, Poison> {
 }
 
 /// Decodes a framed value written with `writer`, resolves it to `reader` and appends its row to `out`.
+///
+/// Prepares the Avro work for this one message; a batch uses one [`RowDecoder`] per writer schema instead.
 pub fn decode_row(
     value: &[u8],
     writer: &Schema,
     reader: &Reader,
     out: &mut Vec<u8>,
 ) -> Result<(), Poison> {
-    let (writer_id, body) =
+    let (writer_id, _) =
         wire::unframe(value).map_err(|e| Poison::new(ErrorClass::Undecodable, e.to_string()))?;
-    let datum_reader = GenericDatumReader::builder(writer)
-        .build()
-        .map_err(|e| Poison::new(ErrorClass::Undecodable, format!("writer schema: {e}")))?;
-    let mut rest = body;
-    let value = datum_reader
-        .read_value(&mut rest)
-        .map_err(|e| Poison::new(ErrorClass::Undecodable, format!("avro: {e}")))?;
-    if !rest.is_empty() {
-        return Err(Poison::new(
-            ErrorClass::Undecodable,
-            format!("{} bytes after the Avro datum", rest.len()),
-        ));
-    }
-    // Registry ids are immutable: a reader registered under the writer's id is the writer's schema, so the decoded
-    // value already has the reader's shape and resolving it would only repeat a quarter of the work.
-    let value = if reader.id == Some(writer_id) {
-        value
-    } else {
-        value.resolve(&reader.schema).map_err(|e| {
-            Poison::new(
-                ErrorClass::Incompatible,
-                format!("cannot resolve to the reader schema: {e}"),
+    RowDecoder::new(writer_id, writer, reader)?.decode(value, out)
+}
+
+/// Turns messages written with one writer schema into rows for one reader, with the schemas' name tables built
+/// once rather than per message.
+pub struct RowDecoder<'a> {
+    writer_id: u32,
+    datum: GenericDatumReader<'a>,
+    reader: &'a Reader,
+    /// The reader's named types, when values must be resolved to it.
+    reader_names: Option<ResolvedSchema<'a>>,
+}
+
+impl<'a> RowDecoder<'a> {
+    /// A decoder for values framed with `writer_id`, whose schema is `writer`.
+    pub fn new(writer_id: u32, writer: &'a Schema, reader: &'a Reader) -> Result<Self, Poison> {
+        let datum = GenericDatumReader::builder(writer)
+            .build()
+            .map_err(|e| Poison::new(ErrorClass::Undecodable, format!("writer schema: {e}")))?;
+        // Registry ids are immutable: a reader registered under the writer's id is the writer's schema, so decoded
+        // values already have the reader's shape and resolving them would only repeat a quarter of the work.
+        let reader_names = if reader.id == Some(writer_id) {
+            None
+        } else {
+            Some(
+                ResolvedSchema::try_from(reader.schema.as_ref()).map_err(|e| {
+                    Poison::new(ErrorClass::Incompatible, format!("reader schema: {e}"))
+                })?,
             )
-        })?
-    };
-    reader
-        .plan
-        .encode(&value, out)
-        .map_err(|e| Poison::new(ErrorClass::Unrepresentable, e.to_string()))
+        };
+        Ok(Self {
+            writer_id,
+            datum,
+            reader,
+            reader_names,
+        })
+    }
+
+    /// Decodes one framed value and appends its row to `out` (left untouched on error).
+    pub fn decode(&self, value: &[u8], out: &mut Vec<u8>) -> Result<(), Poison> {
+        let (id, body) = wire::unframe(value)
+            .map_err(|e| Poison::new(ErrorClass::Undecodable, e.to_string()))?;
+        if id != self.writer_id {
+            return Err(Poison::new(
+                ErrorClass::UnknownSchema,
+                format!(
+                    "framed with schema id {id}, decoder is for {}",
+                    self.writer_id
+                ),
+            ));
+        }
+        let mut rest = body;
+        let value = self
+            .datum
+            .read_value(&mut rest)
+            .map_err(|e| Poison::new(ErrorClass::Undecodable, format!("avro: {e}")))?;
+        if !rest.is_empty() {
+            return Err(Poison::new(
+                ErrorClass::Undecodable,
+                format!("{} bytes after the Avro datum", rest.len()),
+            ));
+        }
+        let value = match &self.reader_names {
+            None => value,
+            Some(names) => value
+                .resolve_with_names(&self.reader.schema, names.get_names())
+                .map_err(|e| {
+                    Poison::new(
+                        ErrorClass::Incompatible,
+                        format!("cannot resolve to the reader schema: {e}"),
+                    )
+                })?,
+        };
+        self.reader
+            .plan
+            .encode(&value, out)
+            .map_err(|e| Poison::new(ErrorClass::Unrepresentable, e.to_string()))
+    }
 }
 
 #[cfg(test)]

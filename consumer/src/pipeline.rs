@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::Batch;
 use crate::config::{Config, StreamConfig};
-use crate::decode::{Poison, Reader, decode_row, writer_id};
+use crate::decode::{Poison, Reader, RowDecoder, writer_id};
 use crate::dlq::{DlqProducer, ErrorClass, Verdict};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -393,35 +393,45 @@ impl Pipeline {
             }
         }
 
-        // Decode every pending message into its stream's row buffer.
+        // Decode every pending message into its stream's row buffer, with one prepared decoder per writer schema.
         let mut encoded: HashMap<String, Encoded> = HashMap::new();
         let mut poison: Vec<(usize, Poison)> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            if done[i] {
-                continue;
-            }
-            let topic = item.message.topic();
-            let Some(stream) = self.parts.streams.get(topic) else {
-                // Not a configured topic (cannot happen with subscribe); nothing to keep it for.
-                done[i] = true;
-                continue;
-            };
-            let payload = item.message.payload();
-            let verdict = writer_id(payload).and_then(|id| match writers.get(&id) {
-                Some(Ok(w)) => Ok(w.clone()),
-                Some(Err(p)) => Err(p.clone()),
-                None => Err(Poison::new(
-                    ErrorClass::UnknownSchema,
-                    format!("schema id {id}"),
-                )),
-            });
-            let Encoded { buf, rows } = encoded.entry(topic.to_owned()).or_default();
-            let start = buf.len();
-            match verdict
-                .and_then(|w| decode_row(payload.unwrap_or_default(), &w, &stream.reader, buf))
-            {
-                Ok(()) => rows.push((i, start..buf.len())),
-                Err(p) => poison.push((i, p)),
+        {
+            let mut decoders: HashMap<(&str, u32), Result<RowDecoder<'_>, Poison>> = HashMap::new();
+            for (i, item) in items.iter().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                let topic = item.message.topic();
+                let Some(stream) = self.parts.streams.get(topic) else {
+                    // Not a configured topic (cannot happen with subscribe); nothing to keep it for.
+                    done[i] = true;
+                    continue;
+                };
+                let payload = item.message.payload();
+                let Encoded { buf, rows } = encoded.entry(topic.to_owned()).or_default();
+                let start = buf.len();
+                let result = writer_id(payload).and_then(|id| {
+                    let decoder =
+                        decoders
+                            .entry((topic, id))
+                            .or_insert_with(|| match writers.get(&id) {
+                                Some(Ok(w)) => RowDecoder::new(id, w, &stream.reader),
+                                Some(Err(p)) => Err(p.clone()),
+                                None => Err(Poison::new(
+                                    ErrorClass::UnknownSchema,
+                                    format!("schema id {id}"),
+                                )),
+                            });
+                    match decoder {
+                        Ok(d) => d.decode(payload.unwrap_or_default(), buf),
+                        Err(p) => Err(p.clone()),
+                    }
+                });
+                match result {
+                    Ok(()) => rows.push((i, start..buf.len())),
+                    Err(p) => poison.push((i, p)),
+                }
             }
         }
 

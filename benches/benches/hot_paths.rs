@@ -6,10 +6,12 @@
 
 use std::hint::black_box;
 
+use apache_avro::writer::datum::GenericDatumWriter;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::Value as Json;
 use sluice_benches::events::EventGen;
 use sluice_benches::payloads::{ConsumerPath, ProducerPath};
+use sluice_producer::encode::Encoder;
 
 const NOW_MS: i64 = 1_800_000_000_000;
 
@@ -39,6 +41,30 @@ fn producer(c: &mut Criterion) {
             |batch| black_box(path.encode_batch(batch).expect("valid")),
             BatchSize::LargeInput,
         );
+    });
+    // Encoding alone: the producer's encoder against apache-avro's whole-record writer it replaced.
+    let values = path.prepare_batch(events.clone()).expect("valid");
+    g.bench_function("encode/1000", |b| {
+        b.iter(|| {
+            let enc = Encoder::new(path.schema(), path.schema_id()).expect("encoder");
+            for v in &values {
+                black_box(enc.encode(black_box(v)).expect("encodes"));
+            }
+        });
+    });
+    g.bench_function("encode_whole_record_writer/1000", |b| {
+        b.iter(|| {
+            let w = GenericDatumWriter::builder(path.schema())
+                .validate(false)
+                .build()
+                .expect("writer");
+            for v in &values {
+                let mut buf = Vec::with_capacity(256);
+                buf.extend_from_slice(&[0, 0, 0, 0, 1]);
+                w.write_value_ref(&mut buf, black_box(v)).expect("encodes");
+                black_box(buf);
+            }
+        });
     });
     g.bench_function("parse_validate_encode/1000", |b| {
         b.iter(|| {

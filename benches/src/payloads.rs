@@ -75,6 +75,33 @@ impl ProducerPath {
         Ok(out)
     }
 
+    /// Validates one request's events into Avro values, without encoding them.
+    pub fn prepare_batch(
+        &self,
+        events: Vec<Json>,
+    ) -> anyhow::Result<Vec<apache_avro::types::Value>> {
+        let server = ServerSide {
+            tenant: TENANT,
+            received_at: chrono::Utc::now(),
+            ids: IdSource::Mint,
+        };
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(index, ev)| {
+                self.stream
+                    .prepare(ev, index, &server, self.limits)
+                    .map(|p| p.value)
+                    .map_err(|errs| anyhow::anyhow!("event {index} invalid: {errs:?}"))
+            })
+            .collect()
+    }
+
+    /// The stream's schema id.
+    pub fn schema_id(&self) -> u32 {
+        self.stream.schema_id
+    }
+
     /// The parsed writer schema.
     pub fn schema(&self) -> &Schema {
         self.stream.schema()

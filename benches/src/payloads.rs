@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use apache_avro::Schema;
-use apache_avro::reader::datum::GenericDatumReader;
 use serde_json::Value as Json;
+use sluice_consumer::decode::RowDecoder;
 use sluice_producer::encode::Encoder;
 use sluice_producer::stream::{IdSource, ServerSide, Stream};
 use sluice_producer::validate::ValidateLimits;
@@ -135,13 +135,10 @@ impl ConsumerPath {
             .map_err(|p| anyhow::anyhow!("{:?}: {}", p.class, p.message))
     }
 
-    /// A decoder that resolves the schema once and reuses it for every message (what `decode_row` could do when
-    /// writer and reader are the same schema), for comparison with [`ConsumerPath::row`].
-    pub fn decoder(&self) -> anyhow::Result<RowDecoder<'_>> {
-        Ok(RowDecoder {
-            reader: GenericDatumReader::builder(&self.schema).build()?,
-            plan: &self.plan,
-        })
+    /// The consumer's per-batch decoder for messages framed with `writer_id` (its name tables built once).
+    pub fn decoder(&self, writer_id: u32) -> anyhow::Result<RowDecoder<'_>> {
+        RowDecoder::new(writer_id, &self.schema, &self.reader)
+            .map_err(|p| anyhow::anyhow!("{:?}: {}", p.class, p.message))
     }
 
     /// `CREATE TABLE` for `table`, with the consumer's default sort key and partitioning.
@@ -160,22 +157,6 @@ impl ConsumerPath {
     }
 }
 
-/// Decodes framed messages into RowBinary rows with one prepared Avro reader.
-pub struct RowDecoder<'a> {
-    reader: GenericDatumReader<'a>,
-    plan: &'a RowPlan,
-}
-
-impl RowDecoder<'_> {
-    /// Appends the RowBinary row of one framed message to `out`.
-    pub fn row(&self, framed: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
-        let (_id, mut body) = sluice_schemas::wire::unframe(framed)?;
-        let value = self.reader.read_value(&mut body)?;
-        self.plan.encode(&value, out)?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,11 +170,11 @@ mod tests {
         let encoded = producer.encode_batch(events).expect("valid");
         assert_eq!(encoded.len(), 50);
         let mut rows = Vec::new();
-        let decoder = consumer.decoder().expect("decoder");
+        let decoder = consumer.decoder(1).expect("decoder");
         let mut same = Vec::new();
         for e in &encoded {
             assert_eq!(e.key, TENANT.as_bytes());
-            decoder.row(&e.payload, &mut rows).expect("row");
+            decoder.decode(&e.payload, &mut rows).expect("row");
             consumer.row(&e.payload, &mut same).expect("row");
         }
         assert!(rows.len() > 50 * 40, "rows carry every field");

@@ -13,7 +13,7 @@ use sluice_benches::payloads::{ConsumerPath, ProducerPath};
 enum Path {
     /// JSON body → parse → validate → Avro → Confluent bytes, per request of `--events`.
     Producer,
-    /// Confluent bytes → RowBinary with a reader registered under the writers' id.
+    /// Confluent bytes → RowBinary with a reader registered under the writers' id (one decoder per batch).
     Consumer,
     /// The same with the bundled fallback reader, so every value is resolved.
     ConsumerOtherReader,
@@ -51,9 +51,13 @@ fn main() -> anyhow::Result<()> {
             let consumer = ConsumerPath::new(reader_id)?;
             let mut out = Vec::with_capacity(args.events * 512);
             for _ in 0..args.rounds {
+                // As the consumer's pipeline does: one decoder per writer schema per batch.
+                let decoder = consumer.decoder(1)?;
                 out.clear();
                 for e in &encoded {
-                    consumer.row(black_box(&e.payload), &mut out)?;
+                    decoder
+                        .decode(black_box(&e.payload), &mut out)
+                        .map_err(|p| anyhow::anyhow!("{}", p.message))?;
                 }
                 black_box(out.len());
             }

@@ -39,6 +39,7 @@ impl Throughput {
 pub async fn raw_produce(
     kafka: &KafkaSettings,
     topic: &str,
+    warmup_topic: &str,
     payloads: &[Encoded],
     count: usize,
     max_time: Duration,
@@ -51,11 +52,12 @@ pub async fn raw_produce(
     let window = usize::try_from(produce.queue_max_messages / 2)
         .unwrap_or(100_000)
         .max(1);
-    // Connection set-up and the idempotent producer's id handshake are not throughput: pay them before the clock.
+    // Connection set-up and the idempotent producer's id handshake are not throughput: pay them before the clock,
+    // on another topic so the measured one holds exactly `count` messages.
     let first = &payloads[0];
     producer
         .send(
-            FutureRecord::to(topic)
+            FutureRecord::to(warmup_topic)
                 .key(&first.key)
                 .payload(&first.payload),
             Duration::from_secs(10),
@@ -189,4 +191,77 @@ async fn client_query(
         anyhow::bail!("clickhouse-client failed ({}): {}", out.status, err.trim());
     }
     Ok(())
+}
+
+/// Reads `topic` from the beginning with a plain rdkafka consumer (fresh group, same broker), counting messages
+/// until `expected` arrived or `max_time` passed: how fast the broker hands a pre-filled topic to any client.
+pub async fn raw_consume(
+    kafka: &KafkaSettings,
+    topic: &str,
+    group: &str,
+    expected: u64,
+    max_time: Duration,
+) -> anyhow::Result<Throughput> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut cfg = kafka.client_config();
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000");
+    let consumer: BaseConsumer = cfg.create()?;
+    consumer.subscribe(&[topic])?;
+    // Polling blocks: keep it off the runtime.
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + max_time;
+        let mut first = None;
+        let mut count = 0u64;
+        while count < expected && std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(_)) => {
+                    first.get_or_insert_with(std::time::Instant::now);
+                    count += 1;
+                }
+                Some(Err(e)) => return Err(anyhow::anyhow!("consume failed: {e}")),
+                None => {}
+            }
+        }
+        let seconds = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        anyhow::ensure!(count > 0, "nothing consumed within {max_time:?}");
+        Ok(Throughput { count, seconds })
+    })
+    .await?
+}
+
+/// Like [`raw_consume`] through rdkafka's async `StreamConsumer::recv`, the way a tokio service reads.
+pub async fn raw_consume_stream(
+    kafka: &KafkaSettings,
+    topic: &str,
+    group: &str,
+    expected: u64,
+    max_time: Duration,
+) -> anyhow::Result<Throughput> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let mut cfg = kafka.client_config();
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000");
+    let consumer: StreamConsumer = cfg.create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + max_time;
+    let mut first = None;
+    let mut count = 0u64;
+    while count < expected {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Err(_) => break,
+            Ok(Ok(_)) => {
+                first.get_or_insert_with(Instant::now);
+                count += 1;
+            }
+            Ok(Err(e)) => anyhow::bail!("consume failed: {e}"),
+        }
+    }
+    let seconds = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    anyhow::ensure!(count > 0, "nothing consumed within {max_time:?}");
+    Ok(Throughput { count, seconds })
 }

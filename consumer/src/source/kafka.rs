@@ -120,6 +120,10 @@ pub fn subscribe(
         ("enable.partition.eof", "false"),
         ("statistics.interval.ms", "5000"),
         ("topic.metadata.refresh.interval.ms", "10000"),
+        // librdkafka's default (1000 ms) stops fetching for a whole second once its local queue was full, so a
+        // consumer that drains faster than that starves: with it, draining a backlog ran 15-20% slower, with gaps
+        // of ~450 ms between batches.
+        ("fetch.queue.backoff.ms", "10"),
     ];
     for (k, v) in defaults {
         client.set(k, v);

@@ -6,6 +6,7 @@
 //! pending when the partition left can never move its committed offset.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
@@ -13,7 +14,7 @@ pub type TopicPartition = (String, i32);
 /// Proof that a message was read and is not yet done. Deliberately neither `Clone` nor `Copy`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Receipt {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: i64,
     generation: u64,
@@ -60,25 +61,50 @@ impl Partition {
     }
 }
 
+/// One topic's assigned partitions; the name is shared with every receipt instead of copied into each.
+#[derive(Debug)]
+struct Topic {
+    name: Arc<str>,
+    partitions: HashMap<i32, Partition>,
+}
+
 /// Per-partition bookkeeping of read, done and committed offsets for the current assignment.
+///
+/// Keyed by topic, then partition, so that the per-message calls look up by `&str` without allocating.
 #[derive(Debug, Default)]
 pub struct Offsets {
-    parts: HashMap<TopicPartition, Partition>,
+    topics: HashMap<Arc<str>, Topic>,
     next_generation: u64,
 }
 
 impl Offsets {
+    fn partition(&self, topic: &str, partition: i32) -> Option<&Partition> {
+        self.topics.get(topic)?.partitions.get(&partition)
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut Partition> {
+        self.topics.get_mut(topic)?.partitions.get_mut(&partition)
+    }
+
     /// Starts tracking newly assigned partitions.
     pub fn assign(&mut self, tps: impl IntoIterator<Item = TopicPartition>) {
-        for tp in tps {
+        for (topic, partition) in tps {
             self.next_generation += 1;
-            self.parts.insert(
-                tp,
-                Partition {
-                    generation: self.next_generation,
-                    ..Partition::default()
-                },
-            );
+            let name: Arc<str> = Arc::from(topic.as_str());
+            self.topics
+                .entry(name.clone())
+                .or_insert_with(|| Topic {
+                    name,
+                    partitions: HashMap::new(),
+                })
+                .partitions
+                .insert(
+                    partition,
+                    Partition {
+                        generation: self.next_generation,
+                        ..Partition::default()
+                    },
+                );
         }
     }
 
@@ -88,11 +114,18 @@ impl Offsets {
         tps: impl IntoIterator<Item = TopicPartition>,
     ) -> Vec<(TopicPartition, i64)> {
         let mut out = Vec::new();
-        for tp in tps {
-            if let Some(p) = self.parts.remove(&tp)
+        for (topic, partition) in tps {
+            let Some(t) = self.topics.get_mut(topic.as_str()) else {
+                continue;
+            };
+            let removed = t.partitions.remove(&partition);
+            if t.partitions.is_empty() {
+                self.topics.remove(topic.as_str());
+            }
+            if let Some(p) = removed
                 && let Some(pos) = p.position().filter(|pos| Some(*pos) > p.committed)
             {
-                out.push((tp, pos));
+                out.push(((topic, partition), pos));
             }
         }
         out
@@ -100,7 +133,8 @@ impl Offsets {
 
     /// Records that a message was read; `None` if its partition is not assigned to us (then it must be dropped).
     pub fn received(&mut self, topic: &str, partition: i32, offset: i64) -> Option<Receipt> {
-        let p = self.parts.get_mut(&(topic.to_owned(), partition))?;
+        let t = self.topics.get_mut(topic)?;
+        let p = t.partitions.get_mut(&partition)?;
         if p.high_read.is_some_and(|hi| offset <= hi) {
             // The fetch position went backwards (a reset or re-fetch librdkafka did on its own). Receipts read
             // before it are void, so a late completion can never move the position over what is re-read now.
@@ -118,7 +152,7 @@ impl Offsets {
         p.high_read = Some(offset);
         p.outstanding.insert(offset);
         Some(Receipt {
-            topic: topic.to_owned(),
+            topic: t.name.clone(),
             partition,
             offset,
             generation: p.generation,
@@ -127,14 +161,13 @@ impl Offsets {
 
     /// Whether the receipt still belongs to the current assignment of its partition.
     pub fn is_current(&self, r: &Receipt) -> bool {
-        self.parts
-            .get(&(r.topic.clone(), r.partition))
+        self.partition(&r.topic, r.partition)
             .is_some_and(|p| p.generation == r.generation)
     }
 
     /// Marks a message done (inserted or dead-lettered). Stale receipts are ignored.
     pub fn complete(&mut self, r: Receipt) {
-        let Some(p) = self.parts.get_mut(&(r.topic, r.partition)) else {
+        let Some(p) = self.partition_mut(&r.topic, r.partition) else {
             return;
         };
         if p.generation != r.generation {
@@ -147,12 +180,14 @@ impl Offsets {
     /// Positions that moved since the last commit.
     pub fn committable(&self) -> Vec<(TopicPartition, i64)> {
         let mut out: Vec<(TopicPartition, i64)> = self
-            .parts
-            .iter()
-            .filter_map(|(tp, p)| {
-                p.position()
-                    .filter(|pos| Some(*pos) > p.committed)
-                    .map(|pos| (tp.clone(), pos))
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions.iter().filter_map(|(partition, p)| {
+                    p.position()
+                        .filter(|pos| Some(*pos) > p.committed)
+                        .map(|pos| ((t.name.to_string(), *partition), pos))
+                })
             })
             .collect();
         out.sort();
@@ -161,8 +196,8 @@ impl Offsets {
 
     /// Records a successful commit.
     pub fn committed(&mut self, positions: &[(TopicPartition, i64)]) {
-        for (tp, pos) in positions {
-            if let Some(p) = self.parts.get_mut(tp) {
+        for ((topic, partition), pos) in positions {
+            if let Some(p) = self.partition_mut(topic, *partition) {
                 p.committed = Some(p.committed.map_or(*pos, |c| c.max(*pos)));
             }
         }
@@ -170,7 +205,11 @@ impl Offsets {
 
     /// Partitions currently assigned.
     pub fn assigned(&self) -> Vec<TopicPartition> {
-        let mut v: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        let mut v: Vec<TopicPartition> = self
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.keys().map(|p| (t.name.to_string(), *p)))
+            .collect();
         v.sort();
         v
     }

@@ -2,8 +2,8 @@
 //! offsets only after the rows (or their dead letters) are durable, and routes poison messages to a DLQ.
 //!
 //! Modules follow a message's path: `source` (Kafka, rebalances) → `decode` (registry, Avro) → `batch` →
-//! `sink::clickhouse` (DDL, inserts, retry policy) → `dlq`; `offsets` owns what may be committed and `pipeline`
-//! drives the loop.
+//! `sink::clickhouse` (DDL, inserts, retry policy) → `dlq`; `offsets` owns what may be committed, `pipeline`
+//! drives the loop and `predecode` decodes the next batch while the last one is inserted.
 
 pub mod batch;
 pub mod config;
@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
+pub mod predecode;
 pub mod registry;
 pub mod server;
 pub mod sink;

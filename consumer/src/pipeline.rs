@@ -6,7 +6,9 @@
 //! the consumer meanwhile so the group membership and rebalances keep working.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,6 +27,7 @@ use crate::dlq::{DlqProducer, ErrorClass, Verdict};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::offsets::TopicPartition;
+use crate::predecode::{Predecoded, SharedSnapshot, Snapshot, SnapshotStream, predecode};
 use crate::registry::{RegistryError, SchemaRegistry};
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::sink::clickhouse::insert::RowRef;
@@ -38,9 +41,9 @@ pub struct Stream {
     table: String,
     subject: String,
     dlq_topic: String,
-    reader: Reader,
-    /// Writer schema ids seen since the reader was last refreshed.
-    known_writers: HashSet<u32>,
+    reader: Arc<Reader>,
+    /// Writer schemas seen since the reader was last refreshed, by id.
+    known_writers: HashMap<u32, Arc<Schema>>,
     /// Whether the table is known to exist with the reader's columns.
     table_ok: bool,
 }
@@ -53,8 +56,8 @@ impl Stream {
             subject: cfg.subject(),
             dlq_topic: cfg.dlq_topic(),
             cfg: cfg.clone(),
-            reader,
-            known_writers: HashSet::new(),
+            reader: Arc::new(reader),
+            known_writers: HashMap::new(),
             table_ok: false,
         }
     }
@@ -109,6 +112,8 @@ pub struct Pipeline {
     parts: Parts,
     cfg: Config,
     paused: HashSet<TopicPartition>,
+    /// What the read loop may decode ahead with.
+    snapshot: SharedSnapshot,
 }
 
 /// One stream's rows of a flush attempt: the RowBinary bytes and, per row, its batch index and byte range.
@@ -128,92 +133,98 @@ impl Pipeline {
             parts,
             cfg,
             paused: HashSet::new(),
+            snapshot: SharedSnapshot::default(),
         }
     }
 
     /// Consumes until `shutdown`, then flushes what it holds (within the grace period), commits and leaves.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
+    ///
+    /// One flush runs while the next batch is read: the insert and commit of batch N overlap the receiving of
+    /// batch N+1, whose receipts stay outstanding, so a commit still never passes a message that is not done.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut batch = Batch::new(self.cfg.batch.clone());
         self.parts.ready.store(true, Ordering::SeqCst);
         let consumer = self.parts.consumer.clone();
+        // Reading needs only these two; the flush in flight owns the rest.
+        let context = self.parts.context.clone();
+        let metrics = self.parts.metrics.clone();
+        let snapshot = self.snapshot.clone();
+        let mut flusher = Flusher::Idle(Box::new(self));
         loop {
             let deadline = batch.deadline();
+            let mut due = false;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                () = sleep_until_opt(deadline) => {
-                    self.flush(&mut batch, &shutdown).await;
-                }
+                done = flusher.finished() => flusher = Flusher::Idle(Box::new(done)),
+                () = sleep_until_opt(deadline) => due = true,
                 msg = consumer.recv() => {
                     match msg {
                         Ok(m) => {
-                            if let Some(r) = self.receive(&m) {
+                            if let Some(r) = receive(&context, &metrics, &m) {
                                 batch.push(r);
                             }
                         }
                         Err(e) => {
-                            self.parts.metrics.retrying("kafka", 0, Duration::from_millis(100), &e);
+                            metrics.retrying("kafka", 0, Duration::from_millis(100), &e);
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
-                    if batch.is_full() {
-                        self.flush(&mut batch, &shutdown).await;
-                    }
+                    due = batch.is_full();
                 }
             }
+            if due {
+                // Decoding now overlaps the insert in flight; at most one flush runs, and the next waits for it,
+                // which bounds memory to two batches.
+                let items = batch.take();
+                let pre = predecode(&snapshot.current(), &items);
+                let mut pipeline = flusher.idle().await;
+                let shutdown = shutdown.clone();
+                flusher = Flusher::Busy(Box::pin(async move {
+                    pipeline.flush(items, Some(pre), &shutdown).await;
+                    pipeline
+                }));
+            }
         }
+        let mut pipeline = flusher.idle().await;
         tracing::info!(
             pending = batch.len(),
             "shutting down: flushing the last batch"
         );
-        self.flush(&mut batch, &shutdown).await;
-        self.parts.ready.store(false, Ordering::SeqCst);
-        self.commit().await;
+        pipeline.flush(batch.take(), None, &shutdown).await;
+        pipeline.parts.ready.store(false, Ordering::SeqCst);
+        pipeline.commit().await;
         // Dropping the last handle closes the consumer: it leaves the group (the revoke callback commits nothing
         // new, everything done is committed above). Closing blocks, so do it off the runtime.
-        drop(self);
+        drop(pipeline);
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
         tracing::info!("left the group");
         Ok(())
     }
 
-    fn receive(&self, m: &BorrowedMessage<'_>) -> Option<Received> {
-        self.parts.metrics.consumed(m.topic());
-        let receipt = self
-            .parts
-            .context
-            .offsets()
-            .received(m.topic(), m.partition(), m.offset());
-        match receipt {
-            Some(receipt) => Some(Received {
-                message: m.detach(),
-                receipt,
-            }),
-            None => {
-                tracing::warn!(
-                    topic = m.topic(),
-                    partition = m.partition(),
-                    "message from an unassigned partition dropped"
-                );
-                None
-            }
-        }
-    }
-
-    /// Flushes `batch` until every message in it is done, or gives up when the shutdown grace runs out.
-    async fn flush(&mut self, batch: &mut Batch, shutdown: &CancellationToken) {
-        let mut items = batch.take();
+    /// Flushes `items` until every message in it is done, or gives up when the shutdown grace runs out.
+    async fn flush(
+        &mut self,
+        mut items: Vec<Received>,
+        mut pre: Option<Predecoded>,
+        shutdown: &CancellationToken,
+    ) {
         if items.is_empty() {
             return;
         }
         self.parts.metrics.batch_flushed(items.len());
+        let started = Instant::now();
         let mut done = vec![false; items.len()];
         let mut backoff = Backoff::new(&self.cfg.retry);
         let mut give_up_at: Option<Instant> = None;
         let consumer = self.parts.consumer.clone();
         loop {
-            self.drop_revoked(&mut items, &mut done);
-            let error = match self.attempt(&items, &mut done).await {
+            if self.drop_revoked(&mut items, &mut done) {
+                // Rows decoded ahead are indexed by the batch as it was.
+                pre = None;
+            }
+            // Rows decoded ahead serve the first attempt only: later ones skip what is done.
+            let error = match self.attempt(&items, &mut done, pre.take()).await {
                 Ok(()) => break,
                 Err(e) => e,
             };
@@ -243,7 +254,7 @@ impl Pipeline {
                     msg = consumer.recv() => {
                         // Keeps the group membership alive and serves rebalances; anything still in librdkafka's
                         // fetch queue joins this flush and its partition is paused too.
-                        if let Some(r) = msg.ok().and_then(|m| self.receive(&m)) {
+                        if let Some(r) = msg.ok().and_then(|m| receive(&self.parts.context, &self.parts.metrics, &m)) {
                             let tp = (r.receipt.topic().to_owned(), r.receipt.partition());
                             if self.paused.insert(tp.clone()) {
                                 set_paused(&self.parts.consumer, &[tp], true);
@@ -256,6 +267,7 @@ impl Pipeline {
                 }
             }
         }
+        let count = items.len();
         {
             let mut offsets = self.parts.context.offsets();
             for item in items {
@@ -263,11 +275,19 @@ impl Pipeline {
             }
         }
         self.resume_paused();
+        let written = started.elapsed();
         self.commit().await;
+        tracing::debug!(
+            messages = count,
+            write_ms = written.as_millis() as u64,
+            commit_ms = (started.elapsed() - written).as_millis() as u64,
+            "batch flushed"
+        );
     }
 
     /// Removes messages whose partition was revoked since they were read: they are the new owner's now.
-    fn drop_revoked(&self, items: &mut Vec<Received>, done: &mut Vec<bool>) {
+    /// Returns whether any was dropped.
+    fn drop_revoked(&self, items: &mut Vec<Received>, done: &mut Vec<bool>) -> bool {
         let offsets = self.parts.context.offsets();
         let keep: Vec<bool> = items
             .iter()
@@ -275,7 +295,7 @@ impl Pipeline {
             .collect();
         drop(offsets);
         if keep.iter().all(|k| *k) {
-            return;
+            return false;
         }
         let dropped = keep.iter().filter(|k| !**k).count();
         tracing::info!(dropped, "dropping pending messages of revoked partitions");
@@ -289,6 +309,7 @@ impl Pipeline {
             j += 1;
             keep[j - 1]
         });
+        true
     }
 
     fn pause_assigned(&mut self) {
@@ -347,7 +368,12 @@ impl Pipeline {
     }
 
     /// One try at making every pending message of `items` done.
-    async fn attempt(&mut self, items: &[Received], done: &mut [bool]) -> AttemptResult {
+    async fn attempt(
+        &mut self,
+        items: &[Received],
+        done: &mut [bool],
+        pre: Option<Predecoded>,
+    ) -> AttemptResult {
         // Writer schemas first: the registry being down is transient, an unknown id is poison.
         let mut writers: HashMap<u32, Result<Arc<Schema>, Poison>> = HashMap::new();
         let mut new_writers: HashSet<(String, u32)> = HashSet::new();
@@ -374,7 +400,7 @@ impl Pipeline {
             }
             let topic = item.message.topic();
             if let Some(stream) = self.parts.streams.get(topic)
-                && !stream.known_writers.contains(&id)
+                && !stream.known_writers.contains_key(&id)
                 && writers.get(&id).is_some_and(Result::is_ok)
             {
                 new_writers.insert((topic.to_owned(), id));
@@ -388,18 +414,40 @@ impl Pipeline {
         }
         for (topic, id) in new_writers {
             self.refresh_reader(&topic).await?;
-            if let Some(stream) = self.parts.streams.get_mut(&topic) {
-                stream.known_writers.insert(id);
+            if let Some(stream) = self.parts.streams.get_mut(&topic)
+                && let Some(Ok(schema)) = writers.get(&id)
+            {
+                stream.known_writers.insert(id, schema.clone());
             }
         }
+        self.publish_snapshot();
 
+        let decode_started = Instant::now();
         // Decode every pending message into its stream's row buffer, with one prepared decoder per writer schema.
         let mut encoded: HashMap<String, Encoded> = HashMap::new();
+        let mut ahead = vec![false; items.len()];
+        for (topic, decoded) in pre.map(|p| p.topics).unwrap_or_default() {
+            // Only rows decoded for the reader the table follows now.
+            if let Some(stream) = self.parts.streams.get(&topic)
+                && Arc::ptr_eq(&decoded.reader, &stream.reader)
+            {
+                for (i, _) in &decoded.rows {
+                    ahead[*i] = true;
+                }
+                encoded.insert(
+                    topic,
+                    Encoded {
+                        buf: decoded.buf,
+                        rows: decoded.rows,
+                    },
+                );
+            }
+        }
         let mut poison: Vec<(usize, Poison)> = Vec::new();
         {
             let mut decoders: HashMap<(&str, u32), Result<RowDecoder<'_>, Poison>> = HashMap::new();
             for (i, item) in items.iter().enumerate() {
-                if done[i] {
+                if done[i] || ahead[i] {
                     continue;
                 }
                 let topic = item.message.topic();
@@ -409,7 +457,12 @@ impl Pipeline {
                     continue;
                 };
                 let payload = item.message.payload();
-                let Encoded { buf, rows } = encoded.entry(topic.to_owned()).or_default();
+                if !encoded.contains_key(topic) {
+                    encoded.insert(topic.to_owned(), Encoded::default());
+                }
+                let Some(Encoded { buf, rows }) = encoded.get_mut(topic) else {
+                    continue;
+                };
                 let start = buf.len();
                 let result = writer_id(payload).and_then(|id| {
                     let decoder =
@@ -435,6 +488,7 @@ impl Pipeline {
             }
         }
 
+        let decoded = decode_started.elapsed();
         // Insert, isolating rows ClickHouse refuses.
         let mut transient = None;
         for (topic, Encoded { buf, rows }) in &encoded {
@@ -470,6 +524,11 @@ impl Pipeline {
             }
         }
 
+        tracing::debug!(
+            decode_ms = decoded.as_millis() as u64,
+            insert_ms = (decode_started.elapsed() - decoded).as_millis() as u64,
+            "batch written"
+        );
         // Dead-letter the poison; its offsets count only once the DLQ acknowledged.
         let sends = poison.iter().map(|(i, p)| {
             let item = &items[*i];
@@ -509,6 +568,26 @@ impl Pipeline {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Shares each ready stream's reader and reconciled writers with the read loop.
+    fn publish_snapshot(&self) {
+        let streams = self
+            .parts
+            .streams
+            .iter()
+            .filter(|(_, s)| s.table_ok)
+            .map(|(topic, s)| {
+                (
+                    topic.clone(),
+                    SnapshotStream {
+                        reader: s.reader.clone(),
+                        writers: s.known_writers.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.snapshot.publish(Snapshot { streams });
     }
 
     async fn ensure_table(&mut self, topic: &str) -> Result<(), Error> {
@@ -569,7 +648,7 @@ impl Pipeline {
                         stream.subject, latest.id, latest.version
                     ),
                 );
-                stream.reader = candidate;
+                stream.reader = Arc::new(candidate);
                 stream.known_writers.clear();
                 Ok(())
             }
@@ -578,6 +657,56 @@ impl Pipeline {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// The pipeline between batches, or a flush of it running while the next batch is read.
+enum Flusher {
+    Idle(Box<Pipeline>),
+    Busy(Pin<Box<dyn Future<Output = Pipeline> + Send>>),
+}
+
+impl Flusher {
+    /// The pipeline once no flush is running.
+    async fn idle(self) -> Pipeline {
+        match self {
+            Flusher::Idle(p) => *p,
+            Flusher::Busy(f) => f.await,
+        }
+    }
+
+    /// Completes with the pipeline when the running flush ends; never while idle.
+    async fn finished(&mut self) -> Pipeline {
+        match self {
+            Flusher::Idle(_) => std::future::pending().await,
+            Flusher::Busy(f) => f.await,
+        }
+    }
+}
+
+/// Takes a message read from Kafka into the offset book; `None` if its partition is no longer ours.
+fn receive(
+    context: &SourceContext,
+    metrics: &Metrics,
+    m: &BorrowedMessage<'_>,
+) -> Option<Received> {
+    metrics.consumed(m.topic());
+    let receipt = context
+        .offsets()
+        .received(m.topic(), m.partition(), m.offset());
+    match receipt {
+        Some(receipt) => Some(Received {
+            message: m.detach(),
+            receipt,
+        }),
+        None => {
+            tracing::warn!(
+                topic = m.topic(),
+                partition = m.partition(),
+                "message from an unassigned partition dropped"
+            );
+            None
         }
     }
 }

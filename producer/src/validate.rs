@@ -55,6 +55,11 @@ pub fn to_avro<S: Borrow<Schema>>(
 /// Appends one RFC 6901 reference token to `pointer`.
 pub fn push_token(pointer: &mut String, token: &str) {
     pointer.push('/');
+    // Field names almost never need escaping; this runs for every field of every event.
+    if !token.contains(['~', '/']) {
+        pointer.push_str(token);
+        return;
+    }
     for c in token.chars() {
         match c {
             '~' => pointer.push_str("~0"),
@@ -805,5 +810,7 @@ mod tests {
         let mut p = String::new();
         push_token(&mut p, "a/b~c");
         assert_eq!(p, "/a~1b~0c");
+        push_token(&mut p, "plain");
+        assert_eq!(p, "/a~1b~0c/plain");
     }
 }

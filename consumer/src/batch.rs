@@ -1,5 +1,7 @@
 //! Messages waiting to be flushed, and when to flush them: at `max_rows` messages, `max_bytes` of values, or
-//! `max_wait` after the first message, whichever comes first.
+//! `max_wait` after the first message, whichever comes first; or at `min_rows` when no flush is running and the
+//! consumer is caught up (its newest message is younger than `max_wait`), so that batches stay small (fresh) under
+//! moderate load and grow to `max_rows` (cheaper per row) while a backlog drains.
 
 use std::time::Instant;
 
@@ -18,6 +20,8 @@ pub struct Batch {
     items: Vec<Received>,
     bytes: usize,
     started: Option<Instant>,
+    /// Kafka timestamp (ms since the epoch) of the newest message, when it has one.
+    newest_ms: Option<i64>,
     limits: BatchSettings,
 }
 
@@ -28,6 +32,7 @@ impl Batch {
             items: Vec::new(),
             bytes: 0,
             started: None,
+            newest_ms: None,
             limits,
         }
     }
@@ -38,7 +43,15 @@ impl Batch {
             self.started = Some(Instant::now());
         }
         self.bytes += size(&r);
+        if let Some(ms) = r.message.timestamp().to_millis() {
+            self.newest_ms = Some(ms);
+        }
         self.items.push(r);
+    }
+
+    /// The messages held, in the order read.
+    pub fn items(&self) -> &[Received] {
+        &self.items
     }
 
     /// Messages held.
@@ -54,6 +67,15 @@ impl Batch {
     /// Whether a size limit is reached.
     pub fn is_full(&self) -> bool {
         self.items.len() >= self.limits.max_rows || self.bytes >= self.limits.max_bytes
+    }
+
+    /// Whether the batch is worth flushing now that no flush is running: it holds `min_rows` and its newest
+    /// message is recent (at `now_ms`), so the consumer is not draining a backlog.
+    pub fn is_worth_flushing(&self, now_ms: i64) -> bool {
+        let caught_up = self
+            .newest_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) < self.limits.max_wait_ms as i64);
+        caught_up && self.items.len() >= self.limits.min_rows.min(self.limits.max_rows)
     }
 
     /// When the batch must be flushed at the latest; `None` while empty.
@@ -74,6 +96,7 @@ impl Batch {
     pub fn take(&mut self) -> Vec<Received> {
         self.bytes = 0;
         self.started = None;
+        self.newest_ms = None;
         std::mem::take(&mut self.items)
     }
 }
@@ -108,6 +131,7 @@ mod tests {
         o.assign([("t".to_string(), 0)]);
         let mut b = Batch::new(BatchSettings {
             max_rows: 3,
+            min_rows: 2,
             max_bytes: 100,
             max_wait_ms: 50,
         });
@@ -115,8 +139,10 @@ mod tests {
         b.push(received(&mut o, 0, 10));
         let deadline = b.deadline().expect("started");
         assert!(deadline <= Instant::now() + Duration::from_millis(50));
+        assert!(!b.is_worth_flushing(0));
         b.push(received(&mut o, 1, 10));
         assert!(!b.is_full());
+        assert!(b.is_worth_flushing(0), "2 rows when no flush runs");
         b.push(received(&mut o, 2, 10));
         assert!(b.is_full(), "3 rows");
         assert_eq!(b.take().len(), 3);
@@ -125,5 +151,36 @@ mod tests {
         assert!(b.is_full(), "100 bytes");
         b.retain(|_| false);
         assert!(b.is_empty() && b.deadline().is_none());
+    }
+
+    #[test]
+    fn a_backlog_waits_for_full_batches() {
+        let mut o = Offsets::default();
+        o.assign([("t".to_string(), 0)]);
+        let mut b = Batch::new(BatchSettings {
+            max_rows: 10,
+            min_rows: 2,
+            max_bytes: 1000,
+            max_wait_ms: 1000,
+        });
+        let stamped = |o: &mut Offsets, offset: i64, ms: i64| Received {
+            message: OwnedMessage::new(
+                Some(vec![0; 10]),
+                None,
+                "t".into(),
+                Timestamp::CreateTime(ms),
+                0,
+                offset,
+                None,
+            ),
+            receipt: o.received("t", 0, offset).expect("assigned"),
+        };
+        b.push(stamped(&mut o, 0, 10_000));
+        b.push(stamped(&mut o, 1, 10_000));
+        assert!(b.is_worth_flushing(10_500), "caught up: flush at min_rows");
+        assert!(
+            !b.is_worth_flushing(12_000),
+            "2 s behind: fill up to max_rows"
+        );
     }
 }

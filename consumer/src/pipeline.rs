@@ -27,7 +27,7 @@ use crate::dlq::{DlqProducer, ErrorClass, Verdict};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::offsets::TopicPartition;
-use crate::predecode::{Predecoded, SharedSnapshot, Snapshot, SnapshotStream, predecode};
+use crate::predecode::{Predecoded, SharedSnapshot, Snapshot, SnapshotStream, predecode_into};
 use crate::registry::{RegistryError, SchemaRegistry};
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::sink::clickhouse::insert::RowRef;
@@ -116,6 +116,9 @@ pub struct Pipeline {
     snapshot: SharedSnapshot,
 }
 
+/// Messages decoded ahead at a time while a batch is read.
+const PREDECODE_CHUNK: usize = 2_000;
+
 /// One stream's rows of a flush attempt: the RowBinary bytes and, per row, its batch index and byte range.
 #[derive(Default)]
 struct Encoded {
@@ -149,14 +152,20 @@ impl Pipeline {
         let context = self.parts.context.clone();
         let metrics = self.parts.metrics.clone();
         let snapshot = self.snapshot.clone();
+        // The batch's rows decoded so far, and how many of its messages that covers.
+        let mut pre = Predecoded::default();
+        let mut decoded_upto = 0;
         let mut flusher = Flusher::Idle(Box::new(self));
         loop {
             let deadline = batch.deadline();
-            let mut due = false;
+            let due: bool;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                done = flusher.finished() => flusher = Flusher::Idle(Box::new(done)),
+                done = flusher.finished() => {
+                    flusher = Flusher::Idle(Box::new(done));
+                    due = batch.is_worth_flushing(now_ms());
+                }
                 () = sleep_until_opt(deadline) => due = true,
                 msg = consumer.recv() => {
                     match msg {
@@ -164,20 +173,27 @@ impl Pipeline {
                             if let Some(r) = receive(&context, &metrics, &m) {
                                 batch.push(r);
                             }
+                            // Decoding a chunk at a time, between reads, overlaps the insert in flight and leaves
+                            // little to decode when the batch is flushed.
+                            if batch.len() - decoded_upto >= PREDECODE_CHUNK {
+                                predecode_into(&snapshot.current(), batch.items(), decoded_upto, &mut pre);
+                                decoded_upto = batch.len();
+                            }
                         }
                         Err(e) => {
                             metrics.retrying("kafka", 0, Duration::from_millis(100), &e);
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
-                    due = batch.is_full();
+                    due = batch.is_full() || (flusher.is_idle() && batch.is_worth_flushing(now_ms()));
                 }
             }
             if due {
-                // Decoding now overlaps the insert in flight; at most one flush runs, and the next waits for it,
-                // which bounds memory to two batches.
+                // At most one flush runs, and the next waits for it, which bounds memory to two batches.
                 let items = batch.take();
-                let pre = predecode(&snapshot.current(), &items);
+                predecode_into(&snapshot.current(), &items, decoded_upto, &mut pre);
+                let pre = std::mem::take(&mut pre);
+                decoded_upto = 0;
                 let mut pipeline = flusher.idle().await;
                 let shutdown = shutdown.clone();
                 flusher = Flusher::Busy(Box::pin(async move {
@@ -676,6 +692,11 @@ impl Flusher {
         }
     }
 
+    /// Whether no flush is running.
+    fn is_idle(&self) -> bool {
+        matches!(self, Flusher::Idle(_))
+    }
+
     /// Completes with the pipeline when the running flush ends; never while idle.
     async fn finished(&mut self) -> Pipeline {
         match self {
@@ -709,6 +730,11 @@ fn receive(
             None
         }
     }
+}
+
+/// Wall-clock milliseconds since the epoch, as Kafka timestamps count them.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 async fn sleep_until_opt(deadline: Option<std::time::Instant>) {

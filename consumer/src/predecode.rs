@@ -1,8 +1,8 @@
 //! Decoding a batch ahead, while the previous batch's insert is still in flight.
 //!
 //! The flush publishes what it has checked (each stream's reader, with a table that has its columns, and the
-//! writer schemas already reconciled with it) as a [`Snapshot`]. The read loop decodes a new batch with it before
-//! waiting for the flush in flight, so decoding and inserting overlap. Anything the snapshot cannot decode (a new
+//! writer schemas already reconciled with it) as a [`Snapshot`]. The read loop decodes the batch it is filling with
+//! it, a chunk at a time between reads, so decoding overlaps the insert in flight. Anything the snapshot cannot decode (a new
 //! writer id, a poison message) is left for the flush, which decodes it the usual way; rows decoded with a reader
 //! that has since changed are thrown away and decoded again.
 
@@ -72,8 +72,15 @@ pub struct Predecoded {
 /// Decodes every message of `items` that `snapshot` can; the rest are left out.
 pub fn predecode(snapshot: &Snapshot, items: &[Received]) -> Predecoded {
     let mut out = Predecoded::default();
+    predecode_into(snapshot, items, 0, &mut out);
+    out
+}
+
+/// Like [`predecode`] for `items[from..]`, adding to `out`, so that a batch can be decoded a chunk at a time as
+/// it is read. A chunk whose snapshot has another reader than the rows already in `out` is left to the flush.
+pub fn predecode_into(snapshot: &Snapshot, items: &[Received], from: usize, out: &mut Predecoded) {
     let mut decoders: Vec<((&str, u32), Option<RowDecoder<'_>>)> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.iter().enumerate().skip(from) {
         let topic = item.message.topic();
         let Some(stream) = snapshot.streams.get(topic) else {
             continue;
@@ -108,7 +115,11 @@ pub fn predecode(snapshot: &Snapshot, items: &[Received]) -> Predecoded {
                 },
             );
         }
-        let Some(decoded) = out.topics.get_mut(topic) else {
+        let Some(decoded) = out
+            .topics
+            .get_mut(topic)
+            .filter(|d| Arc::ptr_eq(&d.reader, &stream.reader))
+        else {
             continue;
         };
         let start = decoded.buf.len();
@@ -118,7 +129,6 @@ pub fn predecode(snapshot: &Snapshot, items: &[Received]) -> Predecoded {
             Err(_) => decoded.buf.truncate(start),
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -189,5 +199,12 @@ mod tests {
         assert_eq!(&t.buf[t.rows[0].1.clone()], &[1, b'a']);
         assert_eq!(&t.buf[t.rows[1].1.clone()], &[1, b'd']);
         assert_eq!(t.buf.len(), 4);
+
+        // A chunk at a time gives the same rows.
+        let mut chunked = Predecoded::default();
+        predecode_into(&snapshot, &items[..2], 0, &mut chunked);
+        predecode_into(&snapshot, &items, 2, &mut chunked);
+        let c = &chunked.topics["t"];
+        assert_eq!((&c.buf, &c.rows), (&t.buf, &t.rows));
     }
 }

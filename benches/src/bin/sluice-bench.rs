@@ -553,6 +553,7 @@ database = "{DATABASE}"
 
 [batch]
 max_rows = {max_rows}
+min_rows = {min_rows}
 max_bytes = {max_bytes}
 max_wait_ms = {max_wait_ms}
 
@@ -566,6 +567,7 @@ partitions = {PARTITIONS}
             registry = self.args.registry,
             kafka = self.args.kafka,
             ch = self.args.clickhouse,
+            min_rows = base.batch.min_rows,
             max_bytes = base.batch.max_bytes,
             max_wait_ms = base.batch.max_wait_ms,
         ))

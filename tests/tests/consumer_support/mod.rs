@@ -106,6 +106,7 @@ impl Setup {
             streams: vec![stream],
             batch: BatchSettings {
                 max_rows: 500,
+                min_rows: 100,
                 max_bytes: 1 << 20,
                 max_wait_ms: 200,
             },
@@ -533,7 +534,7 @@ fn to_toml(c: &Config, listen: SocketAddr) -> String {
         .collect();
     format!(
         "listen = {}\ngroup_id = {}\nregistry_url = {}\nshutdown_grace_ms = {}\n\n[kafka]\nbootstrap_servers = {}\n\n[kafka.client]\n{}\n\n\
-         [clickhouse]\nurl = {}\ntimeout_ms = {}\n\n[batch]\nmax_rows = {}\nmax_bytes = {}\nmax_wait_ms = {}\n\n\
+         [clickhouse]\nurl = {}\ntimeout_ms = {}\n\n[batch]\nmax_rows = {}\nmin_rows = {}\nmax_bytes = {}\nmax_wait_ms = {}\n\n\
          [retry]\ninitial_backoff_ms = {}\nmax_backoff_ms = {}\n\n[[streams]]\ntopic = {}\ntable = {}\ndlq_topic = {}\npartitions = {}\n",
         q(&listen.to_string()),
         q(&c.group_id),
@@ -544,6 +545,7 @@ fn to_toml(c: &Config, listen: SocketAddr) -> String {
         q(&c.clickhouse.url),
         c.clickhouse.timeout_ms,
         c.batch.max_rows,
+        c.batch.min_rows,
         c.batch.max_bytes,
         c.batch.max_wait_ms,
         c.retry.initial_backoff_ms,

@@ -476,16 +476,20 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 None => self.fail(pointer, "must not be null"),
             };
         }
-        let candidates: Vec<(usize, &Schema)> = variants
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !matches!(s, Schema::Null))
-            .collect();
-        // The common `["null", T]`: convert in place, and T's own errors say the most.
-        if let [(i, branch)] = candidates[..] {
+        let non_null = || {
+            variants
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !matches!(s, Schema::Null))
+        };
+        // The common `["null", T]`: convert in place, and T's own errors say the most. Checked without collecting
+        // the branches, since every optional field of every event comes through here.
+        let mut branches = non_null();
+        if let (Some((i, branch)), None) = (branches.next(), branches.next()) {
             let v = self.convert(json, branch, ns, pointer)?;
             return Some(Value::Union(i as u32, Box::new(v)));
         }
+        let candidates: Vec<(usize, &Schema)> = non_null().collect();
         let mut first_errors = None;
         for &(i, branch) in &candidates {
             let mut trial = Converter {

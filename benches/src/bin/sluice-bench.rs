@@ -52,8 +52,9 @@ struct Args {
     /// Schema registry URL.
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     registry: String,
-    /// Events for the produce, insert and drain phases.
-    #[arg(long, default_value_t = 300_000)]
+    /// Events for the produce, insert and drain phases (enough for ~20 of the consumer's 50k-row batches, so the
+    /// drain rate does not hinge on where a few batch boundaries fall).
+    #[arg(long, default_value_t = 1_000_000)]
     events: usize,
     /// Seconds each HTTP load phase lasts.
     #[arg(long, default_value_t = 15.0)]

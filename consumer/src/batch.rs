@@ -110,11 +110,15 @@ mod tests {
     use std::time::Duration;
 
     fn received(o: &mut Offsets, offset: i64, size: usize) -> Received {
+        stamped(o, offset, size, Timestamp::NotAvailable)
+    }
+
+    fn stamped(o: &mut Offsets, offset: i64, size: usize, timestamp: Timestamp) -> Received {
         let message = OwnedMessage::new(
             Some(vec![0; size]),
             None,
             "t".into(),
-            Timestamp::NotAvailable,
+            timestamp,
             0,
             offset,
             None,
@@ -163,20 +167,8 @@ mod tests {
             max_bytes: 1000,
             max_wait_ms: 1000,
         });
-        let stamped = |o: &mut Offsets, offset: i64, ms: i64| Received {
-            message: OwnedMessage::new(
-                Some(vec![0; 10]),
-                None,
-                "t".into(),
-                Timestamp::CreateTime(ms),
-                0,
-                offset,
-                None,
-            ),
-            receipt: o.received("t", 0, offset).expect("assigned"),
-        };
-        b.push(stamped(&mut o, 0, 10_000));
-        b.push(stamped(&mut o, 1, 10_000));
+        b.push(stamped(&mut o, 0, 10, Timestamp::CreateTime(10_000)));
+        b.push(stamped(&mut o, 1, 10, Timestamp::CreateTime(10_000)));
         assert!(b.is_worth_flushing(10_500), "caught up: flush at min_rows");
         assert!(
             !b.is_worth_flushing(12_000),

@@ -69,15 +69,9 @@ pub struct Predecoded {
     pub topics: HashMap<String, DecodedTopic>,
 }
 
-/// Decodes every message of `items` that `snapshot` can; the rest are left out.
-pub fn predecode(snapshot: &Snapshot, items: &[Received]) -> Predecoded {
-    let mut out = Predecoded::default();
-    predecode_into(snapshot, items, 0, &mut out);
-    out
-}
-
-/// Like [`predecode`] for `items[from..]`, adding to `out`, so that a batch can be decoded a chunk at a time as
-/// it is read. A chunk whose snapshot has another reader than the rows already in `out` is left to the flush.
+/// Decodes every message of `items[from..]` that `snapshot` can, adding to `out`, so that a batch can be decoded a
+/// chunk at a time as it is read; the rest are left to the flush, as is a chunk whose snapshot has another reader
+/// than the rows already in `out`.
 pub fn predecode_into(snapshot: &Snapshot, items: &[Received], from: usize, out: &mut Predecoded) {
     let mut decoders: Vec<((&str, u32), Option<RowDecoder<'_>>)> = Vec::new();
     for (i, item) in items.iter().enumerate().skip(from) {
@@ -189,7 +183,8 @@ mod tests {
             message(&mut o, "other", 0, framed(&schema, 1, "c")), // no snapshot for the topic
             message(&mut o, "t", 3, framed(&schema, 1, "d")),
         ];
-        let pre = predecode(&snapshot, &items);
+        let mut pre = Predecoded::default();
+        predecode_into(&snapshot, &items, 0, &mut pre);
         assert_eq!(pre.topics.len(), 1);
         let t = &pre.topics["t"];
         assert!(Arc::ptr_eq(&t.reader, &reader));

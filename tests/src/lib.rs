@@ -67,6 +67,12 @@ pub fn init_tracing() {
     sluice_runtime::telemetry::init();
 }
 
+/// The `SLUICE_*` variables of the test's own environment. Services read every one as a config override (and
+/// refuse `SLUICE_TEST_*` as unknown keys), so spawned services get them removed.
+pub fn sluice_vars() -> Vec<String> {
+    std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("SLUICE_")).collect()
+}
+
 /// Path of a workspace binary (for example `sluice-consumer`) built beside the running test executable.
 ///
 /// The test command builds every binary first (`cargo build --workspace --bins`); tests that must kill a real

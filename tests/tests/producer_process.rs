@@ -58,8 +58,7 @@ streams = ["events"]
         let config_path = std::env::temp_dir().join(format!("{topic}.toml"));
         std::fs::write(&config_path, config)?;
         let mut cmd = Command::new(service_binary("sluice-producer")?);
-        // Every SLUICE_* variable is a config override to the service; the tests' own (SLUICE_TEST_*) are not.
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SLUICE_")) {
+        for k in sluice_tests::sluice_vars() {
             cmd.env_remove(k);
         }
         let child = cmd

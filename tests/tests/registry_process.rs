@@ -23,7 +23,11 @@ fn free_port() -> anyhow::Result<u16> {
 async fn start(topic: &str) -> anyhow::Result<(Child, String)> {
     let port = free_port()?;
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/registry.toml");
-    let child = Command::new(service_binary("sluice-registry")?)
+    let mut cmd = Command::new(service_binary("sluice-registry")?);
+    for k in sluice_tests::sluice_vars() {
+        cmd.env_remove(k);
+    }
+    let child = cmd
         .env("SLUICE_CONFIG", config)
         .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
         .env("SLUICE_TOPIC", topic)

@@ -467,7 +467,11 @@ impl Process {
         let config_path = std::env::temp_dir().join(format!("{}.toml", unique("consumer_cfg")));
         std::fs::write(&config_path, to_toml(config, addr))?;
         let log = std::fs::File::create(config_path.with_extension("log"))?;
-        let child = Command::new(sluice_tests::service_binary("sluice-consumer")?)
+        let mut cmd = Command::new(sluice_tests::service_binary("sluice-consumer")?);
+        for k in sluice_tests::sluice_vars() {
+            cmd.env_remove(k);
+        }
+        let child = cmd
             .env("SLUICE_CONFIG", &config_path)
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdin(Stdio::null())

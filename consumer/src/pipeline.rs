@@ -114,6 +114,8 @@ pub struct Pipeline {
     paused: HashSet<TopicPartition>,
     /// What the read loop may decode ahead with.
     snapshot: SharedSnapshot,
+    /// Once shutting down, when retrying stops: one grace period for the flush in flight and the last one together.
+    give_up_at: Option<Instant>,
 }
 
 /// Messages decoded ahead at a time while a batch is read.
@@ -137,6 +139,7 @@ impl Pipeline {
             cfg,
             paused: HashSet::new(),
             snapshot: SharedSnapshot::default(),
+            give_up_at: None,
         }
     }
 
@@ -232,7 +235,6 @@ impl Pipeline {
         let started = Instant::now();
         let mut done = vec![false; items.len()];
         let mut backoff = Backoff::new(&self.cfg.retry);
-        let mut give_up_at: Option<Instant> = None;
         let consumer = self.parts.consumer.clone();
         loop {
             if self.drop_revoked(&mut items, &mut done) {
@@ -251,22 +253,22 @@ impl Pipeline {
             self.pause_assigned();
             let until = Instant::now() + delay;
             loop {
-                if shutdown.is_cancelled() && give_up_at.is_none() {
-                    give_up_at = Some(Instant::now() + self.cfg.shutdown_grace());
+                if shutdown.is_cancelled() && self.give_up_at.is_none() {
+                    self.give_up_at = Some(Instant::now() + self.cfg.shutdown_grace());
                 }
-                if give_up_at.is_some_and(|t| Instant::now() >= t) {
+                if self.give_up_at.is_some_and(|t| Instant::now() >= t) {
                     tracing::warn!(
                         messages = items.len(),
                         "shutdown grace over: leaving the batch uncommitted for redelivery"
                     );
                     return;
                 }
-                let wake = give_up_at.map_or(until, |t| t.min(until));
+                let wake = self.give_up_at.map_or(until, |t| t.min(until));
                 tokio::select! {
                     () = tokio::time::sleep_until(wake) => {
                         if Instant::now() >= until { break; }
                     }
-                    () = shutdown.cancelled(), if give_up_at.is_none() => {}
+                    () = shutdown.cancelled(), if self.give_up_at.is_none() => {}
                     msg = consumer.recv() => {
                         // Keeps the group membership alive and serves rebalances; anything still in librdkafka's
                         // fetch queue joins this flush and its partition is paused too.

@@ -33,13 +33,18 @@ where
     let mut builder = config::Config::builder();
     if let Some(path) = file {
         if !path.exists() {
-            return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            return Err(ConfigError(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
     // `SLUICE_CONFIG` names the file itself and `SLUICE_LOG_FORMAT` is read by `telemetry`; neither is a setting.
-    let vars: config::Map<String, String> =
-        env.into_iter().filter(|(k, _)| k != "SLUICE_CONFIG" && k != "SLUICE_LOG_FORMAT").collect();
+    let vars: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k != "SLUICE_CONFIG" && k != "SLUICE_LOG_FORMAT")
+        .collect();
     builder = builder.add_source(
         config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
@@ -48,7 +53,8 @@ where
             .source(Some(vars)),
     );
     let cfg = builder.build().map_err(|e| ConfigError(e.to_string()))?;
-    cfg.try_deserialize().map_err(|e| ConfigError(e.to_string()))
+    cfg.try_deserialize()
+        .map_err(|e| ConfigError(e.to_string()))
 }
 
 /// The config file named by `--config` or `SLUICE_CONFIG`, if any.
@@ -80,27 +86,51 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn env_overrides_nested_keys() {
-        let s: Sample = load_from(None, env(&[("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "h:1"), ("SLUICE_PORT", "9")]))
-            .expect("loads");
-        assert_eq!(s, Sample { kafka: Kafka { bootstrap_servers: "h:1".into() }, port: 9 });
+        let s: Sample = load_from(
+            None,
+            env(&[
+                ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "h:1"),
+                ("SLUICE_PORT", "9"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            s,
+            Sample {
+                kafka: Kafka {
+                    bootstrap_servers: "h:1".into()
+                },
+                port: 9
+            }
+        );
     }
 
     #[test]
     fn unrelated_env_is_ignored() {
-        let s: Sample =
-            load_from(None, env(&[("HOME", "/root"), ("SLUICE_CONFIG", "x.toml"), ("SLUICE_LOG_FORMAT", "json")]))
-                .expect("loads");
+        let s: Sample = load_from(
+            None,
+            env(&[
+                ("HOME", "/root"),
+                ("SLUICE_CONFIG", "x.toml"),
+                ("SLUICE_LOG_FORMAT", "json"),
+            ]),
+        )
+        .expect("loads");
         assert_eq!(s.port, 8080);
     }
 
     #[test]
     fn bad_value_names_the_key() {
-        let err = load_from::<Sample, _>(None, env(&[("SLUICE_PORT", "not-a-port")])).expect_err("fails");
+        let err =
+            load_from::<Sample, _>(None, env(&[("SLUICE_PORT", "not-a-port")])).expect_err("fails");
         assert!(err.to_string().contains("port"), "{err}");
     }
 
@@ -112,7 +142,8 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error() {
-        let err = load_from::<Sample, _>(Some(Path::new("/nonexistent.toml")), env(&[])).expect_err("fails");
+        let err = load_from::<Sample, _>(Some(Path::new("/nonexistent.toml")), env(&[]))
+            .expect_err("fails");
         assert!(err.to_string().contains("/nonexistent.toml"), "{err}");
     }
 }

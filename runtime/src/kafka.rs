@@ -27,7 +27,11 @@ pub struct KafkaSettings {
 
 impl Default for KafkaSettings {
     fn default() -> Self {
-        Self { bootstrap_servers: default_bootstrap(), client: BTreeMap::new(), replication_factor: default_replication() }
+        Self {
+            bootstrap_servers: default_bootstrap(),
+            client: BTreeMap::new(),
+            replication_factor: default_replication(),
+        }
     }
 }
 
@@ -63,14 +67,22 @@ pub struct TopicSpec<'a> {
 }
 
 /// Creates each topic that does not exist yet; an existing topic is left as it is.
-pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec<'_>]) -> Result<(), KafkaError> {
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &[TopicSpec<'_>],
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = settings.client_config().create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            t.config
-                .iter()
-                .fold(NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(settings.replication_factor)), |nt, (k, v)| nt.set(k, v))
+            t.config.iter().fold(
+                NewTopic::new(
+                    t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(settings.replication_factor),
+                ),
+                |nt, (k, v)| nt.set(k, v),
+            )
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -79,7 +91,8 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec<'_>]) -
             Ok(_) => {}
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(KafkaError::AdminOp(code)).inspect_err(|_| tracing::error!(topic = %name, ?code, "create topic failed"));
+                return Err(KafkaError::AdminOp(code))
+                    .inspect_err(|_| tracing::error!(topic = %name, ?code, "create topic failed"));
             }
         }
     }
@@ -92,7 +105,10 @@ pub async fn ping(settings: &KafkaSettings, timeout: Duration) -> Result<(), Str
     tokio::task::spawn_blocking(move || {
         let consumer: rdkafka::consumer::BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
         use rdkafka::consumer::Consumer;
-        consumer.fetch_metadata(None, timeout).map(|_| ()).map_err(|e| e.to_string())
+        consumer
+            .fetch_metadata(None, timeout)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?

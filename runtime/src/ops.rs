@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+};
 use futures::future::BoxFuture;
 use prometheus::{Encoder, Registry, TextEncoder};
 
@@ -24,7 +26,10 @@ pub struct Ops {
 impl Ops {
     /// Ops endpoints over `registry`'s metrics and the given readiness checks.
     pub fn new(registry: Registry, checks: Vec<Box<dyn ReadinessCheck>>) -> Self {
-        Self { registry, checks: Arc::new(checks) }
+        Self {
+            registry,
+            checks: Arc::new(checks),
+        }
     }
 
     /// `/healthz`, `/readyz` and `/metrics`, to merge into a service's router.
@@ -49,14 +54,23 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
             }
         }
     }
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, body)
 }
 
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&ops.registry.gather(), &mut buf) {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], buf).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            buf,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

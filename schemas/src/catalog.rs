@@ -10,7 +10,10 @@ pub struct BundledSchema {
 }
 
 /// The product-analytics event of the default `events` stream.
-pub const EVENT: BundledSchema = BundledSchema { name: "event", text: include_str!("../avro/event.avsc") };
+pub const EVENT: BundledSchema = BundledSchema {
+    name: "event",
+    text: include_str!("../avro/event.avsc"),
+};
 
 /// Every bundled schema.
 pub const ALL: &[BundledSchema] = &[EVENT];

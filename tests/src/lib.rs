@@ -15,7 +15,10 @@ pub fn kafka_bootstrap() -> String {
 
 /// Kafka settings pointing at the local stack.
 pub fn kafka_settings() -> KafkaSettings {
-    KafkaSettings { bootstrap_servers: kafka_bootstrap(), ..KafkaSettings::default() }
+    KafkaSettings {
+        bootstrap_servers: kafka_bootstrap(),
+        ..KafkaSettings::default()
+    }
 }
 
 /// ClickHouse HTTP URL of the local stack (`SLUICE_TEST_CLICKHOUSE` overrides).
@@ -30,12 +33,21 @@ pub fn registry_url() -> String {
 
 /// A ClickHouse client for the local stack; validation off because the local server (18.16) predates it.
 pub fn clickhouse() -> clickhouse::Client {
-    clickhouse::Client::default().with_url(clickhouse_url()).with_validation(false)
+    clickhouse::Client::default()
+        .with_url(clickhouse_url())
+        .with_validation(false)
 }
 
 /// `prefix` plus a random suffix, valid as a topic, group, database or table name.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple().to_string().get(..12).unwrap_or("0"))
+    format!(
+        "{prefix}_{}",
+        uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .get(..12)
+            .unwrap_or("0")
+    )
 }
 
 /// Polls `probe` until it returns `Some`, or fails after `timeout` with `what` in the message.
@@ -70,7 +82,10 @@ pub fn init_tracing() {
 /// The `SLUICE_*` variables of the test's own environment. Services read every one as a config override (and
 /// refuse `SLUICE_TEST_*` as unknown keys), so spawned services get them removed.
 pub fn sluice_vars() -> Vec<String> {
-    std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("SLUICE_")).collect()
+    std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("SLUICE_"))
+        .collect()
 }
 
 /// Path of a workspace binary (for example `sluice-consumer`) built beside the running test executable.
@@ -80,8 +95,15 @@ pub fn sluice_vars() -> Vec<String> {
 pub fn service_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     // target/debug/deps/<test>-<hash> -> target/debug/<name>
-    let dir = exe.parent().and_then(|deps| deps.parent()).ok_or_else(|| anyhow::anyhow!("no target dir above {exe:?}"))?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or_else(|| anyhow::anyhow!("no target dir above {exe:?}"))?;
     let path = dir.join(name);
-    anyhow::ensure!(path.exists(), "{} is not built; run `cargo build --workspace --bins` first", path.display());
+    anyhow::ensure!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace --bins` first",
+        path.display()
+    );
     Ok(path)
 }

@@ -19,9 +19,25 @@ const MESSAGES: usize = 200;
 async fn broker_topic_produce_consume_and_commit() -> anyhow::Result<()> {
     let settings = kafka_settings();
     let topic = unique("stack_e2e");
-    ensure_topics(&settings, &[TopicSpec { name: &topic, partitions: PARTITIONS, config: vec![] }]).await?;
+    ensure_topics(
+        &settings,
+        &[TopicSpec {
+            name: &topic,
+            partitions: PARTITIONS,
+            config: vec![],
+        }],
+    )
+    .await?;
     // A second call must be a no-op, not an error.
-    ensure_topics(&settings, &[TopicSpec { name: &topic, partitions: PARTITIONS, config: vec![] }]).await?;
+    ensure_topics(
+        &settings,
+        &[TopicSpec {
+            name: &topic,
+            partitions: PARTITIONS,
+            config: vec![],
+        }],
+    )
+    .await?;
 
     let producer: FutureProducer = settings
         .client_config()
@@ -34,13 +50,19 @@ async fn broker_topic_produce_consume_and_commit() -> anyhow::Result<()> {
         let key = format!("key-{}", i % 16);
         let payload = format!("message-{i}");
         let delivery = producer
-            .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| e)
             .context("produce")?;
         partitions_written.insert(delivery.partition);
     }
-    assert!(partitions_written.len() > 1, "16 keys should spread over several of {PARTITIONS} partitions");
+    assert!(
+        partitions_written.len() > 1,
+        "16 keys should spread over several of {PARTITIONS} partitions"
+    );
 
     let group = unique("stack_group");
     let consumer: StreamConsumer = settings
@@ -55,7 +77,11 @@ async fn broker_topic_produce_consume_and_commit() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(60), async {
         while seen.len() < MESSAGES {
             let msg = consumer.recv().await?;
-            let body = msg.payload_view::<str>().transpose()?.unwrap_or_default().to_owned();
+            let body = msg
+                .payload_view::<str>()
+                .transpose()?
+                .unwrap_or_default()
+                .to_owned();
             seen.insert(body);
             consumer.commit_message(&msg, CommitMode::Sync)?;
         }
@@ -73,13 +99,22 @@ async fn broker_topic_produce_consume_and_commit() -> anyhow::Result<()> {
     let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
     let mut total = 0;
     for elem in committed.elements() {
-        let (low, high) = consumer.fetch_watermarks(&topic, elem.partition(), Duration::from_secs(10))?;
+        let (low, high) =
+            consumer.fetch_watermarks(&topic, elem.partition(), Duration::from_secs(10))?;
         let end = match elem.offset() {
             Offset::Offset(o) => o,
             Offset::Invalid if high == low => low,
-            other => anyhow::bail!("partition {} has no committed offset: {other:?}", elem.partition()),
+            other => anyhow::bail!(
+                "partition {} has no committed offset: {other:?}",
+                elem.partition()
+            ),
         };
-        assert_eq!(end, high, "partition {} committed up to its high watermark", elem.partition());
+        assert_eq!(
+            end,
+            high,
+            "partition {} committed up to its high watermark",
+            elem.partition()
+        );
         total += high - low;
     }
     assert_eq!(total as usize, MESSAGES);
@@ -98,25 +133,53 @@ async fn clickhouse_create_insert_select() -> anyhow::Result<()> {
     let db = unique("stack_db");
     ch.query(&format!("CREATE DATABASE {db}")).execute().await?;
     let table = format!("{db}.rows");
-    ch.query(&format!("CREATE TABLE {table} (id UInt64, name String) ENGINE = MergeTree ORDER BY id"))
-        .execute()
-        .await?;
+    ch.query(&format!(
+        "CREATE TABLE {table} (id UInt64, name String) ENGINE = MergeTree ORDER BY id"
+    ))
+    .execute()
+    .await?;
     // The crate quotes the insert target as one identifier, so the database goes on the client.
     let mut insert = ch.clone().with_database(&db).insert::<Row>("rows").await?;
     for id in 0..1000u64 {
-        insert.write(&Row { id, name: format!("row {id}") }).await?;
+        insert
+            .write(&Row {
+                id,
+                name: format!("row {id}"),
+            })
+            .await?;
     }
     insert.end().await?;
 
     let count = eventually("rows visible", Duration::from_secs(10), || async {
-        let n: u64 = ch.query(&format!("SELECT count() FROM {table}")).fetch_one().await?;
+        let n: u64 = ch
+            .query(&format!("SELECT count() FROM {table}"))
+            .fetch_one()
+            .await?;
         Ok((n == 1000).then_some(n))
     })
     .await?;
     assert_eq!(count, 1000);
-    let picked: Vec<Row> =
-        ch.query(&format!("SELECT id, name FROM {table} WHERE id IN (?, ?) ORDER BY id")).bind(7).bind(999).fetch_all().await?;
-    assert_eq!(picked, vec![Row { id: 7, name: "row 7".into() }, Row { id: 999, name: "row 999".into() }]);
+    let picked: Vec<Row> = ch
+        .query(&format!(
+            "SELECT id, name FROM {table} WHERE id IN (?, ?) ORDER BY id"
+        ))
+        .bind(7)
+        .bind(999)
+        .fetch_all()
+        .await?;
+    assert_eq!(
+        picked,
+        vec![
+            Row {
+                id: 7,
+                name: "row 7".into()
+            },
+            Row {
+                id: 999,
+                name: "row 999".into()
+            }
+        ]
+    );
     ch.query(&format!("DROP DATABASE {db}")).execute().await?;
     Ok(())
 }

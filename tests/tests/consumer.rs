@@ -580,14 +580,17 @@ async fn an_unreachable_registry_is_waited_out_not_dead_lettered() -> anyhow::Re
     init_tracing();
     let s = Setup::new("cons_regdown").await?;
     let v1 = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
-    let proxy = Proxy::start(
-        sluice_tests::registry_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/'),
-    )
-    .await?;
+    // The registry's base URL may carry a path (Apicurio's is /apis/ccompat/v7): the proxy forwards TCP to its
+    // host and port, and the consumer keeps the path.
+    let registry = reqwest::Url::parse(&sluice_tests::registry_url())?;
+    let authority = format!(
+        "{}:{}",
+        registry.host_str().unwrap_or("127.0.0.1"),
+        registry.port_or_known_default().unwrap_or(80)
+    );
+    let proxy = Proxy::start(&authority).await?;
     let mut config = s.config();
-    config.registry_url = proxy.url.clone();
+    config.registry_url = format!("{}{}", proxy.url, registry.path().trim_end_matches('/'));
     let consumer = InProcess::start(config).await?;
     consumer.ready().await?;
     let producer = producer()?;

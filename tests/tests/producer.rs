@@ -432,6 +432,18 @@ async fn incompatible_schema_is_a_clear_startup_error() -> anyhow::Result<()> {
     let subject = format!("{topic}-value");
     let old = json!({"type": "record", "name": "Event", "namespace": "io.sluice",
         "fields": [{"name": "event_type", "type": "int"}]});
+    // Registries differ in their default level (Confluent's and Sluice's BACKWARD, Apicurio's NONE): say it.
+    let r = client()
+        .put(format!("{}/config/{subject}", registry_url()))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .json(&json!({"compatibility": "BACKWARD"}))
+        .send()
+        .await?;
+    assert!(
+        r.status().is_success(),
+        "setting the subject's compatibility: {}",
+        r.status()
+    );
     let r = client()
         .post(format!("{}/subjects/{subject}/versions", registry_url()))
         .header("content-type", "application/vnd.schemaregistry.v1+json")

@@ -22,6 +22,9 @@ pub struct Config {
     /// Consumer group shared by all replicas. Default `sluice-consumer`.
     #[serde(default = "default_group")]
     pub group_id: String,
+    /// Kafka's group protocol: `classic` (default, any broker) or `consumer` (KIP-848, Kafka 4.0+).
+    #[serde(default)]
+    pub group_protocol: GroupProtocol,
     /// Schema registry base URL. Default `http://127.0.0.1:8081`.
     #[serde(default = "default_registry")]
     pub registry_url: String,
@@ -51,6 +54,7 @@ impl Default for Config {
             listen: default_listen(),
             kafka: KafkaSettings::default(),
             group_id: default_group(),
+            group_protocol: GroupProtocol::default(),
             registry_url: default_registry(),
             registry_timeout_ms: default_registry_timeout_ms(),
             clickhouse: ClickHouseSettings::default(),
@@ -91,6 +95,17 @@ impl Config {
                 ));
             }
         }
+        if self.group_protocol == GroupProtocol::Consumer {
+            if let Some(key) = CLASSIC_ONLY
+                .iter()
+                .find(|k| self.kafka.client.contains_key(**k))
+            {
+                return Err(format!(
+                    "kafka.client.\"{key}\" is a classic-protocol setting; with group_protocol = \"consumer\" the \
+                     broker decides it (group.consumer.* on the broker): remove it"
+                ));
+            }
+        }
         if self.batch.max_rows == 0 || self.batch.max_bytes == 0 {
             return Err("batch.max_rows and batch.max_bytes must be positive".into());
         }
@@ -107,6 +122,37 @@ impl Config {
         Ok(())
     }
 }
+
+/// Which of Kafka's consumer group protocols the group members speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// The client-side assignor protocol (JoinGroup/SyncGroup) with the cooperative-sticky assignor: works with
+    /// every broker Sluice supports, so it is the default.
+    #[default]
+    Classic,
+    /// KIP-848: the broker assigns partitions and owns the session; incremental, no group-wide pause on a
+    /// rebalance. Needs Kafka 4.0 or newer.
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// The value of librdkafka's `group.protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
+/// librdkafka properties that the `consumer` protocol moves to the broker: refused rather than silently ignored.
+pub const CLASSIC_ONLY: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+];
 
 /// ClickHouse HTTP connection.
 #[derive(Debug, Clone, Deserialize)]

@@ -27,11 +27,22 @@ async fn consumed_at_least(p: &Process, n: f64) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_five_times_mid_load_loses_nothing_and_duplicates_collapse() -> anyhow::Result<()> {
+async fn kill_9_five_times_mid_load_loses_nothing_classic_protocol() -> anyhow::Result<()> {
+    kill_9_five_times_mid_load_loses_nothing_and_duplicates_collapse(GroupProtocol::Classic).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_five_times_mid_load_loses_nothing_kip_848_protocol() -> anyhow::Result<()> {
+    kill_9_five_times_mid_load_loses_nothing_and_duplicates_collapse(GroupProtocol::Consumer).await
+}
+
+async fn kill_9_five_times_mid_load_loses_nothing_and_duplicates_collapse(
+    protocol: GroupProtocol,
+) -> anyhow::Result<()> {
     init_tracing();
     let s = Setup::new("cons_kill").await?;
     let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
-    let mut config = s.config();
+    let mut config = s.config_with_protocol(protocol);
     // Small batches so every kill lands between inserts and commits of a busy consumer.
     config.batch.max_rows = 50;
     // The load keeps coming, at a steady rate, until the last kill is done: every kill lands mid-load.
@@ -95,11 +106,22 @@ async fn kill_9_five_times_mid_load_loses_nothing_and_duplicates_collapse() -> a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_share_partitions_and_a_killed_one_hands_over() -> anyhow::Result<()> {
+async fn two_replicas_hand_over_classic_protocol() -> anyhow::Result<()> {
+    two_replicas_share_partitions_and_a_killed_one_hands_over(GroupProtocol::Classic).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_hand_over_kip_848_protocol() -> anyhow::Result<()> {
+    two_replicas_share_partitions_and_a_killed_one_hands_over(GroupProtocol::Consumer).await
+}
+
+async fn two_replicas_share_partitions_and_a_killed_one_hands_over(
+    protocol: GroupProtocol,
+) -> anyhow::Result<()> {
     init_tracing();
     let s = Setup::new("cons_pair").await?;
     let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
-    let config = s.config();
+    let config = s.config_with_protocol(protocol);
     let mut a = Process::start(&config)?;
     let b = Process::start(&config)?;
     wait_ready(a.addr).await?;

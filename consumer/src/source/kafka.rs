@@ -15,7 +15,7 @@ use rdkafka::consumer::{
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::Config;
+use crate::config::{Config, GroupProtocol};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::offsets::{Offsets, TopicPartition};
@@ -113,10 +113,10 @@ pub fn subscribe(
     // Ours, unless the operator overrides them in `kafka.client` (applied last by `client_config`, re-applied here).
     let defaults = [
         ("group.id", cfg.group_id.as_str()),
+        ("group.protocol", cfg.group_protocol.as_str()),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
-        ("partition.assignment.strategy", "cooperative-sticky"),
         ("enable.partition.eof", "false"),
         ("statistics.interval.ms", "5000"),
         ("topic.metadata.refresh.interval.ms", "10000"),
@@ -127,6 +127,11 @@ pub fn subscribe(
     ];
     for (k, v) in defaults {
         client.set(k, v);
+    }
+    // With KIP-848 the broker assigns (incrementally); the classic protocol needs the cooperative assignor so a
+    // rebalance revokes only what moves.
+    if cfg.group_protocol == GroupProtocol::Classic {
+        client.set("partition.assignment.strategy", "cooperative-sticky");
     }
     for (k, v) in &cfg.kafka.client {
         client.set(k, v);

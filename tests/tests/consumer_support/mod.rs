@@ -17,8 +17,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+pub use sluice_consumer::config::GroupProtocol;
 use sluice_consumer::config::{
-    BatchSettings, ClickHouseSettings, Config, RetrySettings, StreamConfig,
+    BatchSettings, CLASSIC_ONLY, ClickHouseSettings, Config, RetrySettings, StreamConfig,
 };
 use sluice_runtime::kafka::{KafkaSettings, TopicSpec, ensure_topics};
 use sluice_schemas::catalog;
@@ -81,6 +82,8 @@ impl Setup {
     /// Like [`Setup::config`], with ClickHouse at `url` (a proxy, for outage tests).
     pub fn config_with_clickhouse(&self, url: &str) -> Config {
         let mut kafka: KafkaSettings = kafka_settings();
+        // A killed member is noticed within seconds. KIP-848 (`with_protocol`) takes these from the broker, whose
+        // stack config sets its group.consumer.session.timeout.ms to 10 s.
         kafka
             .client
             .insert("session.timeout.ms".into(), "6000".into());
@@ -117,6 +120,18 @@ impl Setup {
             shutdown_grace_ms: 5_000,
             ..Config::default()
         }
+    }
+
+    /// [`Setup::config`] speaking `protocol`, without the settings that protocol leaves to the broker.
+    pub fn config_with_protocol(&self, protocol: GroupProtocol) -> Config {
+        let mut c = self.config();
+        c.group_protocol = protocol;
+        if protocol == GroupProtocol::Consumer {
+            c.kafka
+                .client
+                .retain(|k, _| !CLASSIC_ONLY.contains(&k.as_str()));
+        }
+        c
     }
 
     /// Drops the test database (best effort).
@@ -537,11 +552,12 @@ fn to_toml(c: &Config, listen: SocketAddr) -> String {
         .map(|(k, v)| format!("{} = {}", q(k), q(v)))
         .collect();
     format!(
-        "listen = {}\ngroup_id = {}\nregistry_url = {}\nshutdown_grace_ms = {}\n\n[kafka]\nbootstrap_servers = {}\n\n[kafka.client]\n{}\n\n\
+        "listen = {}\ngroup_id = {}\ngroup_protocol = {}\nregistry_url = {}\nshutdown_grace_ms = {}\n\n[kafka]\nbootstrap_servers = {}\n\n[kafka.client]\n{}\n\n\
          [clickhouse]\nurl = {}\ntimeout_ms = {}\n\n[batch]\nmax_rows = {}\nmin_rows = {}\nmax_bytes = {}\nmax_wait_ms = {}\n\n\
          [retry]\ninitial_backoff_ms = {}\nmax_backoff_ms = {}\n\n[[streams]]\ntopic = {}\ntable = {}\ndlq_topic = {}\npartitions = {}\n",
         q(&listen.to_string()),
         q(&c.group_id),
+        q(c.group_protocol.as_str()),
         q(&c.registry_url),
         c.shutdown_grace_ms,
         q(&c.kafka.bootstrap_servers),

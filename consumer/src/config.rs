@@ -407,6 +407,25 @@ mod tests {
     }
 
     #[test]
+    fn the_group_protocol_is_classic_unless_asked_and_refuses_classic_settings() {
+        let none = Vec::<(String, String)>::new();
+        let cfg: Config = load_from(None, none).expect("loads");
+        assert_eq!(cfg.group_protocol, GroupProtocol::Classic);
+        let env = |v: &str| vec![("SLUICE_GROUP_PROTOCOL".to_string(), v.to_string())];
+        let cfg: Config = load_from(None, env("consumer")).expect("loads");
+        assert_eq!(cfg.group_protocol, GroupProtocol::Consumer);
+        cfg.validate().expect("valid without classic settings");
+        let mut with_session = cfg.clone();
+        with_session
+            .kafka
+            .client
+            .insert("session.timeout.ms".into(), "6000".into());
+        let err = with_session.validate().expect_err("a classic setting");
+        assert!(err.contains("session.timeout.ms"), "{err}");
+        assert!(load_from::<Config, _>(None, env("eager")).is_err());
+    }
+
+    #[test]
     fn env_overrides_and_unknown_keys() {
         let env = vec![(
             "SLUICE_CLICKHOUSE__URL".to_string(),

@@ -107,3 +107,5 @@ pub fn service_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     );
     Ok(path)
 }
+
+pub mod kafka;

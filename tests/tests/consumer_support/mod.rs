@@ -39,11 +39,18 @@ pub struct Setup {
     pub group: String,
     pub db: String,
     pub table: String,
+    /// The broker the topics live on (the stack's, unless [`Setup::on`] named another).
+    pub kafka: KafkaSettings,
 }
 
 impl Setup {
-    /// Creates the topics and the database name (the consumer creates the table).
+    /// Creates the topics on the stack's broker and the database name (the consumer creates the table).
     pub async fn new(prefix: &str) -> anyhow::Result<Self> {
+        Self::on(prefix, kafka_settings()).await
+    }
+
+    /// Like [`Setup::new`], on the broker of `kafka`.
+    pub async fn on(prefix: &str, kafka: KafkaSettings) -> anyhow::Result<Self> {
         let topic = unique(prefix);
         let dlq = format!("{topic}.dlq");
         let db = unique(&format!("{prefix}_db"));
@@ -54,9 +61,10 @@ impl Setup {
             db,
             topic,
             dlq,
+            kafka,
         };
         ensure_topics(
-            &kafka_settings(),
+            &s.kafka,
             &[
                 TopicSpec {
                     name: &s.topic,
@@ -81,7 +89,7 @@ impl Setup {
 
     /// Like [`Setup::config`], with ClickHouse at `url` (a proxy, for outage tests).
     pub fn config_with_clickhouse(&self, url: &str) -> Config {
-        let mut kafka: KafkaSettings = kafka_settings();
+        let mut kafka = self.kafka.clone();
         // A killed member is noticed within seconds. KIP-848 (`with_protocol`) takes these from the broker, whose
         // stack config sets its group.consumer.session.timeout.ms to 10 s.
         kafka
@@ -206,7 +214,7 @@ impl Setup {
 
     /// The group's committed offsets and each partition's high watermark.
     pub async fn committed_and_ends(&self) -> anyhow::Result<Vec<(i32, Option<i64>, i64)>> {
-        let settings = kafka_settings();
+        let settings = self.kafka.clone();
         let (topic, group) = (self.topic.clone(), self.group.clone());
         tokio::task::spawn_blocking(move || {
             let consumer: BaseConsumer = settings
@@ -261,7 +269,7 @@ impl Setup {
 
     /// Every letter in the DLQ.
     pub async fn dead_letters(&self) -> anyhow::Result<Vec<OwnedMessage>> {
-        Ok(sluice_consumer::dlq::command::read_all(&kafka_settings(), &self.dlq).await?)
+        Ok(sluice_consumer::dlq::command::read_all(&self.kafka, &self.dlq).await?)
     }
 }
 

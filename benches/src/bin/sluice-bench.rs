@@ -1031,7 +1031,7 @@ partitions = {PARTITIONS}
         for t in &self.tables {
             let _ = self.ch.query(&format!("DROP TABLE IF EXISTS {t}")).await;
         }
-        // The local broker keeps topics in memory: give it back.
+        // Millions of benchmark events would stay in the stack's log directory (it survives restarts): give the disk back.
         if let Ok(admin) = self
             .kafka
             .client_config()

@@ -1,5 +1,5 @@
-//! The Kafka side: a cooperative-sticky group member with auto-commit off, whose rebalance callbacks keep
-//! [`Offsets`] in step with the assignment.
+//! The Kafka side: a group member (classic cooperative-sticky, or KIP-848) with auto-commit off, whose rebalance
+//! callbacks keep [`Offsets`] in step with the assignment. Both protocols hand over partitions incrementally.
 //!
 //! librdkafka runs these callbacks inside `recv()`, on the pipeline's own task, so they never race a flush: a
 //! revoke commits what is already done for the leaving partitions, synchronously, then forgets them; the

@@ -1,0 +1,230 @@
+//! The mapping, DDL and RowBinary writer against the bundled schemas and hand-made ones.
+
+use apache_avro::types::Value;
+
+use super::rowbinary::{decimal_text, write, write_varint};
+use super::*;
+use crate::catalog;
+
+fn event_plan() -> RowPlan {
+    let schema = Schema::parse_str(catalog::EVENT.text).expect("event schema parses");
+    RowPlan::from_schema(&schema).expect("event schema maps")
+}
+
+#[test]
+fn event_schema_columns() {
+    let cols: Vec<(String, String)> = event_plan()
+        .columns()
+        .into_iter()
+        .map(|c| (c.name, c.ty))
+        .collect();
+    let expect = [
+        ("event_id", "UUID"),
+        ("tenant", "String"),
+        ("event_type", "String"),
+        ("occurred_at", "DateTime"),
+        ("received_at", "DateTime"),
+        ("source", "Nullable(String)"),
+        ("user_id", "Nullable(String)"),
+        ("anonymous_id", "Nullable(String)"),
+        ("session_id", "Nullable(String)"),
+        ("trace_id", "Nullable(String)"),
+        ("properties.keys", "Array(String)"),
+        ("properties.values", "Array(String)"),
+    ];
+    let expect: Vec<(String, String)> = expect
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(cols, expect);
+}
+
+#[test]
+fn create_table_for_events() {
+    let order = [
+        "tenant".to_string(),
+        "event_type".to_string(),
+        "event_id".to_string(),
+    ];
+    let sql = event_plan()
+        .create_table_sql(&TableSpec {
+            table: "sluice.events",
+            order_by: &order,
+            partition_by: Some("occurred_at"),
+        })
+        .expect("ddl");
+    assert!(
+        sql.starts_with("CREATE TABLE IF NOT EXISTS sluice.events ("),
+        "{sql}"
+    );
+    assert!(sql.contains("`properties.keys` Array(String)"), "{sql}");
+    assert!(
+        sql.contains("COMMENT 'Set by the server from the ingestion key.'"),
+        "{sql}"
+    );
+    assert!(
+        sql.ends_with(") ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(`occurred_at`) ORDER BY (`tenant`, `event_type`, `event_id`)"),
+        "{sql}"
+    );
+}
+
+#[test]
+fn bad_sort_and_partition_keys_are_refused() {
+    let plan = event_plan();
+    let spec = |order: &'static [String], part| TableSpec {
+        table: "t",
+        order_by: order,
+        partition_by: part,
+    };
+    let nullable: &'static [String] = Box::leak(Box::new(["user_id".to_string()]));
+    let missing: &'static [String] = Box::leak(Box::new(["nope".to_string()]));
+    let good: &'static [String] = Box::leak(Box::new(["event_id".to_string()]));
+    assert!(matches!(
+        plan.create_table_sql(&spec(nullable, None)),
+        Err(MappingError::BadOrderBy(..))
+    ));
+    assert!(matches!(
+        plan.create_table_sql(&spec(missing, None)),
+        Err(MappingError::BadOrderBy(..))
+    ));
+    assert!(matches!(
+        plan.create_table_sql(&spec(good, Some("tenant"))),
+        Err(MappingError::BadPartition(..))
+    ));
+    assert!(matches!(
+        plan.create_table_sql(&spec(&[], None)),
+        Err(MappingError::BadOrderBy(..))
+    ));
+}
+
+#[test]
+fn encodes_an_event_row() {
+    let plan = event_plan();
+    let id = uuid::Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").expect("uuid");
+    let mut props = HashMap::new();
+    props.insert("b".to_string(), Value::String("2".into()));
+    props.insert("a".to_string(), Value::String("1".into()));
+    let value = Value::Record(vec![
+        ("event_id".into(), Value::Uuid(id)),
+        ("tenant".into(), Value::String("t".into())),
+        ("event_type".into(), Value::String("e".into())),
+        (
+            "occurred_at".into(),
+            Value::TimestampMillis(1_700_000_000_999),
+        ),
+        (
+            "received_at".into(),
+            Value::TimestampMillis(1_700_000_001_000),
+        ),
+        (
+            "source".into(),
+            Value::Union(1, Box::new(Value::String("s".into()))),
+        ),
+        ("user_id".into(), Value::Union(0, Box::new(Value::Null))),
+        (
+            "anonymous_id".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        ),
+        ("session_id".into(), Value::Union(0, Box::new(Value::Null))),
+        ("trace_id".into(), Value::Union(0, Box::new(Value::Null))),
+        ("properties".into(), Value::Map(props)),
+    ]);
+    let mut out = Vec::new();
+    plan.encode(&value, &mut out).expect("encodes");
+    let mut expect = vec![
+        0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x00, 0xff, 0xee, 0xdd, 0xcc, 0xbb, 0xaa, 0x99,
+        0x88,
+    ];
+    expect.extend_from_slice(&[1, b't', 1, b'e']);
+    expect.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+    expect.extend_from_slice(&1_700_000_001u32.to_le_bytes());
+    expect.extend_from_slice(&[0, 1, b's', 1, 1, 1, 1]);
+    expect.extend_from_slice(&[2, 1, b'a', 1, b'b', 2, 1, b'1', 1, b'2']);
+    assert_eq!(out, expect);
+}
+
+#[test]
+fn a_bad_value_leaves_the_buffer_untouched() {
+    let plan = event_plan();
+    let value = Value::Record(vec![
+        ("event_id".into(), Value::Uuid(uuid::Uuid::nil())),
+        ("tenant".into(), Value::Int(3)),
+    ]);
+    let mut out = vec![9, 9];
+    let err = plan
+        .encode(&value, &mut out)
+        .expect_err("tenant is not a string");
+    assert!(
+        matches!(err, EncodeError::Mismatch { ref field, .. } if field == "tenant"),
+        "{err}"
+    );
+    assert_eq!(out, vec![9, 9]);
+}
+
+#[test]
+fn timestamps_before_1970_do_not_fit_datetime() {
+    let mut out = Vec::new();
+    let err = write(&Enc::DateTime, &Value::TimestampMillis(-1), "ts", &mut out)
+        .expect_err("out of range");
+    assert!(matches!(err, EncodeError::OutOfRange { .. }), "{err}");
+}
+
+#[test]
+fn every_avro_type_has_a_column() {
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"All","namespace":"t","fields":[
+            {"name":"b","type":"boolean"},{"name":"i","type":"int"},{"name":"l","type":"long"},
+            {"name":"f","type":"float"},{"name":"d","type":"double"},{"name":"by","type":"bytes"},
+            {"name":"e","type":{"type":"enum","name":"Color","symbols":["RED","GREEN"]}},
+            {"name":"fx","type":{"type":"fixed","name":"Four","size":4}},
+            {"name":"day","type":{"type":"int","logicalType":"date"}},
+            {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+            {"name":"arr","type":{"type":"array","items":["null","long"]}},
+            {"name":"nested","type":{"type":"record","name":"Inner","fields":[{"name":"x","type":"int"},{"name":"m","type":{"type":"map","values":"int"}}]}},
+            {"name":"maybe_arr","type":["null",{"type":"array","items":"string"}],"default":null},
+            {"name":"again","type":"Inner"},
+            {"name":"either","type":["int","string"]},
+            {"name":"col","type":"Color"}
+        ]}"#,
+    )
+    .expect("parses");
+    let plan = RowPlan::from_schema(&schema).expect("maps");
+    let types: Vec<String> = plan.columns().into_iter().map(|c| c.ty).collect();
+    assert_eq!(
+        types,
+        [
+            "UInt8",
+            "Int32",
+            "Int64",
+            "Float32",
+            "Float64",
+            "String",
+            "String",
+            "FixedString(4)",
+            "Date",
+            "String",
+            "Array(Nullable(Int64))",
+            "Tuple(Int32, Array(Tuple(String, Int32)))",
+            "Array(String)",
+            "Tuple(Int32, Array(Tuple(String, Int32)))",
+            "String",
+            "String",
+        ]
+    );
+}
+
+#[test]
+fn decimal_text_keeps_scale_and_sign() {
+    assert_eq!(decimal_text(&[0x04, 0xe2], 2).as_deref(), Some("12.50"));
+    assert_eq!(decimal_text(&[0xfb, 0x1e], 2).as_deref(), Some("-12.50"));
+    assert_eq!(decimal_text(&[0x05], 3).as_deref(), Some("0.005"));
+    assert_eq!(decimal_text(&[0x7f], 0).as_deref(), Some("127"));
+    assert_eq!(decimal_text(&[0; 17], 0), None);
+}
+
+#[test]
+fn varints_match_clickhouse() {
+    let mut out = Vec::new();
+    write_varint(300, &mut out);
+    assert_eq!(out, vec![0xac, 0x02]);
+}

@@ -10,6 +10,7 @@ use schema_registry_converter::async_impl::schema_registry::{
 };
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use sluice_runtime::backoff::Backoff;
 use sluice_runtime::ops::ReadinessCheck;
 
 /// Why a schema could not be registered.
@@ -47,24 +48,27 @@ pub async fn register(
     within: Duration,
 ) -> Result<u32, RegisterError> {
     let deadline = tokio::time::Instant::now() + within;
-    let mut pause = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned());
-        match post_schema(sr, subject.to_owned(), supplied).await {
+        let e = match post_schema(sr, subject.to_owned(), supplied).await {
             Ok(registered) => return Ok(registered.id),
-            Err(e) if e.retriable && tokio::time::Instant::now() + pause < deadline => {
-                tracing::warn!(subject, error = %describe(&e), "schema registry not reachable yet; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                return Err(RegisterError {
-                    subject: subject.to_owned(),
-                    url: url.to_owned(),
-                    detail: describe(&e),
-                });
-            }
-        }
+            Err(e) => e,
+        };
+        // Retry only if the pause ends before the deadline: sleeping past it would just delay the same error.
+        let pause = e
+            .retriable
+            .then(|| backoff.next_delay())
+            .filter(|pause| tokio::time::Instant::now() + *pause < deadline);
+        let Some(pause) = pause else {
+            return Err(RegisterError {
+                subject: subject.to_owned(),
+                url: url.to_owned(),
+                detail: describe(&e),
+            });
+        };
+        tracing::warn!(subject, error = %describe(&e), attempt = backoff.attempts(), "schema registry not reachable yet; retrying");
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use sluice_runtime::backoff::Backoff;
 use sluice_runtime::kafka::{KafkaSettings, TopicSpec, ensure_topics};
 use sluice_runtime::ops::{Ops, ReadinessCheck};
 use tokio::net::TcpListener;
@@ -134,7 +135,7 @@ async fn create_topics(
             config: vec![],
         })
         .collect();
-    let mut pause = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         let attempt = tokio::time::timeout(Duration::from_secs(15), ensure_topics(&kafka, &specs));
         tokio::select! {
@@ -151,9 +152,8 @@ async fn create_topics(
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -1,0 +1,98 @@
+//! The in-flight budget: permits for request bytes and for events, taken without waiting (a request that does not
+//! fit is a 429, not a queue) and mirrored in the in-flight gauges for as long as they are held.
+
+use std::sync::Arc;
+
+use prometheus::IntGauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ApiError;
+use crate::handlers::AppState;
+
+/// What a body of unknown length reserves before its first byte arrives.
+const INITIAL_RESERVE_BYTES: usize = 16 * 1024;
+
+/// Permits held for the life of a request, mirrored in a gauge.
+pub(super) struct Held {
+    permit: OwnedSemaphorePermit,
+    sem: Arc<Semaphore>,
+    gauge: IntGauge,
+    what: &'static str,
+    n: usize,
+}
+
+/// Reserves bytes for a body: its declared length up front, or a small start for a body of unknown size (chunked,
+/// or compressed) that [`Held::grow`] extends as it arrives.
+pub(super) fn reserve_body(
+    app: &AppState,
+    content_length: Option<usize>,
+) -> Result<Held, ApiError> {
+    let reserve = content_length
+        .unwrap_or(INITIAL_RESERVE_BYTES)
+        .clamp(1, app.limits.max_body_bytes);
+    Held::try_new(
+        &app.bytes_in_flight,
+        reserve,
+        &app.metrics.in_flight_bytes,
+        "bytes",
+    )
+}
+
+/// Reserves one permit per event of a batch.
+pub(super) fn admit_events(app: &AppState, n: usize) -> Result<Held, ApiError> {
+    Held::try_new(
+        &app.events_in_flight,
+        n,
+        &app.metrics.in_flight_events,
+        "events",
+    )
+}
+
+impl Held {
+    /// Takes `n` permits from `sem`, or fails with 429 when they are not free.
+    fn try_new(
+        sem: &Arc<Semaphore>,
+        n: usize,
+        gauge: &IntGauge,
+        what: &'static str,
+    ) -> Result<Self, ApiError> {
+        let n32 = u32::try_from(n).map_err(|_| ApiError::Overloaded(what))?;
+        let permit = sem
+            .clone()
+            .try_acquire_many_owned(n32)
+            .map_err(|_| ApiError::Overloaded(what))?;
+        gauge.add(n as i64);
+        Ok(Self {
+            permit,
+            sem: sem.clone(),
+            gauge: gauge.clone(),
+            what,
+            n,
+        })
+    }
+
+    /// How many permits are held.
+    pub(super) fn count(&self) -> usize {
+        self.n
+    }
+
+    /// Takes `more` permits on top of those held, or fails with 429 when they are not free.
+    pub(super) fn grow(&mut self, more: usize) -> Result<(), ApiError> {
+        let n32 = u32::try_from(more).map_err(|_| ApiError::Overloaded(self.what))?;
+        let extra = self
+            .sem
+            .clone()
+            .try_acquire_many_owned(n32)
+            .map_err(|_| ApiError::Overloaded(self.what))?;
+        self.permit.merge(extra);
+        self.gauge.add(more as i64);
+        self.n += more;
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.sub(self.n as i64);
+    }
+}

@@ -1,0 +1,144 @@
+//! `POST /v1/streams/{stream}/events`: authenticate, bound, read, validate, encode, produce, and answer 202 only
+//! once Kafka acknowledged every event.
+//!
+//! Body: one JSON object (one event) or a JSON array of objects (a batch), `Content-Type: application/json`,
+//! optionally `Content-Encoding: gzip` or `zstd`. A batch is all-or-nothing at validation: if any event is invalid,
+//! the answer is 400 listing every problem (event index, JSON pointer, message) and nothing is written.
+//!
+//! [`handle`] is the whole request in order; each step lives in its own module: `headers` (checks before the body),
+//! `admission` (the in-flight budget), `body` (reading within limits) and `prepare` (parse, validate, encode).
+
+mod admission;
+mod body;
+mod headers;
+mod prepare;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::BodyDataStream;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+pub use self::headers::IDEMPOTENCY_KEY;
+use self::prepare::{BuildJob, Built};
+use super::AppState;
+use crate::error::ApiError;
+use crate::sink::OutRecord;
+
+/// The 202 body.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// Events written and acknowledged.
+    pub accepted: usize,
+    /// Their ids, in request order.
+    pub event_ids: Vec<String>,
+}
+
+/// The ingestion endpoint.
+pub async fn ingest(
+    State(app): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    req: Request,
+) -> Response {
+    let mut events = 0usize;
+    let known = app.streams.contains_key(&stream);
+    let label = if known { stream.as_str() } else { "unknown" };
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body.into_data_stream());
+    let result = handle(&app, &stream, &parts.headers, &mut body, &mut events).await;
+    if let Some(rest) = body.take()
+        && result.is_err()
+    {
+        body::drain(rest, app.limits.max_body_bytes).await;
+    }
+    match result {
+        Ok(accepted) => {
+            app.metrics
+                .accepted
+                .with_label_values(&[label])
+                .inc_by(accepted.accepted as u64);
+            (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
+        }
+        Err(e) => {
+            let n = events.max(1) as u64;
+            app.metrics
+                .rejected
+                .with_label_values(&[label, e.code()])
+                .inc_by(n);
+            if matches!(
+                e,
+                ApiError::Sink(_) | ApiError::Timeout | ApiError::Internal(_)
+            ) {
+                tracing::warn!(stream = %stream, error = %e, "request failed");
+            }
+            e.into_response_with(app.limits.retry_after_secs)
+        }
+    }
+}
+
+/// One request, from its headers to Kafka's acknowledgement. `body` is left holding whatever was not read (for
+/// draining); `events` is set as soon as the body's event count is known (for metrics).
+async fn handle(
+    app: &Arc<AppState>,
+    name: &str,
+    headers: &HeaderMap,
+    body: &mut Option<BodyDataStream>,
+    events: &mut usize,
+) -> Result<Accepted, ApiError> {
+    let limits = &app.limits;
+    let deadline = tokio::time::Instant::now() + limits.request_timeout();
+    let key = app.keys.authenticate(headers)?;
+    let stream = app
+        .streams
+        .get(name)
+        .ok_or_else(|| ApiError::UnknownStream(name.to_owned()))?
+        .clone();
+    if !key.allows(name) {
+        return Err(ApiError::Forbidden(name.to_owned()));
+    }
+    let checked = headers::check(headers, limits.max_body_bytes)?;
+
+    // Both reservations are held until Kafka has acknowledged, so the budget covers everything a request pins.
+    let mut held_bytes = admission::reserve_body(app, checked.content_length)?;
+    let bytes = body::read_within(body, deadline, limits.max_body_bytes, &mut held_bytes).await?;
+
+    let job = BuildJob {
+        app: app.clone(),
+        stream: stream.clone(),
+        tenant: key.tenant.clone(),
+        idempotency: checked.idempotency,
+        body: bytes,
+    };
+    let Built {
+        records,
+        event_ids,
+        _events,
+    } = prepare::build(job, events).await?;
+
+    produce(app, &stream.topic, records, deadline).await?;
+    Ok(Accepted {
+        accepted: *events,
+        event_ids,
+    })
+}
+
+/// Sends `records` and waits for every acknowledgement, or fails at `deadline`.
+async fn produce(
+    app: &AppState,
+    topic: &str,
+    records: Vec<OutRecord>,
+    deadline: tokio::time::Instant,
+) -> Result<(), ApiError> {
+    let started = Instant::now();
+    tokio::time::timeout_at(deadline, app.sink.send_all(topic, records))
+        .await
+        .map_err(|_| ApiError::Timeout)?
+        .map_err(ApiError::Sink)?;
+    app.metrics
+        .produce_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! From body bytes to Kafka records: parse the JSON, bound the batch, take its event permits, add the server-side
+//! fields and validate every event, then encode each to Confluent-framed Avro.
+
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use super::admission::{self, Held};
+use crate::encode::Encoder;
+use crate::error::{ApiError, EventError};
+use crate::handlers::AppState;
+use crate::sink::OutRecord;
+use crate::stream::{IdSource, Prepared, ServerSide, Stream};
+use crate::validate::ValidateLimits;
+
+/// Bodies above this are parsed, validated and encoded on the blocking pool, off the async workers.
+const INLINE_BODY_BYTES: usize = 64 * 1024;
+
+/// A request's events, encoded and ready for the sink, with their in-flight permits.
+pub(super) struct Built {
+    /// One record per event, in request order.
+    pub(super) records: Vec<OutRecord>,
+    /// The events' ids, in request order.
+    pub(super) event_ids: Vec<String>,
+    /// The event permits, to hold until the records are acknowledged.
+    pub(super) _events: Held,
+}
+
+/// Everything needed to turn a body into records, owned so it can run on the blocking pool.
+pub(super) struct BuildJob {
+    /// Limits, permits and metrics.
+    pub(super) app: Arc<AppState>,
+    /// The stream the events are for.
+    pub(super) stream: Arc<Stream>,
+    /// The ingestion key's tenant.
+    pub(super) tenant: String,
+    /// The request's idempotency key, if any.
+    pub(super) idempotency: Option<String>,
+    /// The whole (decompressed) body.
+    pub(super) body: Vec<u8>,
+}
+
+/// Runs `job`, inline for a small body and on the blocking pool for a large one; sets `events` to how many events
+/// the body held as soon as that is known, even when the build then fails.
+pub(super) async fn build(job: BuildJob, events: &mut usize) -> Result<Built, ApiError> {
+    let (built, count) = if job.body.len() <= INLINE_BODY_BYTES {
+        job.run()
+    } else {
+        tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    *events = count;
+    built
+}
+
+impl BuildJob {
+    /// Parses, bounds, validates and encodes; also returns how many events the body held (for metrics).
+    fn run(self) -> (Result<Built, ApiError>, usize) {
+        let mut count = 0;
+        let built = self.build(&mut count);
+        (built, count)
+    }
+
+    fn build(self, count: &mut usize) -> Result<Built, ApiError> {
+        let BuildJob {
+            app,
+            stream,
+            tenant,
+            idempotency,
+            body,
+        } = self;
+        let limits = &app.limits;
+        let items = parse(body)?;
+        *count = items.len();
+        if items.is_empty() {
+            return Err(ApiError::EmptyBatch);
+        }
+        if items.len() > limits.max_batch_events {
+            return Err(ApiError::BatchTooLarge {
+                got: items.len(),
+                max: limits.max_batch_events,
+            });
+        }
+        let events = admission::admit_events(&app, items.len())?;
+
+        let ids = match &idempotency {
+            Some(k) => IdSource::Idempotency {
+                tenant: &tenant,
+                stream: &stream.name,
+                key: k,
+            },
+            None => IdSource::Mint,
+        };
+        let server = ServerSide {
+            tenant: &tenant,
+            received_at: chrono::Utc::now(),
+            ids,
+        };
+        let vlimits = ValidateLimits {
+            max_string_bytes: limits.max_string_bytes,
+        };
+        let prepared = validate_all(&stream, items, &server, vlimits)?;
+        let (records, event_ids) = encode_all(&stream, prepared, limits.max_message_bytes)?;
+        Ok(Built {
+            records,
+            event_ids,
+            _events: events,
+        })
+    }
+}
+
+/// The body's events: one object, or an array of them. Takes the body by value so its bytes are freed before
+/// validation builds the Avro values.
+fn parse(body: Vec<u8>) -> Result<Vec<Json>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::EmptyBody);
+    }
+    let json: Json = serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    drop(body);
+    match json {
+        Json::Array(items) => Ok(items),
+        obj @ Json::Object(_) => Ok(vec![obj]),
+        _ => Err(ApiError::BadJson(
+            "expected an event object or an array of event objects".into(),
+        )),
+    }
+}
+
+/// Adds the server-side fields to every event and validates it; any invalid event fails the whole batch with
+/// every problem of every event.
+fn validate_all(
+    stream: &Stream,
+    items: Vec<Json>,
+    server: &ServerSide<'_>,
+    vlimits: ValidateLimits,
+) -> Result<Vec<Prepared>, ApiError> {
+    let total = items.len();
+    let mut prepared = Vec::with_capacity(total);
+    let mut errors = Vec::new();
+    let mut invalid = 0;
+    for (index, item) in items.into_iter().enumerate() {
+        match stream.prepare(item, index, server, vlimits) {
+            Ok(p) => prepared.push(p),
+            Err(errs) => {
+                invalid += 1;
+                errors.extend(errs.into_iter().map(|e| EventError {
+                    index,
+                    pointer: e.pointer,
+                    message: e.message,
+                }));
+            }
+        }
+    }
+    if invalid > 0 {
+        return Err(ApiError::Invalid {
+            invalid,
+            total,
+            errors,
+        });
+    }
+    Ok(prepared)
+}
+
+/// Encodes every event to a record, and collects the events' ids.
+fn encode_all(
+    stream: &Stream,
+    prepared: Vec<Prepared>,
+    max_message_bytes: usize,
+) -> Result<(Vec<OutRecord>, Vec<String>), ApiError> {
+    let encoder = Encoder::new(stream.schema(), stream.schema_id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut records = Vec::with_capacity(prepared.len());
+    let mut event_ids = Vec::with_capacity(prepared.len());
+    for (index, p) in prepared.into_iter().enumerate() {
+        let payload = encoder
+            .encode(&p.value)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // Checked before anything is sent, so an oversize event cannot leave half a batch written.
+        if payload.len() + p.key.len() > max_message_bytes {
+            return Err(ApiError::EventTooLarge {
+                index,
+                size: payload.len(),
+                max: max_message_bytes,
+            });
+        }
+        records.push(OutRecord {
+            key: p.key,
+            payload,
+        });
+        if let Some(id) = p.event_id {
+            event_ids.push(id);
+        }
+    }
+    Ok((records, event_ids))
+}

@@ -132,13 +132,12 @@ impl ConsumerPath {
     /// Appends the row of one framed message to `out` with the consumer's own `decode_row`.
     pub fn row(&self, framed: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
         sluice_consumer::decode::decode_row(framed, &self.schema, &self.reader, out)
-            .map_err(|p| anyhow::anyhow!("{:?}: {}", p.class, p.message))
+            .map_err(anyhow::Error::from)
     }
 
     /// The consumer's per-batch decoder for messages framed with `writer_id` (its name tables built once).
     pub fn decoder(&self, writer_id: u32) -> anyhow::Result<RowDecoder<'_>> {
-        RowDecoder::new(writer_id, &self.schema, &self.reader)
-            .map_err(|p| anyhow::anyhow!("{:?}: {}", p.class, p.message))
+        RowDecoder::new(writer_id, &self.schema, &self.reader).map_err(anyhow::Error::from)
     }
 
     /// `CREATE TABLE` for `table`, with the consumer's default sort key and partitioning.

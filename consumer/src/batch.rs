@@ -83,15 +83,6 @@ impl Batch {
         self.started.map(|s| s + self.limits.max_wait())
     }
 
-    /// Keeps only the messages `keep` accepts (used to drop revoked partitions' messages).
-    pub fn retain(&mut self, mut keep: impl FnMut(&Received) -> bool) {
-        self.items.retain(|r| keep(r));
-        self.bytes = self.items.iter().map(size).sum();
-        if self.items.is_empty() {
-            self.started = None;
-        }
-    }
-
     /// Empties the batch, handing over its messages.
     pub fn take(&mut self) -> Vec<Received> {
         self.bytes = 0;
@@ -104,7 +95,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offsets::Offsets;
+    use crate::offsets::{Offsets, TopicPartition};
     use rdkafka::Timestamp;
     use rdkafka::message::OwnedMessage;
     use std::time::Duration;
@@ -132,7 +123,7 @@ mod tests {
     #[test]
     fn flushes_on_rows_bytes_or_time() {
         let mut o = Offsets::default();
-        o.assign([("t".to_string(), 0)]);
+        o.assign([TopicPartition::new("t", 0)]);
         let mut b = Batch::new(BatchSettings {
             max_rows: 3,
             min_rows: 2,
@@ -153,14 +144,12 @@ mod tests {
         assert!(b.is_empty() && b.deadline().is_none());
         b.push(received(&mut o, 3, 100));
         assert!(b.is_full(), "100 bytes");
-        b.retain(|_| false);
-        assert!(b.is_empty() && b.deadline().is_none());
     }
 
     #[test]
     fn a_backlog_waits_for_full_batches() {
         let mut o = Offsets::default();
-        o.assign([("t".to_string(), 0)]);
+        o.assign([TopicPartition::new("t", 0)]);
         let mut b = Batch::new(BatchSettings {
             max_rows: 10,
             min_rows: 2,

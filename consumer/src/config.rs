@@ -95,16 +95,15 @@ impl Config {
                 ));
             }
         }
-        if self.group_protocol == GroupProtocol::Consumer {
-            if let Some(key) = CLASSIC_ONLY
+        if self.group_protocol == GroupProtocol::Consumer
+            && let Some(key) = CLASSIC_ONLY
                 .iter()
                 .find(|k| self.kafka.client.contains_key(**k))
-            {
-                return Err(format!(
-                    "kafka.client.\"{key}\" is a classic-protocol setting; with group_protocol = \"consumer\" the \
-                     broker decides it (group.consumer.* on the broker): remove it"
-                ));
-            }
+        {
+            return Err(format!(
+                "kafka.client.\"{key}\" is a classic-protocol setting; with group_protocol = \"consumer\" the \
+                 broker decides it (group.consumer.* on the broker): remove it"
+            ));
         }
         if self.batch.max_rows == 0 || self.batch.max_bytes == 0 {
             return Err("batch.max_rows and batch.max_bytes must be positive".into());
@@ -305,6 +304,16 @@ pub struct RetrySettings {
     /// Largest delay, in milliseconds. Default 10000.
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
+}
+
+impl RetrySettings {
+    /// A fresh backoff with these delays.
+    pub fn backoff(&self) -> sluice_runtime::backoff::Backoff {
+        sluice_runtime::backoff::Backoff::new(
+            Duration::from_millis(self.initial_backoff_ms),
+            Duration::from_millis(self.max_backoff_ms),
+        )
+    }
 }
 
 impl Default for RetrySettings {

@@ -1,8 +1,8 @@
 //! From Kafka bytes to a RowBinary row: Confluent framing → writer schema (by id, from the registry) → Avro value →
 //! resolved to the stream's reader schema → encoded for the table.
 //!
-//! Everything that can go wrong with one message's bytes is [`Poison`]; the registry being unreachable is not
-//! decided here (the caller fetches writer schemas first and retries on its own).
+//! Everything that can go wrong with one message's bytes is a [`DecodeError`]; what it means (always a dead
+//! letter, with a class) is [`crate::verdict`]'s to say.
 
 use std::sync::Arc;
 
@@ -12,25 +12,38 @@ use apache_avro::schema::ResolvedSchema;
 use sluice_schemas::clickhouse::RowPlan;
 use sluice_schemas::wire;
 
-use crate::dlq::ErrorClass;
-
-/// Why one message can never be inserted as it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Poison {
-    /// What kind of failure, for the DLQ header and metric label.
-    pub class: ErrorClass,
-    /// Human-readable detail.
-    pub message: String,
-}
-
-impl Poison {
-    /// A poison verdict.
-    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        Self {
-            class,
-            message: message.into(),
-        }
-    }
+/// Why one message's bytes did not become a row.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// No value, or not Confluent-framed.
+    #[error("{0}")]
+    Unframed(String),
+    /// The writer schema cannot be prepared for reading.
+    #[error("writer schema: {0}")]
+    WriterSchema(String),
+    /// The Avro body does not decode with its writer schema.
+    #[error("avro: {0}")]
+    Avro(String),
+    /// Bytes left over after the Avro datum.
+    #[error("{0} bytes after the Avro datum")]
+    TrailingBytes(usize),
+    /// Framed with another schema id than the decoder is for.
+    #[error("framed with schema id {framed}, decoder is for {decoder}")]
+    WrongWriter {
+        /// The id in the frame.
+        framed: u32,
+        /// The id the decoder was built for.
+        decoder: u32,
+    },
+    /// The reader schema cannot be prepared for resolution.
+    #[error("reader schema: {0}")]
+    ReaderSchema(String),
+    /// The value does not resolve to the reader schema.
+    #[error("cannot resolve to the reader schema: {0}")]
+    Unresolvable(String),
+    /// A value does not fit its ClickHouse column.
+    #[error("{0}")]
+    Unrepresentable(String),
 }
 
 /// The schema rows of a stream are resolved to, and how they become columns.
@@ -64,12 +77,13 @@ impl Reader {
 }
 
 /// The schema id in front of a Confluent-framed value.
-pub fn writer_id(value: Option<&[u8]>) -> Result<u32, Poison> {
-    let bytes =
-        value.ok_or_else(|| Poison::new(ErrorClass::Undecodable, "message has no value"))?;
-    wire::unframe(bytes)
-        .map(|(id, _)| id)
-        .map_err(|e| Poison::new(ErrorClass::Undecodable, e.to_string()))
+pub fn writer_id(value: Option<&[u8]>) -> Result<u32, DecodeError> {
+    let bytes = value.ok_or_else(|| DecodeError::Unframed("message has no value".into()))?;
+    unframe(bytes).map(|(id, _)| id)
+}
+
+fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    wire::unframe(bytes).map_err(|e| DecodeError::Unframed(e.to_string()))
 }
 
 /// Decodes a framed value written with `writer`, resolves it to `reader` and appends its row to `out`.
@@ -80,9 +94,8 @@ pub fn decode_row(
     writer: &Schema,
     reader: &Reader,
     out: &mut Vec<u8>,
-) -> Result<(), Poison> {
-    let (writer_id, _) =
-        wire::unframe(value).map_err(|e| Poison::new(ErrorClass::Undecodable, e.to_string()))?;
+) -> Result<(), DecodeError> {
+    let (writer_id, _) = unframe(value)?;
     RowDecoder::new(writer_id, writer, reader)?.decode(value, out)
 }
 
@@ -98,19 +111,22 @@ pub struct RowDecoder<'a> {
 
 impl<'a> RowDecoder<'a> {
     /// A decoder for values framed with `writer_id`, whose schema is `writer`.
-    pub fn new(writer_id: u32, writer: &'a Schema, reader: &'a Reader) -> Result<Self, Poison> {
+    pub fn new(
+        writer_id: u32,
+        writer: &'a Schema,
+        reader: &'a Reader,
+    ) -> Result<Self, DecodeError> {
         let datum = GenericDatumReader::builder(writer)
             .build()
-            .map_err(|e| Poison::new(ErrorClass::Undecodable, format!("writer schema: {e}")))?;
+            .map_err(|e| DecodeError::WriterSchema(e.to_string()))?;
         // Registry ids are immutable: a reader registered under the writer's id is the writer's schema, so decoded
         // values already have the reader's shape and resolving them would only repeat a quarter of the work.
         let reader_names = if reader.id == Some(writer_id) {
             None
         } else {
             Some(
-                ResolvedSchema::try_from(reader.schema.as_ref()).map_err(|e| {
-                    Poison::new(ErrorClass::Incompatible, format!("reader schema: {e}"))
-                })?,
+                ResolvedSchema::try_from(reader.schema.as_ref())
+                    .map_err(|e| DecodeError::ReaderSchema(e.to_string()))?,
             )
         };
         Ok(Self {
@@ -122,44 +138,32 @@ impl<'a> RowDecoder<'a> {
     }
 
     /// Decodes one framed value and appends its row to `out` (left untouched on error).
-    pub fn decode(&self, value: &[u8], out: &mut Vec<u8>) -> Result<(), Poison> {
-        let (id, body) = wire::unframe(value)
-            .map_err(|e| Poison::new(ErrorClass::Undecodable, e.to_string()))?;
+    pub fn decode(&self, value: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let (id, body) = unframe(value)?;
         if id != self.writer_id {
-            return Err(Poison::new(
-                ErrorClass::UnknownSchema,
-                format!(
-                    "framed with schema id {id}, decoder is for {}",
-                    self.writer_id
-                ),
-            ));
+            return Err(DecodeError::WrongWriter {
+                framed: id,
+                decoder: self.writer_id,
+            });
         }
         let mut rest = body;
         let value = self
             .datum
             .read_value(&mut rest)
-            .map_err(|e| Poison::new(ErrorClass::Undecodable, format!("avro: {e}")))?;
+            .map_err(|e| DecodeError::Avro(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(Poison::new(
-                ErrorClass::Undecodable,
-                format!("{} bytes after the Avro datum", rest.len()),
-            ));
+            return Err(DecodeError::TrailingBytes(rest.len()));
         }
         let value = match &self.reader_names {
             None => value,
             Some(names) => value
                 .resolve_with_names(&self.reader.schema, names.get_names())
-                .map_err(|e| {
-                    Poison::new(
-                        ErrorClass::Incompatible,
-                        format!("cannot resolve to the reader schema: {e}"),
-                    )
-                })?,
+                .map_err(|e| DecodeError::Unresolvable(e.to_string()))?,
         };
         self.reader
             .plan
             .encode(&value, out)
-            .map_err(|e| Poison::new(ErrorClass::Unrepresentable, e.to_string()))
+            .map_err(|e| DecodeError::Unrepresentable(e.to_string()))
     }
 }
 
@@ -223,14 +227,11 @@ mod tests {
 
     #[test]
     fn garbage_is_undecodable() {
-        assert_eq!(
-            writer_id(Some(b"xyz")).map_err(|p| p.class),
-            Err(ErrorClass::Undecodable)
-        );
-        assert_eq!(
-            writer_id(None).map_err(|p| p.class),
-            Err(ErrorClass::Undecodable)
-        );
+        assert!(matches!(
+            writer_id(Some(b"xyz")),
+            Err(DecodeError::Unframed(_))
+        ));
+        assert!(matches!(writer_id(None), Err(DecodeError::Unframed(_))));
         let v1 = Schema::parse_str(V1).expect("parses");
         let mut out = Vec::new();
         let err = decode_row(
@@ -240,11 +241,11 @@ mod tests {
             &mut out,
         )
         .expect_err("bad avro");
-        assert_eq!(err.class, ErrorClass::Undecodable);
+        assert!(matches!(err, DecodeError::Avro(_)), "{err:?}");
         let mut long = framed(&v1, record("a", 1));
         long.push(0);
         let err = decode_row(&long, &v1, &reader(V1), &mut out).expect_err("trailing byte");
-        assert_eq!(err.class, ErrorClass::Undecodable);
+        assert_eq!(err, DecodeError::TrailingBytes(1));
         assert!(out.is_empty());
     }
 
@@ -258,6 +259,6 @@ mod tests {
         let mut out = Vec::new();
         let err = decode_row(&framed(&other, value), &other, &reader(V1), &mut out)
             .expect_err("incompatible");
-        assert_eq!(err.class, ErrorClass::Incompatible);
+        assert!(matches!(err, DecodeError::Unresolvable(_)), "{err:?}");
     }
 }

@@ -1,7 +1,5 @@
-//! The consumer's one error enum. Each variant names its metric label; only the ops endpoints speak HTTP, so the
-//! status mapping is the single `status` match below.
-
-use axum::http::StatusCode;
+//! The consumer's one error enum: what stops start-up or a step against a server. Each variant names its metric
+//! label. Whether a failure on the data path is retried or dead-lettered is [`crate::verdict`]'s to decide.
 
 use crate::registry::RegistryError;
 
@@ -42,18 +40,6 @@ impl Error {
             Error::Mapping(_) => "mapping",
             Error::Io(_) => "io",
             Error::Shutdown => "shutdown",
-        }
-    }
-
-    /// The HTTP status an ops endpoint reports for this error.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Error::Config(_) | Error::Mapping(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::Kafka(_)
-            | Error::ClickHouse(_)
-            | Error::Registry(_)
-            | Error::Io(_)
-            | Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

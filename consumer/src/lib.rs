@@ -1,23 +1,27 @@
 //! Sluice consumer: a Kafka consumer group that bulk-inserts Avro events into ClickHouse idempotently, commits
 //! offsets only after the rows (or their dead letters) are durable, and routes poison messages to a DLQ.
 //!
-//! Modules follow a message's path: `source` (Kafka, rebalances) → `decode` (registry, Avro) → `batch` →
-//! `sink::clickhouse` (DDL, inserts, retry policy) → `dlq`; `offsets` owns what may be committed, `pipeline`
-//! drives the loop and `predecode` decodes the next batch while the last one is inserted.
+//! Modules follow a message's path: `source` (Kafka, rebalances) → `batch` → `decode` (Avro to a row) and `rows`
+//! (the one decode loop; `predecode` runs it ahead while the last batch is inserted) → `flush` (the steps of one
+//! attempt: writers, tables, decode, insert into `sink::clickhouse`, dead-letter to `dlq`) → `offsets` (what may be
+//! committed). `verdict` alone decides retry or dead-letter; `pipeline` drives the loop.
 
 pub mod batch;
 pub mod config;
 pub mod decode;
 pub mod dlq;
 pub mod error;
+pub mod flush;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
 pub mod predecode;
 pub mod registry;
+pub mod rows;
 pub mod server;
 pub mod sink;
 pub mod source;
+pub mod verdict;
 
 pub use config::Config;
 pub use error::Error;

@@ -1,6 +1,6 @@
-//! What may be committed. Every message read gets a [`Receipt`]; only handing the receipt back through
-//! [`Offsets::complete`] (after its row was inserted or its DLQ copy acknowledged) lets the partition's commit
-//! position move past it, and never past a message still outstanding.
+//! What may be committed. Every message read gets a [`Receipt`]; only settling the receipt with the message's
+//! [`Outcome`] through [`Offsets::settle`] (its row inserted or its DLQ copy acknowledged) lets the partition's
+//! commit position move past it, and never past a message still outstanding.
 //!
 //! Revoking a partition forgets it: receipts of the old assignment are then ignored, so rows that were still
 //! pending when the partition left can never move its committed offset.
@@ -9,7 +9,45 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// A topic and partition.
-pub type TopicPartition = (String, i32);
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// `topic`'s partition `partition`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+/// Where a partition's group resumes: the next offset to read, as Kafka commits it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The next offset to read.
+    pub next_offset: i64,
+}
+
+/// What became of a message; settling its receipt with it is what lets the commit position pass it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its row is in ClickHouse.
+    Inserted,
+    /// The DLQ acknowledged its copy.
+    DeadLettered,
+    /// Not a configured topic: nothing to keep it for.
+    Ignored,
+    /// Its partition was revoked while it was pending: the new owner reads it again.
+    Revoked,
+}
 
 /// Proof that a message was read and is not yet done. Deliberately neither `Clone` nor `Copy`.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,7 +126,7 @@ impl Offsets {
 
     /// Starts tracking newly assigned partitions.
     pub fn assign(&mut self, tps: impl IntoIterator<Item = TopicPartition>) {
-        for (topic, partition) in tps {
+        for TopicPartition { topic, partition } in tps {
             self.next_generation += 1;
             let name: Arc<str> = Arc::from(topic.as_str());
             self.topics
@@ -109,12 +147,9 @@ impl Offsets {
     }
 
     /// Stops tracking revoked partitions and returns the positions still worth committing for them.
-    pub fn revoke(
-        &mut self,
-        tps: impl IntoIterator<Item = TopicPartition>,
-    ) -> Vec<(TopicPartition, i64)> {
+    pub fn revoke(&mut self, tps: impl IntoIterator<Item = TopicPartition>) -> Vec<Position> {
         let mut out = Vec::new();
-        for (topic, partition) in tps {
+        for TopicPartition { topic, partition } in tps {
             let Some(t) = self.topics.get_mut(topic.as_str()) else {
                 continue;
             };
@@ -123,9 +158,12 @@ impl Offsets {
                 self.topics.remove(topic.as_str());
             }
             if let Some(p) = removed
-                && let Some(pos) = p.position().filter(|pos| Some(*pos) > p.committed)
+                && let Some(next_offset) = p.position().filter(|pos| Some(*pos) > p.committed)
             {
-                out.push(((topic, partition), pos));
+                out.push(Position {
+                    partition: TopicPartition { topic, partition },
+                    next_offset,
+                });
             }
         }
         out
@@ -165,8 +203,16 @@ impl Offsets {
             .is_some_and(|p| p.generation == r.generation)
     }
 
-    /// Marks a message done (inserted or dead-lettered). Stale receipts are ignored.
-    pub fn complete(&mut self, r: Receipt) {
+    /// Settles a message's receipt with what became of it. A revoked message's receipt is stale already and
+    /// settles nothing; so does any receipt of an earlier assignment.
+    pub fn settle(&mut self, r: Receipt, outcome: Outcome) {
+        match outcome {
+            Outcome::Inserted | Outcome::DeadLettered | Outcome::Ignored => self.complete(r),
+            Outcome::Revoked => {}
+        }
+    }
+
+    fn complete(&mut self, r: Receipt) {
         let Some(p) = self.partition_mut(&r.topic, r.partition) else {
             return;
         };
@@ -178,15 +224,18 @@ impl Offsets {
     }
 
     /// Positions that moved since the last commit.
-    pub fn committable(&self) -> Vec<(TopicPartition, i64)> {
-        let mut out: Vec<(TopicPartition, i64)> = self
+    pub fn committable(&self) -> Vec<Position> {
+        let mut out: Vec<Position> = self
             .topics
             .values()
             .flat_map(|t| {
                 t.partitions.iter().filter_map(|(partition, p)| {
                     p.position()
                         .filter(|pos| Some(*pos) > p.committed)
-                        .map(|pos| ((t.name.to_string(), *partition), pos))
+                        .map(|next_offset| Position {
+                            partition: TopicPartition::new(t.name.as_ref(), *partition),
+                            next_offset,
+                        })
                 })
             })
             .collect();
@@ -195,10 +244,11 @@ impl Offsets {
     }
 
     /// Records a successful commit.
-    pub fn committed(&mut self, positions: &[(TopicPartition, i64)]) {
-        for ((topic, partition), pos) in positions {
-            if let Some(p) = self.partition_mut(topic, *partition) {
-                p.committed = Some(p.committed.map_or(*pos, |c| c.max(*pos)));
+    pub fn committed(&mut self, positions: &[Position]) {
+        for pos in positions {
+            let at = pos.next_offset;
+            if let Some(p) = self.partition_mut(&pos.partition.topic, pos.partition.partition) {
+                p.committed = Some(p.committed.map_or(at, |c| c.max(at)));
             }
         }
     }
@@ -208,7 +258,11 @@ impl Offsets {
         let mut v: Vec<TopicPartition> = self
             .topics
             .values()
-            .flat_map(|t| t.partitions.keys().map(|p| (t.name.to_string(), *p)))
+            .flat_map(|t| {
+                t.partitions
+                    .keys()
+                    .map(|p| TopicPartition::new(t.name.as_ref(), *p))
+            })
             .collect();
         v.sort();
         v
@@ -220,8 +274,17 @@ mod tests {
     use super::*;
 
     fn tp(p: i32) -> TopicPartition {
-        ("t".to_string(), p)
+        TopicPartition::new("t", p)
     }
+
+    fn at(p: i32, next_offset: i64) -> Position {
+        Position {
+            partition: tp(p),
+            next_offset,
+        }
+    }
+
+    const DONE: Outcome = Outcome::Inserted;
 
     #[test]
     fn nothing_is_committable_before_anything_is_done() {
@@ -238,13 +301,13 @@ mod tests {
         let r5 = o.received("t", 0, 5).expect("assigned");
         let r6 = o.received("t", 0, 6).expect("assigned");
         let r7 = o.received("t", 0, 7).expect("assigned");
-        o.complete(r6);
-        o.complete(r7);
+        o.settle(r6, DONE);
+        o.settle(r7, DONE);
         // 5 is not done: committing 7 or 8 would lose it.
-        assert_eq!(o.committable(), vec![(tp(0), 5)]);
-        o.complete(r5);
-        assert_eq!(o.committable(), vec![(tp(0), 8)]);
-        o.committed(&[(tp(0), 8)]);
+        assert_eq!(o.committable(), vec![at(0, 5)]);
+        o.settle(r5, DONE);
+        assert_eq!(o.committable(), vec![at(0, 8)]);
+        o.committed(&[at(0, 8)]);
         assert!(o.committable().is_empty());
     }
 
@@ -261,12 +324,12 @@ mod tests {
         let a = o.received("t", 0, 10).expect("assigned");
         let b = o.received("t", 0, 11).expect("assigned");
         let c = o.received("t", 1, 3).expect("assigned");
-        o.complete(a);
-        assert_eq!(o.revoke([tp(0)]), vec![(tp(0), 11)]);
+        o.settle(a, DONE);
+        assert_eq!(o.revoke([tp(0)]), vec![at(0, 11)]);
         assert!(!o.is_current(&b));
         assert!(o.is_current(&c));
         // A late completion of the revoked partition's row must not resurrect it.
-        o.complete(b);
+        o.settle(b, DONE);
         assert_eq!(o.assigned(), vec![tp(1)]);
         assert!(o.committable().is_empty());
     }
@@ -278,10 +341,10 @@ mod tests {
         let late = o.received("t", 0, 150).expect("assigned");
         let again = o.received("t", 0, 100).expect("assigned");
         // 150 completing must not let the position jump over 101..149, which are not read yet.
-        o.complete(late);
+        o.settle(late, DONE);
         assert!(o.committable().is_empty());
-        o.complete(again);
-        assert_eq!(o.committable(), vec![(tp(0), 101)]);
+        o.settle(again, DONE);
+        assert_eq!(o.committable(), vec![at(0, 101)]);
     }
 
     #[test]
@@ -292,12 +355,12 @@ mod tests {
         o.revoke([tp(0)]);
         o.assign([tp(0)]);
         let fresh = o.received("t", 0, 50).expect("assigned");
-        o.complete(old);
+        o.settle(old, DONE);
         assert!(
             o.committable().is_empty(),
             "the stale receipt must not move the new assignment"
         );
-        o.complete(fresh);
-        assert_eq!(o.committable(), vec![(tp(0), 51)]);
+        o.settle(fresh, DONE);
+        assert_eq!(o.committable(), vec![at(0, 51)]);
     }
 }

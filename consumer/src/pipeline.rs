@@ -1,91 +1,35 @@
-//! The consume → decode → insert → dead-letter → commit loop.
+//! The consume → flush → commit loop.
 //!
-//! A flush takes every message read since the last one and ends only when each of them is either in ClickHouse
-//! or acknowledged by the DLQ; only then are their receipts completed and offsets committed. A transient failure
-//! (ClickHouse, registry, DLQ broker) pauses the partitions and retries the same messages with backoff, polling
-//! the consumer meanwhile so the group membership and rebalances keep working.
+//! A flush takes every message read since the last one and ends only when each of them has an outcome (inserted,
+//! dead-lettered, or dropped because its partition left); their receipts are settled as outcomes arrive and the
+//! offsets committed at the end. The steps of one attempt are [`crate::flush`]'s; this loop owns the Kafka side:
+//! a failed attempt pauses the partitions and retries the pending messages with backoff, polling the consumer
+//! meanwhile so the group membership and rebalances keep working.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use apache_avro::Schema;
-use futures::future::join_all;
 use rdkafka::message::{BorrowedMessage, Message};
-use sluice_schemas::clickhouse::{RowPlan, TableSpec};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::Batch;
-use crate::config::{Config, StreamConfig};
-use crate::decode::{Poison, Reader, RowDecoder, writer_id};
-use crate::dlq::{DlqProducer, ErrorClass, Verdict};
+use crate::config::Config;
+use crate::dlq::DlqProducer;
 use crate::error::Error;
+use crate::flush::{Entry, Flush, Stream, mark_revoked, settle};
 use crate::metrics::Metrics;
 use crate::offsets::TopicPartition;
-use crate::predecode::{Predecoded, SharedSnapshot, Snapshot, SnapshotStream, predecode_into};
-use crate::registry::{RegistryError, SchemaRegistry};
+use crate::predecode::{SharedSnapshot, predecode_into};
+use crate::registry::SchemaRegistry;
+use crate::rows::Decoded;
 use crate::sink::clickhouse::ClickHouseSink;
-use crate::sink::clickhouse::insert::RowRef;
-use crate::sink::clickhouse::retry::Backoff;
 use crate::source::Received;
 use crate::source::kafka::{SourceConsumer, SourceContext, commit_sync, set_paused};
-
-/// One configured stream and what the consumer currently knows about it.
-pub struct Stream {
-    cfg: StreamConfig,
-    table: String,
-    subject: String,
-    dlq_topic: String,
-    reader: Arc<Reader>,
-    /// Writer schemas seen since the reader was last refreshed, by id.
-    known_writers: HashMap<u32, Arc<Schema>>,
-    /// Whether the table is known to exist with the reader's columns.
-    table_ok: bool,
-}
-
-impl Stream {
-    /// A stream starting with `reader`.
-    pub fn new(cfg: &StreamConfig, default_db: &str, reader: Reader) -> Self {
-        Self {
-            table: cfg.qualified_table(default_db),
-            subject: cfg.subject(),
-            dlq_topic: cfg.dlq_topic(),
-            cfg: cfg.clone(),
-            reader: Arc::new(reader),
-            known_writers: HashMap::new(),
-            table_ok: false,
-        }
-    }
-
-    /// How the table is created.
-    pub fn spec(&self) -> TableSpec<'_> {
-        TableSpec {
-            table: &self.table,
-            order_by: &self.cfg.order_by,
-            partition_by: self.cfg.partition_field(),
-        }
-    }
-
-    /// The reader's column mapping.
-    pub fn plan(&self) -> &RowPlan {
-        &self.reader.plan
-    }
-
-    /// The qualified table name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// Records that the table exists with the reader's columns.
-    pub fn table_ready(&mut self) {
-        self.table_ok = true;
-    }
-}
 
 /// What the pipeline is made of.
 pub struct Parts {
@@ -107,9 +51,16 @@ pub struct Parts {
     pub ready: Arc<AtomicBool>,
 }
 
+/// The flush against the real services.
+type LiveFlush = Flush<ClickHouseSink, DlqProducer, SchemaRegistry>;
+
 /// The running loop.
 pub struct Pipeline {
-    parts: Parts,
+    flush: LiveFlush,
+    consumer: Arc<SourceConsumer>,
+    context: SourceContext,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
     cfg: Config,
     paused: HashSet<TopicPartition>,
     /// What the read loop may decode ahead with.
@@ -121,24 +72,25 @@ pub struct Pipeline {
 /// Messages decoded ahead at a time while a batch is read.
 const PREDECODE_CHUNK: usize = 2_000;
 
-/// One stream's rows of a flush attempt: the RowBinary bytes and, per row, its batch index and byte range.
-#[derive(Default)]
-struct Encoded {
-    buf: Vec<u8>,
-    rows: Vec<(usize, Range<usize>)>,
-}
-
-/// Why one flush attempt did not finish.
-type AttemptResult = Result<(), Error>;
-
 impl Pipeline {
     /// A pipeline over `parts`.
     pub fn new(parts: Parts, cfg: Config) -> Self {
+        let flush = Flush::new(
+            parts.sink,
+            parts.dlq,
+            parts.registry,
+            parts.streams,
+            parts.metrics.clone(),
+        );
         Self {
-            parts,
+            snapshot: flush.snapshot(),
+            flush,
+            consumer: parts.consumer,
+            context: parts.context,
+            metrics: parts.metrics,
+            ready: parts.ready,
             cfg,
             paused: HashSet::new(),
-            snapshot: SharedSnapshot::default(),
             give_up_at: None,
         }
     }
@@ -149,14 +101,14 @@ impl Pipeline {
     /// batch N+1, whose receipts stay outstanding, so a commit still never passes a message that is not done.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut batch = Batch::new(self.cfg.batch.clone());
-        self.parts.ready.store(true, Ordering::SeqCst);
-        let consumer = self.parts.consumer.clone();
+        self.ready.store(true, Ordering::SeqCst);
+        let consumer = self.consumer.clone();
         // Reading needs only these two; the flush in flight owns the rest.
-        let context = self.parts.context.clone();
-        let metrics = self.parts.metrics.clone();
+        let context = self.context.clone();
+        let metrics = self.metrics.clone();
         let snapshot = self.snapshot.clone();
         // The batch's rows decoded so far, and how many of its messages that covers.
-        let mut pre = Predecoded::default();
+        let mut pre = Decoded::default();
         let mut decoded_upto = 0;
         let mut flusher = Flusher::Idle(Box::new(self));
         loop {
@@ -200,7 +152,7 @@ impl Pipeline {
                 let mut pipeline = flusher.idle().await;
                 let shutdown = shutdown.clone();
                 flusher = Flusher::Busy(Box::pin(async move {
-                    pipeline.flush(items, Some(pre), &shutdown).await;
+                    pipeline.write(items, Some(pre), &shutdown).await;
                     pipeline
                 }));
             }
@@ -210,8 +162,8 @@ impl Pipeline {
             pending = batch.len(),
             "shutting down: flushing the last batch"
         );
-        pipeline.flush(batch.take(), None, &shutdown).await;
-        pipeline.parts.ready.store(false, Ordering::SeqCst);
+        pipeline.write(batch.take(), None, &shutdown).await;
+        pipeline.ready.store(false, Ordering::SeqCst);
         pipeline.commit().await;
         // Dropping the last handle closes the consumer: it leaves the group (the revoke callback commits nothing
         // new, everything done is committed above). Closing blocks, so do it off the runtime.
@@ -221,35 +173,40 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Flushes `items` until every message in it is done, or gives up when the shutdown grace runs out.
-    async fn flush(
+    /// Writes `items` until every message in it has an outcome, or gives up when the shutdown grace runs out.
+    async fn write(
         &mut self,
-        mut items: Vec<Received>,
-        mut pre: Option<Predecoded>,
+        items: Vec<Received>,
+        mut ahead: Option<Decoded>,
         shutdown: &CancellationToken,
     ) {
         if items.is_empty() {
             return;
         }
-        self.parts.metrics.batch_flushed(items.len());
+        self.metrics.batch_flushed(items.len());
+        let count = items.len();
         let started = Instant::now();
-        let mut done = vec![false; items.len()];
-        let mut backoff = Backoff::new(&self.cfg.retry);
-        let consumer = self.parts.consumer.clone();
+        let mut entries: Vec<Entry> = items.into_iter().map(Entry::new).collect();
+        let mut backoff = self.cfg.retry.backoff();
+        let consumer = self.consumer.clone();
         loop {
-            if self.drop_revoked(&mut items, &mut done) {
-                // Rows decoded ahead are indexed by the batch as it was.
-                pre = None;
+            let revoked = mark_revoked(&mut entries, &self.context.offsets());
+            if revoked > 0 {
+                tracing::info!(
+                    dropped = revoked,
+                    "dropping pending messages of revoked partitions"
+                );
             }
-            // Rows decoded ahead serve the first attempt only: later ones skip what is done.
-            let error = match self.attempt(&items, &mut done, pre.take()).await {
+            // Rows decoded ahead serve the first attempt only: they are indexed by the batch as it was read.
+            let result = self.flush.attempt(&mut entries, ahead.take()).await;
+            settle(&mut entries, &mut self.context.offsets());
+            let failure = match result {
                 Ok(()) => break,
-                Err(e) => e,
+                Err(f) => f,
             };
             let delay = backoff.next_delay();
-            self.parts
-                .metrics
-                .retrying(error.label(), backoff.attempts(), delay, &error);
+            self.metrics
+                .retrying(failure.label(), backoff.attempts(), delay, &failure);
             self.pause_assigned();
             let until = Instant::now() + delay;
             loop {
@@ -258,7 +215,7 @@ impl Pipeline {
                 }
                 if self.give_up_at.is_some_and(|t| Instant::now() >= t) {
                     tracing::warn!(
-                        messages = items.len(),
+                        messages = entries.len(),
                         "shutdown grace over: leaving the batch uncommitted for redelivery"
                     );
                     return;
@@ -272,24 +229,16 @@ impl Pipeline {
                     msg = consumer.recv() => {
                         // Keeps the group membership alive and serves rebalances; anything still in librdkafka's
                         // fetch queue joins this flush and its partition is paused too.
-                        if let Some(r) = msg.ok().and_then(|m| receive(&self.parts.context, &self.parts.metrics, &m)) {
-                            let tp = (r.receipt.topic().to_owned(), r.receipt.partition());
+                        if let Some(r) = msg.ok().and_then(|m| receive(&self.context, &self.metrics, &m)) {
+                            let tp = TopicPartition::new(r.receipt.topic(), r.receipt.partition());
                             if self.paused.insert(tp.clone()) {
-                                set_paused(&self.parts.consumer, &[tp], true);
-                                self.parts.metrics.paused_partitions(self.paused.len());
+                                set_paused(&self.consumer, &[tp], true);
+                                self.metrics.paused_partitions(self.paused.len());
                             }
-                            items.push(r);
-                            done.push(false);
+                            entries.push(Entry::new(r));
                         }
                     }
                 }
-            }
-        }
-        let count = items.len();
-        {
-            let mut offsets = self.parts.context.offsets();
-            for item in items {
-                offsets.complete(item.receipt);
             }
         }
         self.resume_paused();
@@ -303,35 +252,8 @@ impl Pipeline {
         );
     }
 
-    /// Removes messages whose partition was revoked since they were read: they are the new owner's now.
-    /// Returns whether any was dropped.
-    fn drop_revoked(&self, items: &mut Vec<Received>, done: &mut Vec<bool>) -> bool {
-        let offsets = self.parts.context.offsets();
-        let keep: Vec<bool> = items
-            .iter()
-            .map(|r| offsets.is_current(&r.receipt))
-            .collect();
-        drop(offsets);
-        if keep.iter().all(|k| *k) {
-            return false;
-        }
-        let dropped = keep.iter().filter(|k| !**k).count();
-        tracing::info!(dropped, "dropping pending messages of revoked partitions");
-        let mut i = 0;
-        items.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
-        let mut j = 0;
-        done.retain(|_| {
-            j += 1;
-            keep[j - 1]
-        });
-        true
-    }
-
     fn pause_assigned(&mut self) {
-        let assigned = self.parts.context.offsets().assigned();
+        let assigned = self.context.offsets().assigned();
         let new: Vec<TopicPartition> = assigned
             .into_iter()
             .filter(|tp| !self.paused.contains(tp))
@@ -339,342 +261,39 @@ impl Pipeline {
         if new.is_empty() {
             return;
         }
-        set_paused(&self.parts.consumer, &new, true);
+        set_paused(&self.consumer, &new, true);
         self.paused.extend(new);
-        self.parts.metrics.paused_partitions(self.paused.len());
+        self.metrics.paused_partitions(self.paused.len());
     }
 
     fn resume_paused(&mut self) {
         if self.paused.is_empty() {
             return;
         }
-        let assigned: HashSet<TopicPartition> = self
-            .parts
-            .context
-            .offsets()
-            .assigned()
-            .into_iter()
-            .collect();
+        let assigned: HashSet<TopicPartition> =
+            self.context.offsets().assigned().into_iter().collect();
         let resume: Vec<TopicPartition> = self
             .paused
             .drain()
             .filter(|tp| assigned.contains(tp))
             .collect();
-        set_paused(&self.parts.consumer, &resume, false);
+        set_paused(&self.consumer, &resume, false);
         tracing::info!(partitions = resume.len(), "resumed after recovery");
-        self.parts.metrics.paused_partitions(0);
+        self.metrics.paused_partitions(0);
     }
 
     /// Commits every position that moved; a failure is logged and the positions are retried with the next commit.
     async fn commit(&mut self) {
-        let positions = self.parts.context.offsets().committable();
+        let positions = self.context.offsets().committable();
         if positions.is_empty() {
             return;
         }
-        match commit_sync(&self.parts.consumer, positions.clone()).await {
+        match commit_sync(&self.consumer, positions.clone()).await {
             Ok(()) => {
-                self.parts.context.offsets().committed(&positions);
-                self.parts
-                    .metrics
-                    .offsets_committed(positions.len(), Ok(()));
+                self.context.offsets().committed(&positions);
+                self.metrics.offsets_committed(positions.len(), Ok(()));
             }
-            Err(e) => self
-                .parts
-                .metrics
-                .offsets_committed(positions.len(), Err(&e)),
-        }
-    }
-
-    /// One try at making every pending message of `items` done.
-    async fn attempt(
-        &mut self,
-        items: &[Received],
-        done: &mut [bool],
-        pre: Option<Predecoded>,
-    ) -> AttemptResult {
-        // Writer schemas first: the registry being down is transient, an unknown id is poison.
-        let mut writers: HashMap<u32, Result<Arc<Schema>, Poison>> = HashMap::new();
-        let mut new_writers: HashSet<(String, u32)> = HashSet::new();
-        for (i, item) in items.iter().enumerate() {
-            if done[i] {
-                continue;
-            }
-            let Ok(id) = writer_id(item.message.payload()) else {
-                continue;
-            };
-            if let std::collections::hash_map::Entry::Vacant(e) = writers.entry(id) {
-                let schema = match self.parts.registry.schema_by_id(id).await {
-                    Ok(s) => Ok(s),
-                    Err(RegistryError::NotFound(m)) => Err(Poison::new(
-                        ErrorClass::UnknownSchema,
-                        format!("{m} is not in the schema registry"),
-                    )),
-                    Err(RegistryError::BadSchema(m)) => {
-                        Err(Poison::new(ErrorClass::UnknownSchema, m))
-                    }
-                    Err(e @ RegistryError::Unavailable(_)) => return Err(e.into()),
-                };
-                e.insert(schema);
-            }
-            let topic = item.message.topic();
-            if let Some(stream) = self.parts.streams.get(topic)
-                && !stream.known_writers.contains_key(&id)
-                && writers.get(&id).is_some_and(Result::is_ok)
-            {
-                new_writers.insert((topic.to_owned(), id));
-            }
-        }
-
-        // Tables exist, and a new writer may mean a new reader version with new columns.
-        let topics: Vec<String> = self.parts.streams.keys().cloned().collect();
-        for topic in &topics {
-            self.ensure_table(topic).await?;
-        }
-        for (topic, id) in new_writers {
-            self.refresh_reader(&topic).await?;
-            if let Some(stream) = self.parts.streams.get_mut(&topic)
-                && let Some(Ok(schema)) = writers.get(&id)
-            {
-                stream.known_writers.insert(id, schema.clone());
-            }
-        }
-        self.publish_snapshot();
-
-        let decode_started = Instant::now();
-        // Decode every pending message into its stream's row buffer, with one prepared decoder per writer schema.
-        let mut encoded: HashMap<String, Encoded> = HashMap::new();
-        let mut ahead = vec![false; items.len()];
-        for (topic, decoded) in pre.map(|p| p.topics).unwrap_or_default() {
-            // Only rows decoded for the reader the table follows now.
-            if let Some(stream) = self.parts.streams.get(&topic)
-                && Arc::ptr_eq(&decoded.reader, &stream.reader)
-            {
-                for (i, _) in &decoded.rows {
-                    ahead[*i] = true;
-                }
-                encoded.insert(
-                    topic,
-                    Encoded {
-                        buf: decoded.buf,
-                        rows: decoded.rows,
-                    },
-                );
-            }
-        }
-        let mut poison: Vec<(usize, Poison)> = Vec::new();
-        {
-            let mut decoders: HashMap<(&str, u32), Result<RowDecoder<'_>, Poison>> = HashMap::new();
-            for (i, item) in items.iter().enumerate() {
-                if done[i] || ahead[i] {
-                    continue;
-                }
-                let topic = item.message.topic();
-                let Some(stream) = self.parts.streams.get(topic) else {
-                    // Not a configured topic (cannot happen with subscribe); nothing to keep it for.
-                    done[i] = true;
-                    continue;
-                };
-                let payload = item.message.payload();
-                if !encoded.contains_key(topic) {
-                    encoded.insert(topic.to_owned(), Encoded::default());
-                }
-                let Some(Encoded { buf, rows }) = encoded.get_mut(topic) else {
-                    continue;
-                };
-                let start = buf.len();
-                let result = writer_id(payload).and_then(|id| {
-                    let decoder =
-                        decoders
-                            .entry((topic, id))
-                            .or_insert_with(|| match writers.get(&id) {
-                                Some(Ok(w)) => RowDecoder::new(id, w, &stream.reader),
-                                Some(Err(p)) => Err(p.clone()),
-                                None => Err(Poison::new(
-                                    ErrorClass::UnknownSchema,
-                                    format!("schema id {id}"),
-                                )),
-                            });
-                    match decoder {
-                        Ok(d) => d.decode(payload.unwrap_or_default(), buf),
-                        Err(p) => Err(p.clone()),
-                    }
-                });
-                match result {
-                    Ok(()) => rows.push((i, start..buf.len())),
-                    Err(p) => poison.push((i, p)),
-                }
-            }
-        }
-
-        let decoded = decode_started.elapsed();
-        // Insert, isolating rows ClickHouse refuses.
-        let mut transient = None;
-        for (topic, Encoded { buf, rows }) in &encoded {
-            if rows.is_empty() {
-                continue;
-            }
-            let Some(stream) = self.parts.streams.get_mut(topic) else {
-                continue;
-            };
-            let refs: Vec<RowRef<'_>> = rows
-                .iter()
-                .map(|(i, r)| RowRef {
-                    index: *i,
-                    bytes: &buf[r.clone()],
-                })
-                .collect();
-            let columns = stream.reader.plan.insert_columns();
-            let report = self
-                .parts
-                .sink
-                .insert_isolating(&stream.table, &columns, &refs)
-                .await;
-            for i in report.inserted {
-                done[i] = true;
-            }
-            for (i, message) in report.rejected {
-                poison.push((i, Poison::new(ErrorClass::Rejected, message)));
-            }
-            if let Some(e) = report.transient {
-                // The table may have been dropped or altered under us: check it again before the next try.
-                stream.table_ok = false;
-                transient = Some(Error::ClickHouse(e));
-            }
-        }
-
-        tracing::debug!(
-            decode_ms = decoded.as_millis() as u64,
-            insert_ms = (decode_started.elapsed() - decoded).as_millis() as u64,
-            "batch written"
-        );
-        // Dead-letter the poison; its offsets count only once the DLQ acknowledged.
-        let sends = poison.iter().map(|(i, p)| {
-            let item = &items[*i];
-            let dlq_topic = self
-                .parts
-                .streams
-                .get(item.message.topic())
-                .map(|s| s.dlq_topic.clone())
-                .unwrap_or_default();
-            let dlq = self.parts.dlq.clone();
-            async move {
-                let verdict = Verdict {
-                    class: p.class,
-                    message: &p.message,
-                };
-                (dlq.send(&dlq_topic, &item.message, &verdict).await, *i, p)
-            }
-        });
-        let mut dlq_error = None;
-        for (result, i, p) in join_all(sends).await {
-            match result {
-                Ok(()) => {
-                    done[i] = true;
-                    let m = &items[i].message;
-                    self.parts.metrics.dead_lettered(
-                        p.class.as_str(),
-                        m.topic(),
-                        m.partition(),
-                        m.offset(),
-                        &p.message,
-                    );
-                }
-                Err(e) => dlq_error = Some(e),
-            }
-        }
-        if let Some(e) = transient.or(dlq_error) {
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Shares each ready stream's reader and reconciled writers with the read loop.
-    fn publish_snapshot(&self) {
-        let streams = self
-            .parts
-            .streams
-            .iter()
-            .filter(|(_, s)| s.table_ok)
-            .map(|(topic, s)| {
-                (
-                    topic.clone(),
-                    SnapshotStream {
-                        reader: s.reader.clone(),
-                        writers: s.known_writers.clone(),
-                    },
-                )
-            })
-            .collect();
-        self.snapshot.publish(Snapshot { streams });
-    }
-
-    async fn ensure_table(&mut self, topic: &str) -> Result<(), Error> {
-        let Some(stream) = self.parts.streams.get_mut(topic) else {
-            return Ok(());
-        };
-        if stream.table_ok {
-            return Ok(());
-        }
-        let widened = self
-            .parts
-            .sink
-            .ensure_table(&stream.reader.plan, stream.spec())
-            .await?;
-        for column in &widened.added {
-            self.parts
-                .metrics
-                .schema_changed("column_added", &format!("{}.{column}", stream.table));
-        }
-        stream.table_ok = true;
-        Ok(())
-    }
-
-    /// Adopts the subject's latest version as the reader when it changed, adding its new columns first.
-    async fn refresh_reader(&mut self, topic: &str) -> Result<(), Error> {
-        let Some(stream) = self.parts.streams.get_mut(topic) else {
-            return Ok(());
-        };
-        let Some(latest) = self.parts.registry.latest(&stream.subject).await? else {
-            return Ok(());
-        };
-        if stream.reader.id == Some(latest.id) {
-            return Ok(());
-        }
-        let candidate = match Reader::new(Some(latest.id), Some(latest.version), latest.schema) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(subject = %stream.subject, version = latest.version, error = %e, "new schema version has no table shape; keeping the old reader");
-                return Ok(());
-            }
-        };
-        match self
-            .parts
-            .sink
-            .add_missing_columns(&stream.table, &candidate.plan)
-            .await
-        {
-            Ok(widened) => {
-                for column in &widened.added {
-                    self.parts
-                        .metrics
-                        .schema_changed("column_added", &format!("{}.{column}", stream.table));
-                }
-                self.parts.metrics.schema_changed(
-                    "reader",
-                    &format!(
-                        "{} now reads with id {} (version {})",
-                        stream.subject, latest.id, latest.version
-                    ),
-                );
-                stream.reader = Arc::new(candidate);
-                stream.known_writers.clear();
-                Ok(())
-            }
-            Err(Error::Mapping(m)) => {
-                tracing::error!(subject = %stream.subject, version = latest.version, error = %m, "new schema version conflicts with the table; keeping the old reader");
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) => self.metrics.offsets_committed(positions.len(), Err(&e)),
         }
     }
 }

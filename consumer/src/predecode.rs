@@ -7,13 +7,12 @@
 //! that has since changed are thrown away and decoded again.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use apache_avro::Schema;
-use rdkafka::message::Message;
 
-use crate::decode::{Reader, RowDecoder, writer_id};
+use crate::decode::Reader;
+use crate::rows::{Decoded, SchemaLookup, Writer, decode_into};
 use crate::source::Received;
 
 /// What one stream's rows can be decoded with.
@@ -30,6 +29,19 @@ pub struct SnapshotStream {
 pub struct Snapshot {
     /// Decodable streams by topic.
     pub streams: HashMap<String, SnapshotStream>,
+}
+
+impl SchemaLookup for Snapshot {
+    fn reader(&self, topic: &str) -> Option<&Arc<Reader>> {
+        self.streams.get(topic).map(|s| &s.reader)
+    }
+
+    fn writer(&self, topic: &str, id: u32) -> Writer<'_> {
+        match self.streams.get(topic).and_then(|s| s.writers.get(&id)) {
+            Some(schema) => Writer::Known(schema),
+            None => Writer::Unknown,
+        }
+    }
 }
 
 /// The latest snapshot, shared between the flush that writes it and the read loop.
@@ -51,84 +63,23 @@ impl SharedSnapshot {
     }
 }
 
-/// One topic's rows decoded ahead: RowBinary bytes and, per row, its batch index and byte range.
-#[derive(Debug)]
-pub struct DecodedTopic {
-    /// The reader the rows were decoded for.
-    pub reader: Arc<Reader>,
-    /// The rows, back to back.
-    pub buf: Vec<u8>,
-    /// Batch index and byte range of each row.
-    pub rows: Vec<(usize, Range<usize>)>,
-}
-
-/// A batch's rows decoded ahead, by topic.
-#[derive(Debug, Default)]
-pub struct Predecoded {
-    /// Rows by topic.
-    pub topics: HashMap<String, DecodedTopic>,
-}
-
 /// Decodes every message of `items[from..]` that `snapshot` can, adding to `out`, so that a batch can be decoded a
 /// chunk at a time as it is read; the rest are left to the flush, as is a chunk whose snapshot has another reader
 /// than the rows already in `out`.
-pub fn predecode_into(snapshot: &Snapshot, items: &[Received], from: usize, out: &mut Predecoded) {
-    let mut decoders: Vec<((&str, u32), Option<RowDecoder<'_>>)> = Vec::new();
-    for (i, item) in items.iter().enumerate().skip(from) {
-        let topic = item.message.topic();
-        let Some(stream) = snapshot.streams.get(topic) else {
-            continue;
-        };
-        let payload = item.message.payload();
-        let Ok(id) = writer_id(payload) else {
-            continue;
-        };
-        let Some(writer) = stream.writers.get(&id) else {
-            continue;
-        };
-        let slot = match decoders.iter().position(|(k, _)| *k == (topic, id)) {
-            Some(slot) => slot,
-            None => {
-                decoders.push((
-                    (topic, id),
-                    RowDecoder::new(id, writer, &stream.reader).ok(),
-                ));
-                decoders.len() - 1
-            }
-        };
-        let Some(decoder) = &decoders[slot].1 else {
-            continue;
-        };
-        if !out.topics.contains_key(topic) {
-            out.topics.insert(
-                topic.to_owned(),
-                DecodedTopic {
-                    reader: stream.reader.clone(),
-                    buf: Vec::new(),
-                    rows: Vec::new(),
-                },
-            );
-        }
-        let Some(decoded) = out
-            .topics
-            .get_mut(topic)
-            .filter(|d| Arc::ptr_eq(&d.reader, &stream.reader))
-        else {
-            continue;
-        };
-        let start = decoded.buf.len();
-        match decoder.decode(payload.unwrap_or_default(), &mut decoded.buf) {
-            Ok(()) => decoded.rows.push((i, start..decoded.buf.len())),
-            // Poison is the flush's to classify and dead-letter.
-            Err(_) => decoded.buf.truncate(start),
-        }
-    }
+pub fn predecode_into(snapshot: &Snapshot, items: &[Received], from: usize, out: &mut Decoded) {
+    let messages = items
+        .iter()
+        .enumerate()
+        .skip(from)
+        .map(|(i, r)| (i, &r.message));
+    // Poison is the flush's to classify and dead-letter: it decodes these messages again.
+    let _left_to_the_flush = decode_into(snapshot, messages, out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offsets::Offsets;
+    use crate::offsets::{Offsets, TopicPartition};
     use apache_avro::types::Value;
     use rdkafka::Timestamp;
     use rdkafka::message::OwnedMessage;
@@ -175,7 +126,7 @@ mod tests {
             )]),
         };
         let mut o = Offsets::default();
-        o.assign([("t".to_string(), 0), ("other".to_string(), 0)]);
+        o.assign([TopicPartition::new("t", 0), TopicPartition::new("other", 0)]);
         let items = vec![
             message(&mut o, "t", 0, framed(&schema, 1, "a")),
             message(&mut o, "t", 1, framed(&schema, 2, "b")), // writer id not reconciled yet
@@ -183,7 +134,7 @@ mod tests {
             message(&mut o, "other", 0, framed(&schema, 1, "c")), // no snapshot for the topic
             message(&mut o, "t", 3, framed(&schema, 1, "d")),
         ];
-        let mut pre = Predecoded::default();
+        let mut pre = Decoded::default();
         predecode_into(&snapshot, &items, 0, &mut pre);
         assert_eq!(pre.topics.len(), 1);
         let t = &pre.topics["t"];
@@ -196,7 +147,7 @@ mod tests {
         assert_eq!(t.buf.len(), 4);
 
         // A chunk at a time gives the same rows.
-        let mut chunked = Predecoded::default();
+        let mut chunked = Decoded::default();
         predecode_into(&snapshot, &items[..2], 0, &mut chunked);
         predecode_into(&snapshot, &items, 2, &mut chunked);
         let c = &chunked.topics["t"];

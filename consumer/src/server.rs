@@ -17,11 +17,11 @@ use crate::config::{Config, StreamConfig};
 use crate::decode::Reader;
 use crate::dlq::DlqProducer;
 use crate::error::Error;
+use crate::flush::Stream;
 use crate::metrics::Metrics;
-use crate::pipeline::{Parts, Pipeline, Stream};
+use crate::pipeline::{Parts, Pipeline};
 use crate::registry::SchemaRegistry;
 use crate::sink::clickhouse::ClickHouseSink;
-use crate::sink::clickhouse::retry::Backoff;
 use crate::source::kafka::subscribe;
 
 struct PipelineReady(Arc<AtomicBool>);
@@ -230,7 +230,7 @@ impl Retrier<'_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let mut backoff = Backoff::new(&self.config.retry);
+        let mut backoff = self.config.retry.backoff();
         loop {
             let e = match step().await {
                 Ok(v) => return Ok(v),

@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
                 for e in &encoded {
                     decoder
                         .decode(black_box(&e.payload), &mut out)
-                        .map_err(|p| anyhow::anyhow!("{}", p.message))?;
+                        .map_err(anyhow::Error::from)?;
                 }
                 black_box(out.len());
             }

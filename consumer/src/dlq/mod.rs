@@ -111,13 +111,13 @@ pub fn original_headers(msg: &OwnedMessage) -> OwnedHeaders {
     out
 }
 
-/// What the DLQ copy of a message says.
-#[derive(Debug, Clone)]
-pub struct Verdict<'a> {
+/// What the DLQ copy of a message says about why it is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Letter {
     /// The error class.
     pub class: ErrorClass,
     /// The error message.
-    pub message: &'a str,
+    pub message: String,
 }
 
 /// librdkafka properties that only a consumer understands; a producer built from the shared `kafka.client` map
@@ -184,17 +184,17 @@ impl DlqProducer {
         &self,
         dlq_topic: &str,
         msg: &OwnedMessage,
-        verdict: &Verdict<'_>,
+        letter: &Letter,
     ) -> Result<(), Error> {
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
         let timestamp = msg.timestamp().to_millis().map(|t| t.to_string());
         let attempts = (previous_attempts(msg) + 1).to_string();
         // Messages are truncated so one huge error cannot exceed the broker's header budget.
-        let message: String = verdict.message.chars().take(2_000).collect();
+        let message: String = letter.message.chars().take(2_000).collect();
         let mut headers = original_headers(msg);
         let add = [
-            (header::CLASS, Some(verdict.class.as_str())),
+            (header::CLASS, Some(letter.class.as_str())),
             (header::MESSAGE, Some(message.as_str())),
             (header::TOPIC, Some(msg.topic())),
             (header::PARTITION, Some(partition.as_str())),

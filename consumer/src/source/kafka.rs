@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::{Config, GroupProtocol};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::offsets::{Offsets, TopicPartition};
+use crate::offsets::{Offsets, Position, TopicPartition};
 
 /// The consumer type the pipeline reads from.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
@@ -40,15 +40,16 @@ impl SourceContext {
 fn list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
-        .map(|e| (e.topic().to_owned(), e.partition()))
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
         .collect()
 }
 
 /// A commit list for `positions`.
-pub fn to_tpl(positions: &[(TopicPartition, i64)]) -> Result<TopicPartitionList, Error> {
+pub fn to_tpl(positions: &[Position]) -> Result<TopicPartitionList, Error> {
     let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), pos) in positions {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*pos))?;
+    for pos in positions {
+        let TopicPartition { topic, partition } = &pos.partition;
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(pos.next_offset))?;
     }
     Ok(tpl)
 }
@@ -78,8 +79,8 @@ impl ConsumerContext for SourceContext {
                 let tps = list(tpl);
                 tracing::info!(partitions = ?tps, "partitions revoked; committing what is done, dropping the rest");
                 let done = self.offsets().revoke(tps.clone());
-                for (topic, partition) in &tps {
-                    self.metrics.forget_partition(topic, *partition);
+                for tp in &tps {
+                    self.metrics.forget_partition(&tp.topic, tp.partition);
                 }
                 if done.is_empty() {
                     return;
@@ -152,7 +153,7 @@ pub fn subscribe(
 /// Commits `positions` synchronously off the async runtime.
 pub async fn commit_sync(
     consumer: &Arc<SourceConsumer>,
-    positions: Vec<(TopicPartition, i64)>,
+    positions: Vec<Position>,
 ) -> Result<(), Error> {
     let tpl = to_tpl(&positions)?;
     let consumer = consumer.clone();
@@ -165,8 +166,8 @@ pub async fn commit_sync(
 /// Pauses or resumes `tps` (those no longer assigned are skipped by librdkafka's error, which is logged).
 pub fn set_paused(consumer: &SourceConsumer, tps: &[TopicPartition], paused: bool) {
     let mut tpl = TopicPartitionList::new();
-    for (t, p) in tps {
-        tpl.add_partition(t, *p);
+    for tp in tps {
+        tpl.add_partition(&tp.topic, tp.partition);
     }
     let result = if paused {
         consumer.pause(&tpl)

@@ -31,10 +31,12 @@ pub fn key_hash(key: &str) -> String {
 
 /// A config for one test: stream `events` and `other` on fresh topics, the local broker and registry.
 pub fn config() -> Config {
-    let mut c = Config::default();
-    c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.kafka = kafka_settings();
-    c.registry_url = registry_url();
+    let mut c = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        kafka: kafka_settings(),
+        registry_url: registry_url(),
+        ..Config::default()
+    };
     let stream = |topic: String| StreamConfig {
         topic,
         schema: "event".into(),

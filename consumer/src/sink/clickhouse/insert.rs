@@ -1,11 +1,10 @@
-//! Bulk INSERT of pre-encoded RowBinary rows, and isolating the rows ClickHouse rejects by bisecting the batch.
+//! Bulk INSERT of pre-encoded RowBinary rows, streamed in chunks.
 
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use super::ClickHouseSink;
-use super::retry::{Action, classify};
 
 /// Bytes sent per chunk of the streamed request body.
 const CHUNK: usize = 1 << 20;
@@ -17,17 +16,6 @@ pub struct RowRef<'a> {
     pub index: usize,
     /// The encoded row.
     pub bytes: &'a [u8],
-}
-
-/// What happened to the rows handed to [`ClickHouseSink::insert_isolating`].
-#[derive(Debug, Default)]
-pub struct InsertReport {
-    /// Indexes of rows now in ClickHouse.
-    pub inserted: Vec<usize>,
-    /// Indexes of rows ClickHouse refused on their own, with its message.
-    pub rejected: Vec<(usize, String)>,
-    /// A transient failure that stopped the work; rows in neither list are still pending.
-    pub transient: Option<clickhouse::error::Error>,
 }
 
 impl ClickHouseSink {
@@ -73,42 +61,5 @@ impl ClickHouseSink {
             Err(_) => self.metrics.insert_failed(table, started.elapsed()),
         }
         result
-    }
-
-    /// Inserts `rows`; when ClickHouse rejects the data, splits the batch in halves until the rows at fault stand
-    /// alone, so that good rows land and only bad ones are reported. Stops at the first transient failure.
-    pub async fn insert_isolating(
-        &self,
-        table: &str,
-        columns: &str,
-        rows: &[RowRef<'_>],
-    ) -> InsertReport {
-        let mut report = InsertReport::default();
-        // Depth-first, left half first, so rows land roughly in their original order.
-        let mut stack: Vec<&[RowRef<'_>]> = vec![rows];
-        while let Some(part) = stack.pop() {
-            if part.is_empty() {
-                continue;
-            }
-            match self.insert(table, columns, part).await {
-                Ok(()) => report.inserted.extend(part.iter().map(|r| r.index)),
-                Err(e) => match classify(&e) {
-                    Action::Retry => {
-                        report.transient = Some(e);
-                        return report;
-                    }
-                    Action::Reject if part.len() == 1 => {
-                        report.rejected.push((part[0].index, e.to_string()));
-                    }
-                    Action::Reject => {
-                        tracing::info!(table, rows = part.len(), error = %e, "ClickHouse rejected a batch; bisecting");
-                        let (left, right) = part.split_at(part.len() / 2);
-                        stack.push(right);
-                        stack.push(left);
-                    }
-                },
-            }
-        }
-        report
     }
 }

@@ -1,9 +1,8 @@
-//! The ClickHouse sink: table DDL (`ddl`), RowBinary inserts with bisection (`insert`), and the retry-or-reject
-//! decision with its backoff (`retry`).
+//! The ClickHouse sink: table DDL (`ddl`) and RowBinary inserts (`insert`). What a failure means is
+//! [`crate::verdict`]'s to decide.
 
 pub mod ddl;
 pub mod insert;
-pub mod retry;
 
 use std::time::Duration;
 

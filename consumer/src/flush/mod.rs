@@ -1,0 +1,266 @@
+//! One flush attempt, as its steps: resolve writer schemas → prepare the streams (tables, readers) → decode →
+//! insert → dead-letter. Each step records what became of each message on its [`Entry`]; the pipeline then
+//! settles the receipts of the entries that have an outcome (the only way an offset can move) and commits.
+//!
+//! Failures go through [`verdict`] one by one: a message at fault gets a [`Letter`] and is dead-lettered in the
+//! same attempt; anything else fails the attempt, so the pipeline backs off and tries the messages still pending.
+//! The steps talk to ClickHouse, the registry and the DLQ only through the [`ports`] traits.
+
+mod dead_letter;
+mod insert;
+pub mod ports;
+mod stream;
+#[cfg(test)]
+mod tests;
+mod writers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rdkafka::message::Message;
+
+use crate::decode::Reader;
+use crate::dlq::Letter;
+use crate::metrics::Metrics;
+use crate::offsets::{Offsets, Outcome};
+use crate::predecode::{SharedSnapshot, Snapshot, SnapshotStream};
+use crate::rows::{Decoded, SchemaLookup, Writer, decode_into};
+use crate::source::Received;
+use crate::verdict::{Failure, Verdict, verdict};
+use ports::{DeadLetterSink, RowSink, SchemaSource};
+pub use stream::Stream;
+use writers::Writers;
+
+/// A message of the batch being flushed and, once decided, what became of it.
+#[derive(Debug)]
+pub struct Entry {
+    /// The message and its receipt.
+    pub received: Received,
+    /// `None` while pending.
+    pub outcome: Option<Outcome>,
+}
+
+impl Entry {
+    /// A pending entry.
+    pub fn new(received: Received) -> Self {
+        Self {
+            received,
+            outcome: None,
+        }
+    }
+
+    /// Whether nothing became of the message yet.
+    pub fn is_pending(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    fn topic(&self) -> &str {
+        self.received.message.topic()
+    }
+}
+
+/// Marks the pending entries whose partition was revoked since they were read (they are the new owner's now);
+/// returns how many.
+pub fn mark_revoked(entries: &mut [Entry], offsets: &Offsets) -> usize {
+    let mut revoked = 0;
+    for e in entries.iter_mut().filter(|e| e.is_pending()) {
+        if !offsets.is_current(&e.received.receipt) {
+            e.outcome = Some(Outcome::Revoked);
+            revoked += 1;
+        }
+    }
+    revoked
+}
+
+/// Settles the receipt of every entry that has an outcome and removes it; the pending ones stay. Returns how
+/// many were settled.
+pub fn settle(entries: &mut Vec<Entry>, offsets: &mut Offsets) -> usize {
+    let before = entries.len();
+    let (done, pending): (Vec<Entry>, Vec<Entry>) = std::mem::take(entries)
+        .into_iter()
+        .partition(|e| !e.is_pending());
+    *entries = pending;
+    for e in done {
+        if let Some(outcome) = e.outcome {
+            offsets.settle(e.received.receipt, outcome);
+        }
+    }
+    before - entries.len()
+}
+
+/// The failures of one attempt, judged: letters for the messages at fault, and the first failure to retry.
+#[derive(Debug, Default)]
+struct Judged {
+    letters: Vec<(usize, Letter)>,
+    retry: Option<Failure>,
+}
+
+impl Judged {
+    /// Files `failure` of entry `i` under what [`verdict`] says it is.
+    fn judge(&mut self, i: usize, failure: Failure) {
+        match verdict(&failure) {
+            Verdict::DeadLetter(class) => self.letters.push((
+                i,
+                Letter {
+                    class,
+                    message: failure.to_string(),
+                },
+            )),
+            Verdict::Retry => {
+                self.retry.get_or_insert(failure);
+            }
+        }
+    }
+}
+
+/// The streams and the three ports a flush works with.
+pub struct Flush<S, D, R> {
+    sink: S,
+    dlq: D,
+    registry: R,
+    streams: HashMap<String, Stream>,
+    metrics: Metrics,
+    /// What the read loop may decode ahead with.
+    snapshot: SharedSnapshot,
+}
+
+impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
+    /// A flush over `streams` (by topic).
+    pub fn new(
+        sink: S,
+        dlq: D,
+        registry: R,
+        streams: HashMap<String, Stream>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            sink,
+            dlq,
+            registry,
+            streams,
+            metrics,
+            snapshot: SharedSnapshot::default(),
+        }
+    }
+
+    /// The snapshot this flush publishes after checking its streams.
+    pub fn snapshot(&self) -> SharedSnapshot {
+        self.snapshot.clone()
+    }
+
+    /// One try at giving every pending entry an outcome, using `ahead`'s rows where they are still valid.
+    /// `Err` means some entries are still pending and the attempt should be repeated after a pause.
+    pub async fn attempt(
+        &mut self,
+        entries: &mut [Entry],
+        ahead: Option<Decoded>,
+    ) -> Result<(), Failure> {
+        self.ignore_unconfigured(entries);
+        let writers = writers::resolve(&self.registry, entries).await?;
+        self.prepare_streams(&writers).await?;
+        self.publish_snapshot();
+        let mut judged = Judged::default();
+        let decoded = self.decode(entries, &writers, ahead, &mut judged);
+        self.insert(entries, &decoded, &mut judged).await;
+        let Judged { letters, retry } = judged;
+        let undelivered =
+            dead_letter::send(&self.dlq, &self.streams, &self.metrics, entries, letters).await;
+        if let Some(f) = retry.or(undelivered) {
+            return Err(f);
+        }
+        match entries.iter().filter(|e| e.is_pending()).count() {
+            0 => Ok(()),
+            n => Err(Failure::Unsettled(n)),
+        }
+    }
+
+    /// Messages of topics no stream reads (impossible with `subscribe`) have nothing to be kept for.
+    fn ignore_unconfigured(&self, entries: &mut [Entry]) {
+        for e in entries.iter_mut().filter(|e| e.is_pending()) {
+            if !self.streams.contains_key(e.topic()) {
+                e.outcome = Some(Outcome::Ignored);
+            }
+        }
+    }
+
+    /// Decodes every pending entry `ahead` does not already hold a row for; failures are judged.
+    fn decode(
+        &self,
+        entries: &[Entry],
+        writers: &Writers,
+        ahead: Option<Decoded>,
+        judged: &mut Judged,
+    ) -> Decoded {
+        let mut decoded = ahead.unwrap_or_default();
+        // Rows decoded ahead for a reader that has changed since are decoded again.
+        decoded.retain_current(|topic| self.streams.get(topic).map(|s| s.reader.clone()));
+        let mut covered = vec![false; entries.len()];
+        decoded.mark_covered(&mut covered);
+        let pending = entries
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.is_pending() && !covered[*i])
+            .map(|(i, e)| (i, &e.received.message));
+        let lookup = FlushLookup {
+            streams: &self.streams,
+            writers,
+        };
+        for (i, failure) in decode_into(&lookup, pending, &mut decoded) {
+            judged.judge(i, failure);
+        }
+        decoded
+    }
+
+    /// Inserts each topic's pending rows, isolating the ones ClickHouse refuses.
+    async fn insert(&mut self, entries: &mut [Entry], decoded: &Decoded, judged: &mut Judged) {
+        for (topic, rows) in &decoded.topics {
+            let Some(stream) = self.streams.get_mut(topic) else {
+                continue;
+            };
+            if let Some(f) = insert::isolating(&self.sink, stream, rows, entries, judged).await {
+                // The table may have been dropped or altered under us: check it again before the next try.
+                stream.table_ok = false;
+                judged.retry.get_or_insert(f);
+            }
+        }
+    }
+
+    /// Shares each ready stream's reader and reconciled writers with the read loop.
+    fn publish_snapshot(&self) {
+        let streams = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.table_ok)
+            .map(|(topic, s)| {
+                (
+                    topic.clone(),
+                    SnapshotStream {
+                        reader: s.reader.clone(),
+                        writers: s.known_writers.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.snapshot.publish(Snapshot { streams });
+    }
+}
+
+/// The flush's view for the decode loop: each stream's current reader, and the writers this attempt resolved.
+struct FlushLookup<'a> {
+    streams: &'a HashMap<String, Stream>,
+    writers: &'a Writers,
+}
+
+impl SchemaLookup for FlushLookup<'_> {
+    fn reader(&self, topic: &str) -> Option<&Arc<Reader>> {
+        self.streams.get(topic).map(|s| &s.reader)
+    }
+
+    fn writer(&self, _topic: &str, id: u32) -> Writer<'_> {
+        match self.writers.get(id) {
+            Some(Ok(schema)) => Writer::Known(schema),
+            Some(Err(e)) => Writer::Failed(Failure::Registry(e.clone())),
+            None => Writer::Unknown,
+        }
+    }
+}

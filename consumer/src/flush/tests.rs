@@ -1,0 +1,505 @@
+//! The flush's decisions against in-memory fakes of ClickHouse, the registry and the DLQ.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use rdkafka::Timestamp;
+use rdkafka::message::{Message, OwnedMessage};
+use sluice_schemas::clickhouse::{RowPlan, TableSpec};
+use sluice_schemas::wire;
+
+use super::ports::{DeadLetterSink, RowSink, SchemaSource};
+use super::*;
+use crate::config::StreamConfig;
+use crate::dlq::ErrorClass;
+use crate::error::Error;
+use crate::offsets::{Position, TopicPartition};
+use crate::registry::{Latest, RegistryError};
+use crate::sink::clickhouse::ddl::Widened;
+use crate::sink::clickhouse::insert::RowRef;
+
+const SCHEMA: &str = r#"{"type":"record","name":"E","fields":[
+    {"name":"id","type":"string"},{"name":"n","type":"long"}]}"#;
+const WRITER_ID: u32 = 1;
+
+/// ClickHouse: refuses (code 53) any INSERT holding a row whose id is "bad", fails the next `transient` INSERTs
+/// of `flaky_table` with a network error, and keeps every row it accepted.
+#[derive(Default)]
+struct FakeClickHouse {
+    transient: AtomicU32,
+    flaky_table: Mutex<Option<String>>,
+    inserts: AtomicU32,
+    rows: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+fn is_bad(row: &[u8]) -> bool {
+    row.starts_with(&[3, b'b', b'a', b'd'])
+}
+
+impl RowSink for FakeClickHouse {
+    async fn insert(
+        &self,
+        table: &str,
+        _columns: &str,
+        rows: &[RowRef<'_>],
+    ) -> Result<(), clickhouse::error::Error> {
+        self.inserts.fetch_add(1, Ordering::SeqCst);
+        let flaky = self
+            .flaky_table
+            .lock()
+            .expect("lock")
+            .as_deref()
+            .is_none_or(|t| t == table);
+        if flaky
+            && self
+                .transient
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(clickhouse::error::Error::Network("connection reset".into()));
+        }
+        if rows.iter().any(|r| is_bad(r.bytes)) {
+            return Err(clickhouse::error::Error::BadResponse(
+                "Code: 53. DB::Exception: Type mismatch".into(),
+            ));
+        }
+        let mut landed = self.rows.lock().expect("lock");
+        landed.extend(rows.iter().map(|r| (table.to_owned(), r.bytes.to_vec())));
+        Ok(())
+    }
+
+    async fn ensure_table(&self, _plan: &RowPlan, _spec: TableSpec<'_>) -> Result<Widened, Error> {
+        Ok(Widened::default())
+    }
+
+    async fn add_missing_columns(&self, _table: &str, _plan: &RowPlan) -> Result<Widened, Error> {
+        Ok(Widened::default())
+    }
+}
+
+/// The registry: knows `WRITER_ID` only, and can be unreachable.
+struct FakeRegistry {
+    schema: Arc<Schema>,
+    down: AtomicBool,
+}
+
+impl SchemaSource for FakeRegistry {
+    async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(RegistryError::Unavailable("connection refused".into()));
+        }
+        if id == WRITER_ID {
+            Ok(self.schema.clone())
+        } else {
+            Err(RegistryError::NotFound(format!("schema id {id}")))
+        }
+    }
+
+    async fn latest(&self, _subject: &str) -> Result<Option<Latest>, RegistryError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(RegistryError::Unavailable("connection refused".into()));
+        }
+        Ok(Some(Latest {
+            id: WRITER_ID,
+            version: 1,
+            schema: self.schema.clone(),
+        }))
+    }
+}
+
+/// The DLQ: keeps (topic, source offset, class) of each acknowledged letter; the next `failing` sends fail.
+#[derive(Default)]
+struct FakeDlq {
+    failing: AtomicU32,
+    letters: Mutex<Vec<(String, i64, ErrorClass)>>,
+}
+
+impl DeadLetterSink for FakeDlq {
+    async fn send(
+        &self,
+        dlq_topic: &str,
+        msg: &OwnedMessage,
+        letter: &Letter,
+    ) -> Result<(), Error> {
+        if self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::Kafka(rdkafka::error::KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+            )));
+        }
+        self.letters
+            .lock()
+            .expect("lock")
+            .push((dlq_topic.to_owned(), msg.offset(), letter.class));
+        Ok(())
+    }
+}
+
+type TestFlush = Flush<Arc<FakeClickHouse>, Arc<FakeDlq>, Arc<FakeRegistry>>;
+
+impl<T: RowSink> RowSink for Arc<T> {
+    fn insert(
+        &self,
+        table: &str,
+        columns: &str,
+        rows: &[RowRef<'_>],
+    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
+        T::insert(self, table, columns, rows)
+    }
+    fn ensure_table(
+        &self,
+        plan: &RowPlan,
+        spec: TableSpec<'_>,
+    ) -> impl Future<Output = Result<Widened, Error>> + Send {
+        T::ensure_table(self, plan, spec)
+    }
+    fn add_missing_columns(
+        &self,
+        table: &str,
+        plan: &RowPlan,
+    ) -> impl Future<Output = Result<Widened, Error>> + Send {
+        T::add_missing_columns(self, table, plan)
+    }
+}
+
+impl<T: SchemaSource> SchemaSource for Arc<T> {
+    fn schema_by_id(
+        &self,
+        id: u32,
+    ) -> impl Future<Output = Result<Arc<Schema>, RegistryError>> + Send {
+        T::schema_by_id(self, id)
+    }
+    fn latest(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Option<Latest>, RegistryError>> + Send {
+        T::latest(self, subject)
+    }
+}
+
+impl<T: DeadLetterSink> DeadLetterSink for Arc<T> {
+    fn send(
+        &self,
+        dlq_topic: &str,
+        msg: &OwnedMessage,
+        letter: &Letter,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        T::send(self, dlq_topic, msg, letter)
+    }
+}
+
+/// A flush over streams `topics` (each into table `sluice.<topic>`), its fakes, and an offset book with
+/// partitions 0 and 1 of each topic assigned.
+struct Harness {
+    flush: TestFlush,
+    clickhouse: Arc<FakeClickHouse>,
+    dlq: Arc<FakeDlq>,
+    registry: Arc<FakeRegistry>,
+    offsets: Offsets,
+    schema: Arc<Schema>,
+}
+
+impl Harness {
+    fn new(topics: &[&str]) -> Self {
+        let schema = Arc::new(Schema::parse_str(SCHEMA).expect("parses"));
+        let clickhouse = Arc::new(FakeClickHouse::default());
+        let dlq = Arc::new(FakeDlq::default());
+        let registry = Arc::new(FakeRegistry {
+            schema: schema.clone(),
+            down: AtomicBool::new(false),
+        });
+        let streams = topics
+            .iter()
+            .map(|t| {
+                let reader = Reader::new(Some(WRITER_ID), Some(1), schema.clone()).expect("maps");
+                let cfg = StreamConfig::new(t, t);
+                (t.to_string(), Stream::new(&cfg, "sluice", reader))
+            })
+            .collect();
+        let flush = Flush::new(
+            clickhouse.clone(),
+            dlq.clone(),
+            registry.clone(),
+            streams,
+            Metrics::detached(),
+        );
+        let mut offsets = Offsets::default();
+        offsets.assign(
+            topics
+                .iter()
+                .flat_map(|t| [TopicPartition::new(*t, 0), TopicPartition::new(*t, 1)]),
+        );
+        Self {
+            flush,
+            clickhouse,
+            dlq,
+            registry,
+            offsets,
+            schema,
+        }
+    }
+
+    fn framed(&self, id: &str, n: i64) -> Vec<u8> {
+        let record = Value::Record(vec![
+            ("id".into(), Value::String(id.into())),
+            ("n".into(), Value::Long(n)),
+        ]);
+        let body = apache_avro::writer::datum::GenericDatumWriter::builder(&self.schema)
+            .build()
+            .expect("writer")
+            .write_value_to_vec(record)
+            .expect("encodes");
+        wire::frame(WRITER_ID, &body)
+    }
+
+    fn entry(&mut self, topic: &str, partition: i32, offset: i64, payload: Vec<u8>) -> Entry {
+        let receipt = self
+            .offsets
+            .received(topic, partition, offset)
+            .expect("assigned");
+        let message = OwnedMessage::new(
+            Some(payload),
+            None,
+            topic.into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        );
+        Entry::new(Received { message, receipt })
+    }
+
+    /// Good events `e<offset>` at `offsets` of `topic` partition 0.
+    fn good(&mut self, topic: &str, offsets: std::ops::Range<i64>) -> Vec<Entry> {
+        offsets
+            .map(|o| {
+                let payload = self.framed(&format!("e{o}"), o);
+                self.entry(topic, 0, o, payload)
+            })
+            .collect()
+    }
+
+    fn landed(&self) -> usize {
+        self.clickhouse.rows.lock().expect("lock").len()
+    }
+
+    fn letters(&self) -> Vec<(String, i64, ErrorClass)> {
+        self.dlq.letters.lock().expect("lock").clone()
+    }
+}
+
+fn at(topic: &str, partition: i32, next_offset: i64) -> Position {
+    Position {
+        partition: TopicPartition::new(topic, partition),
+        next_offset,
+    }
+}
+
+#[tokio::test]
+async fn a_transient_clickhouse_error_retries_and_never_dead_letters() {
+    let mut h = Harness::new(&["t"]);
+    h.clickhouse.transient.store(2, Ordering::SeqCst);
+    let mut entries = h.good("t", 0..10);
+    for _ in 0..2 {
+        let failure = h
+            .flush
+            .attempt(&mut entries, None)
+            .await
+            .expect_err("ClickHouse is down");
+        assert!(matches!(failure, Failure::Insert(_)), "{failure}");
+        assert_eq!(settle(&mut entries, &mut h.offsets), 0);
+        assert!(h.offsets.committable().is_empty());
+    }
+    h.flush
+        .attempt(&mut entries, None)
+        .await
+        .expect("recovered");
+    assert_eq!(settle(&mut entries, &mut h.offsets), 10);
+    assert!(entries.is_empty());
+    assert_eq!(h.landed(), 10);
+    assert!(h.letters().is_empty(), "nothing dead-lettered");
+    assert_eq!(h.offsets.committable(), vec![at("t", 0, 10)]);
+}
+
+#[tokio::test]
+async fn a_poison_row_is_bisected_out_and_the_good_rows_land() {
+    let mut h = Harness::new(&["t"]);
+    let mut entries = h.good("t", 0..5);
+    let bad = h.framed("bad", 5);
+    entries.push(h.entry("t", 0, 5, bad));
+    entries.extend(h.good("t", 6..8));
+    h.flush.attempt(&mut entries, None).await.expect("done");
+    let outcomes: Vec<Option<Outcome>> = entries.iter().map(|e| e.outcome).collect();
+    let mut want = vec![Some(Outcome::Inserted); 8];
+    want[5] = Some(Outcome::DeadLettered);
+    assert_eq!(outcomes, want);
+    assert_eq!(h.letters(), vec![("t.dlq".into(), 5, ErrorClass::Rejected)]);
+    let landed: HashSet<Vec<u8>> = h
+        .clickhouse
+        .rows
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, r)| r.clone())
+        .collect();
+    assert_eq!(landed.len(), 7);
+    assert!(!landed.iter().any(|r| is_bad(r)));
+    // 8 rows, one bad: the whole, then halves down to the single bad row (1 + 2 + 2 + 2).
+    assert_eq!(h.clickhouse.inserts.load(Ordering::SeqCst), 7);
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(h.offsets.committable(), vec![at("t", 0, 8)]);
+}
+
+#[tokio::test]
+async fn undecodable_bytes_and_unknown_schema_ids_are_dead_lettered_with_their_class() {
+    let mut h = Harness::new(&["t"]);
+    let mut entries = h.good("t", 0..2);
+    entries.push(h.entry("t", 0, 2, b"not avro".to_vec()));
+    let mut unknown = h.framed("x", 3);
+    unknown[1..5].copy_from_slice(&99u32.to_be_bytes());
+    entries.push(h.entry("t", 0, 3, unknown));
+    entries.push(h.entry("t", 0, 4, wire::frame(WRITER_ID, &[0xff, 0xff])));
+    entries.extend(h.good("t", 5..6));
+    h.flush.attempt(&mut entries, None).await.expect("done");
+    let mut letters = h.letters();
+    letters.sort_by_key(|l| l.1);
+    assert_eq!(
+        letters,
+        vec![
+            ("t.dlq".into(), 2, ErrorClass::Undecodable),
+            ("t.dlq".into(), 3, ErrorClass::UnknownSchema),
+            ("t.dlq".into(), 4, ErrorClass::Undecodable),
+        ]
+    );
+    assert_eq!(h.landed(), 3);
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(h.offsets.committable(), vec![at("t", 0, 6)]);
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_waited_out_not_dead_lettered() {
+    let mut h = Harness::new(&["t"]);
+    h.registry.down.store(true, Ordering::SeqCst);
+    let mut entries = h.good("t", 0..3);
+    let failure = h
+        .flush
+        .attempt(&mut entries, None)
+        .await
+        .expect_err("registry down");
+    assert!(matches!(failure, Failure::Registry(_)), "{failure}");
+    assert!(entries.iter().all(Entry::is_pending));
+    assert!(h.letters().is_empty());
+    assert_eq!(h.landed(), 0);
+    h.registry.down.store(false, Ordering::SeqCst);
+    h.flush.attempt(&mut entries, None).await.expect("back");
+    assert_eq!(h.landed(), 3);
+    assert!(h.letters().is_empty());
+}
+
+#[tokio::test]
+async fn a_revoked_partitions_rows_are_dropped_not_inserted() {
+    let mut h = Harness::new(&["t"]);
+    let mut entries = h.good("t", 0..3);
+    for o in 0..3 {
+        let payload = h.framed(&format!("p1-{o}"), o);
+        entries.push(h.entry("t", 1, o, payload));
+    }
+    h.offsets.revoke([TopicPartition::new("t", 1)]);
+    assert_eq!(mark_revoked(&mut entries, &h.offsets), 3);
+    h.flush.attempt(&mut entries, None).await.expect("done");
+    assert_eq!(h.landed(), 3, "only partition 0's rows");
+    assert!(
+        entries[3..]
+            .iter()
+            .all(|e| e.outcome == Some(Outcome::Revoked))
+    );
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(h.offsets.committable(), vec![at("t", 0, 3)]);
+}
+
+#[tokio::test]
+async fn rows_decoded_ahead_of_a_revoke_are_not_inserted() {
+    let mut h = Harness::new(&["t"]);
+    let mut entries = h.good("t", 0..2);
+    let payload = h.framed("p1", 0);
+    entries.push(h.entry("t", 1, 0, payload));
+    // Decoded ahead with what the flush published, before partition 1 left.
+    h.flush.publish_snapshot();
+    let snapshot = h.flush.snapshot().current();
+    let mut ahead = Decoded::default();
+    let messages = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i, &e.received.message));
+    assert!(decode_into(snapshot.as_ref(), messages, &mut ahead).is_empty());
+    h.offsets.revoke([TopicPartition::new("t", 1)]);
+    mark_revoked(&mut entries, &h.offsets);
+    h.flush
+        .attempt(&mut entries, Some(ahead))
+        .await
+        .expect("done");
+    assert_eq!(h.landed(), 2);
+}
+
+#[tokio::test]
+async fn a_commit_never_passes_a_message_still_pending() {
+    let mut h = Harness::new(&["t"]);
+    let mut entries = h.good("t", 0..2);
+    let bad = h.framed("bad", 2);
+    entries.push(h.entry("t", 0, 2, bad));
+    entries.extend(h.good("t", 3..5));
+    // The poison row's dead letter is not acknowledged the first time.
+    h.dlq.failing.store(1, Ordering::SeqCst);
+    let failure = h
+        .flush
+        .attempt(&mut entries, None)
+        .await
+        .expect_err("DLQ down");
+    assert!(matches!(failure, Failure::DeadLetter(_)), "{failure}");
+    assert_eq!(settle(&mut entries, &mut h.offsets), 4);
+    assert_eq!(
+        h.offsets.committable(),
+        vec![at("t", 0, 2)],
+        "offsets 3 and 4 are in ClickHouse, but 2 is not done"
+    );
+    h.flush.attempt(&mut entries, None).await.expect("done");
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(h.offsets.committable(), vec![at("t", 0, 5)]);
+    assert_eq!(h.letters(), vec![("t.dlq".into(), 2, ErrorClass::Rejected)]);
+    assert_eq!(h.landed(), 4, "the good rows were inserted once");
+}
+
+#[tokio::test]
+async fn one_streams_outage_does_not_hold_back_another() {
+    let mut h = Harness::new(&["a", "b"]);
+    *h.clickhouse.flaky_table.lock().expect("lock") = Some("sluice.b".into());
+    h.clickhouse.transient.store(1, Ordering::SeqCst);
+    let mut entries = h.good("a", 0..3);
+    entries.extend(h.good("b", 0..3));
+    h.flush
+        .attempt(&mut entries, None)
+        .await
+        .expect_err("b's table is down");
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(h.offsets.committable(), vec![at("a", 0, 3)]);
+    assert_eq!(entries.len(), 3, "b's messages are still pending");
+    h.flush.attempt(&mut entries, None).await.expect("done");
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(h.offsets.committable(), vec![at("a", 0, 3), at("b", 0, 3)]);
+}
+
+#[test]
+fn settling_a_revoked_message_moves_nothing() {
+    let mut o = Offsets::default();
+    o.assign([TopicPartition::new("t", 0)]);
+    let r = o.received("t", 0, 0).expect("assigned");
+    o.settle(r, Outcome::Revoked);
+    assert!(o.committable().is_empty());
+}

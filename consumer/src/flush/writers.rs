@@ -1,0 +1,153 @@
+//! The first steps of an attempt: the writer schema of every pending message, then each stream made ready for
+//! them (its table exists with the reader's columns, and a new writer may mean a newer reader to adopt).
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use rdkafka::message::Message;
+
+use super::Flush;
+use super::ports::{DeadLetterSink, RowSink, SchemaSource};
+use crate::decode::{Reader, writer_id};
+use crate::error::Error;
+use crate::registry::RegistryError;
+use crate::verdict::{Failure, Verdict, verdict};
+
+/// The writer schemas of an attempt's pending messages, by id, and which topics see an id for the first time.
+#[derive(Debug, Default)]
+pub(super) struct Writers {
+    by_id: HashMap<u32, Result<Arc<Schema>, RegistryError>>,
+    new: HashSet<(String, u32)>,
+}
+
+impl Writers {
+    /// The schema under `id`, or why there is none; `None` if no pending message named it.
+    pub(super) fn get(&self, id: u32) -> Option<&Result<Arc<Schema>, RegistryError>> {
+        self.by_id.get(&id)
+    }
+}
+
+/// Looks up the writer schema of every pending message. A lookup that [`verdict`] says to retry (the registry
+/// unreachable) fails the attempt; one that dead-letters (an unknown id) is kept for the decode step to judge.
+pub(super) async fn resolve<R: SchemaSource>(
+    registry: &R,
+    entries: &[super::Entry],
+) -> Result<Writers, Failure> {
+    let mut writers = Writers::default();
+    for e in entries.iter().filter(|e| e.is_pending()) {
+        // Unframed bytes are the decode step's to judge.
+        let Ok(id) = writer_id(e.received.message.payload()) else {
+            continue;
+        };
+        if let Entry::Vacant(slot) = writers.by_id.entry(id) {
+            let schema = match registry.schema_by_id(id).await {
+                Ok(s) => Ok(s),
+                Err(err) => match verdict(&Failure::Registry(err.clone())) {
+                    Verdict::Retry => return Err(Failure::Registry(err)),
+                    Verdict::DeadLetter(_) => Err(err),
+                },
+            };
+            slot.insert(schema);
+        }
+        if writers.by_id.get(&id).is_some_and(Result::is_ok) {
+            writers.new.insert((e.topic().to_owned(), id));
+        }
+    }
+    Ok(writers)
+}
+
+impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
+    /// Makes every stream ready for this attempt's writers: tables exist, and a topic seeing a writer id for the
+    /// first time adopts the subject's latest version as its reader when that changed.
+    pub(super) async fn prepare_streams(&mut self, writers: &Writers) -> Result<(), Failure> {
+        let topics: Vec<String> = self.streams.keys().cloned().collect();
+        for topic in &topics {
+            self.ensure_table(topic).await.map_err(Failure::Table)?;
+        }
+        for (topic, id) in &writers.new {
+            let Some(stream) = self.streams.get(topic) else {
+                continue;
+            };
+            if stream.known_writers.contains_key(id) {
+                continue;
+            }
+            self.refresh_reader(topic).await?;
+            if let Some(stream) = self.streams.get_mut(topic)
+                && let Some(Ok(schema)) = writers.get(*id)
+            {
+                stream.known_writers.insert(*id, schema.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_table(&mut self, topic: &str) -> Result<(), Error> {
+        let Some(stream) = self.streams.get_mut(topic) else {
+            return Ok(());
+        };
+        if stream.table_ok {
+            return Ok(());
+        }
+        let widened = self
+            .sink
+            .ensure_table(&stream.reader.plan, stream.spec())
+            .await?;
+        for column in &widened.added {
+            self.metrics
+                .schema_changed("column_added", &format!("{}.{column}", stream.table));
+        }
+        stream.table_ok = true;
+        Ok(())
+    }
+
+    /// Adopts the subject's latest version as the reader when it changed, adding its new columns first. A version
+    /// with no table shape, or one that conflicts with the table, is logged and the old reader kept: rows still
+    /// resolve to it.
+    async fn refresh_reader(&mut self, topic: &str) -> Result<(), Failure> {
+        let Some(stream) = self.streams.get_mut(topic) else {
+            return Ok(());
+        };
+        let Some(latest) = self.registry.latest(&stream.subject).await? else {
+            return Ok(());
+        };
+        if stream.reader.id == Some(latest.id) {
+            return Ok(());
+        }
+        let candidate = match Reader::new(Some(latest.id), Some(latest.version), latest.schema) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(subject = %stream.subject, version = latest.version, error = %e, "new schema version has no table shape; keeping the old reader");
+                return Ok(());
+            }
+        };
+        match self
+            .sink
+            .add_missing_columns(&stream.table, &candidate.plan)
+            .await
+        {
+            Ok(widened) => {
+                for column in &widened.added {
+                    self.metrics
+                        .schema_changed("column_added", &format!("{}.{column}", stream.table));
+                }
+                self.metrics.schema_changed(
+                    "reader",
+                    &format!(
+                        "{} now reads with id {} (version {})",
+                        stream.subject, latest.id, latest.version
+                    ),
+                );
+                stream.reader = Arc::new(candidate);
+                stream.known_writers.clear();
+                Ok(())
+            }
+            Err(Error::Mapping(m)) => {
+                tracing::error!(subject = %stream.subject, version = latest.version, error = %m, "new schema version conflicts with the table; keeping the old reader");
+                Ok(())
+            }
+            Err(e) => Err(Failure::Table(e)),
+        }
+    }
+}

@@ -7,7 +7,7 @@ use apache_avro::Schema;
 use apache_avro::schema::UuidSchema;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
-use sluice_schemas::wire::HEADER_LEN;
+use sluice_schemas::wire::{self, HEADER_LEN};
 
 /// A value that could not be encoded; a bug, since validation accepted it.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +31,10 @@ impl<'s> Encoder<'s> {
             .validate(false)
             .build()
             .map_err(|e| EncodeError(e.to_string()))?;
-        let mut header = [0u8; HEADER_LEN];
-        header[1..].copy_from_slice(&schema_id.to_be_bytes());
         Ok(Self {
             writer,
             fields: field_writers(schema),
-            header,
+            header: wire::header(schema_id),
         })
     }
 

@@ -13,11 +13,16 @@ pub enum FrameError {
     BadMagic(u8),
 }
 
+/// The Confluent header for `schema_id`, for writers that put the body straight after it.
+pub fn header(schema_id: u32) -> [u8; HEADER_LEN] {
+    let id = schema_id.to_be_bytes();
+    [MAGIC, id[0], id[1], id[2], id[3]]
+}
+
 /// Prepends the Confluent header for `schema_id` to an Avro body.
 pub fn frame(schema_id: u32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.push(MAGIC);
-    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(&header(schema_id));
     out.extend_from_slice(body);
     out
 }

@@ -1,0 +1,154 @@
+//! End-to-end freshness at half the ingest maximum: a fresh producer with a consumer behind it, one probe per
+//! accepted request (its first event id and when the 202 arrived), and ClickHouse polled every 50 ms for the
+//! probes' rows, so each figure is the time from the 202 to the first query that sees the row (an upper bound).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sluice_benches::clickhouse::ClickHouse;
+use sluice_benches::loadgen::{self, Ack};
+use sluice_benches::report::{Row, Verdict, per_s};
+use sluice_benches::stats::{self, Latency};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::harness::{Bench, DATABASE};
+use crate::say;
+
+impl Bench {
+    /// The freshness row at half of `ingest_max`, judged against p99 ≤ 2 s with every probe seen.
+    pub(crate) async fn freshness(&mut self, ingest_max: Option<f64>) -> Row {
+        let what = "End-to-end freshness at half load (202 → row visible)";
+        let target = "p99 ≤ 2 s";
+        let max = ingest_max.unwrap_or(0.0);
+        match self.freshness_at(max / 2.0).await {
+            Ok((lat, missing)) => {
+                let verdict = if missing == 0 && lat.count > 0 && lat.p99_ms <= 2000.0 {
+                    Verdict::Met
+                } else {
+                    Verdict::Missed
+                };
+                Row {
+                    what: what.into(),
+                    sluice: format!(
+                        "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} probes, {missing} never seen)",
+                        lat.p50_ms, lat.p99_ms, lat.max_ms, lat.count
+                    ),
+                    limit: "—".into(),
+                    ratio: None,
+                    target: target.into(),
+                    verdict,
+                }
+            }
+            Err(e) => Row::failed(what, target, &e),
+        }
+    }
+
+    /// Sends at `rate` to a fresh producer with a consumer behind it, and times each request's first event from
+    /// its 202 to the moment a query first sees its row (polled every 50 ms, so figures are upper bounds).
+    async fn freshness_at(&mut self, rate: f64) -> anyhow::Result<(Latency, usize)> {
+        let topic = self.name("fresh");
+        let table = format!("{DATABASE}.{}", self.name("fresh"));
+        let producer = self.start_producer(&topic).await?;
+        let consumer = match self.start_consumer(&topic, &table).await {
+            Ok(c) => c,
+            Err(e) => {
+                producer.stop(Duration::from_secs(20)).await;
+                return Err(e);
+            }
+        };
+        say(&format!(
+            "freshness: {} for {} s, consumer into {table}",
+            per_s(rate, "events"),
+            self.args.duration
+        ));
+        let (tx, rx) = mpsc::channel(100_000);
+        let cfg = self.load(&producer, "events", Some(rate), self.args.duration);
+        let settle = Duration::from_secs(30);
+        let (load, probes) = tokio::join!(
+            loadgen::run(cfg, Some(tx)),
+            probe_rows(&self.ch, &table, rx, settle)
+        );
+        consumer.stop(Duration::from_secs(20)).await;
+        producer.stop(Duration::from_secs(20)).await;
+        let load = load?;
+        let (hist, missing) = probes?;
+        let lat = Latency::of(&hist);
+        say(&format!(
+            "freshness load:\n{load}\nfreshness: {lat}, {missing} probes never seen"
+        ));
+        self.notes.push(format!(
+            "Freshness: one probe per accepted request ({} requests at {}); ack latency meanwhile {}.",
+            load.requests,
+            per_s(load.accepted_per_s, "events"),
+            load.ack_latency
+        ));
+        Ok((lat, missing))
+    }
+}
+
+/// Collects acks and polls `table` for their event ids until the sender is done and every probe is seen, or
+/// `settle` passes after the sender finished.
+async fn probe_rows(
+    ch: &ClickHouse,
+    table: &str,
+    mut acks: mpsc::Receiver<Ack>,
+    settle: Duration,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, usize)> {
+    let mut hist = stats::histogram();
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut sender_done_at: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            match acks.try_recv() {
+                Ok(a) => {
+                    pending.insert(a.event_id, a.at);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    sender_done_at.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        if let Some(done) = sender_done_at
+            && (pending.is_empty() || done.elapsed() >= settle)
+        {
+            return Ok((hist, pending.len()));
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let ids: Vec<&String> = pending.keys().take(5000).collect();
+        let list = ids
+            .iter()
+            .map(|id| format!("'{}'", id.replace('\'', "")))
+            .collect::<Vec<_>>()
+            .join(",");
+        // The UUID column against a set of literals: no per-row string conversion, so polling stays cheap and
+        // steals little CPU from the pipeline it measures.
+        let sql = format!(
+            "SELECT toString(event_id) FROM {table} WHERE event_id IN ({list}) FORMAT TabSeparated"
+        );
+        let text = match ch.query(&sql).await {
+            Ok(t) => t,
+            // The consumer creates the table with its first batch.
+            Err(e)
+                if e.to_string().contains("doesn't exist")
+                    || e.to_string().contains("UNKNOWN_TABLE") =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let seen = Instant::now();
+        for id in text.lines() {
+            if let Some(at) = pending.remove(id.trim()) {
+                stats::record(&mut hist, seen.saturating_duration_since(at));
+            }
+        }
+    }
+}

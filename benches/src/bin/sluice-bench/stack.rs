@@ -1,0 +1,213 @@
+//! What the phases need from the local stack: a preflight check, topics, the producer and consumer under test as
+//! real processes (configs, readiness, metrics, `perf` profiles), load against them, and cleanup afterwards.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use sluice_benches::loadgen::LoadConfig;
+use sluice_benches::services::{Perf, Service, free_port};
+use sluice_runtime::kafka::{TopicSpec, ensure_topics};
+
+use crate::harness::{Bench, DATABASE, KEY, PARTITIONS};
+use crate::say;
+
+impl Bench {
+    /// Fails fast, with the fix, when the broker, ClickHouse or the registry is not up.
+    pub(crate) async fn preflight(&self) -> anyhow::Result<()> {
+        sluice_runtime::kafka::ping(&self.kafka, Duration::from_secs(5))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "broker at {} does not answer ({e}); run `scripts/stack up`",
+                    self.args.kafka
+                )
+            })?;
+        self.ch
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {DATABASE}"))
+            .await
+            .context("ClickHouse does not answer; run `scripts/stack up`")?;
+        let ok = self
+            .http
+            .get(format!("{}/subjects", self.args.registry))
+            .send()
+            .await
+            .map(|r| r.status().is_success());
+        anyhow::ensure!(
+            matches!(ok, Ok(true)),
+            "schema registry at {} does not answer; run `scripts/stack up`",
+            self.args.registry
+        );
+        Ok(())
+    }
+
+    /// Drops the run's tables and deletes its topics, unless `--keep`; best effort, as the results are already in.
+    pub(crate) async fn cleanup(&self) {
+        if self.args.keep {
+            say(&format!(
+                "keeping topics {:?} and tables {:?}",
+                self.topics, self.tables
+            ));
+            return;
+        }
+        for t in &self.tables {
+            let _ = self.ch.query(&format!("DROP TABLE IF EXISTS {t}")).await;
+        }
+        // Millions of benchmark events would stay in the stack's log directory (it survives restarts): give the disk back.
+        if let Ok(admin) = self
+            .kafka
+            .client_config()
+            .create::<AdminClient<DefaultClientContext>>()
+        {
+            let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            let _ =
+                tokio::time::timeout(Duration::from_secs(15), admin.delete_topics(&names, &opts))
+                    .await;
+        }
+    }
+
+    /// Creates `topic` with the benchmark's partitions and remembers it for cleanup.
+    pub(crate) async fn create_topic(&mut self, topic: &str) -> anyhow::Result<()> {
+        ensure_topics(
+            &self.kafka,
+            &[TopicSpec {
+                name: topic,
+                partitions: PARTITIONS,
+                config: vec![],
+            }],
+        )
+        .await?;
+        self.topics.push(topic.to_owned());
+        Ok(())
+    }
+
+    /// A consumer config for one topic → table route, with the batch settings of `consumer.toml`.
+    fn consumer_config(&self, port: u16, topic: &str, table: &str) -> anyhow::Result<String> {
+        let path = self.args.config_dir.join("consumer.toml");
+        let base: sluice_consumer::Config =
+            sluice_runtime::config_file::load_from(Some(&path), std::iter::empty())?;
+        let max_rows = self.args.consumer_max_rows.unwrap_or(base.batch.max_rows);
+        Ok(format!(
+            r#"listen = "127.0.0.1:{port}"
+group_id = "{group}"
+registry_url = "{registry}"
+
+[kafka]
+bootstrap_servers = "{kafka}"
+
+[kafka.client]
+"session.timeout.ms" = "6000"
+
+[clickhouse]
+url = "{ch}"
+database = "{DATABASE}"
+
+[batch]
+max_rows = {max_rows}
+min_rows = {min_rows}
+max_bytes = {max_bytes}
+max_wait_ms = {max_wait_ms}
+
+[[streams]]
+topic = "{topic}"
+table = "{table}"
+bundled_schema = "event"
+partitions = {PARTITIONS}
+"#,
+            group = self.name(&format!("group_{topic}")),
+            registry = self.args.registry,
+            kafka = self.args.kafka,
+            ch = self.args.clickhouse,
+            min_rows = base.batch.min_rows,
+            max_bytes = base.batch.max_bytes,
+            max_wait_ms = base.batch.max_wait_ms,
+        ))
+    }
+
+    /// A ready consumer on a free port, reading `topic` into `table` (both, and its DLQ, remembered for cleanup).
+    pub(crate) async fn start_consumer(
+        &mut self,
+        topic: &str,
+        table: &str,
+    ) -> anyhow::Result<Service> {
+        let port = free_port()?;
+        let config = self.consumer_config(port, topic, table)?;
+        self.tables.push(table.to_owned());
+        self.topics.push(format!("{topic}.dlq"));
+        let dir = self.work_dir.join(format!("consumer-{topic}"));
+        tokio::fs::create_dir_all(&dir).await?;
+        let config_path = dir.join("consumer.toml");
+        tokio::fs::write(&config_path, config).await?;
+        let bin = self.bin_dir.join("sluice-consumer");
+        let mut svc = Service::start("consumer", &bin, &config_path, &[], port, &dir).await?;
+        svc.wait_ready(Duration::from_secs(60)).await?;
+        Ok(svc)
+    }
+
+    /// A producer from `producer.toml`, serving its `events` stream on a free port and writing to `topic`.
+    pub(crate) async fn start_producer(&mut self, topic: &str) -> anyhow::Result<Service> {
+        let port = free_port()?;
+        let env = [
+            ("SLUICE_LISTEN", format!("127.0.0.1:{port}")),
+            ("SLUICE_REGISTRY_URL", self.args.registry.clone()),
+            ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", self.args.kafka.clone()),
+            ("SLUICE_STREAMS__EVENTS__TOPIC", topic.to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v));
+        self.topics.push(topic.to_owned());
+        let config = self.args.config_dir.join("producer.toml");
+        let bin = self.bin_dir.join("sluice-producer");
+        let dir = self.work_dir.join(format!("producer-{topic}"));
+        let mut svc = Service::start("producer", &bin, &config, &env, port, &dir).await?;
+        svc.wait_ready(Duration::from_secs(60)).await?;
+        Ok(svc)
+    }
+
+    /// Starts `perf record` on `svc` when `--perf-dir` is set.
+    pub(crate) fn perf(&self, svc: &Service, label: &str) -> Option<Perf> {
+        let dir = self.args.perf_dir.as_ref()?;
+        let _ = std::fs::create_dir_all(dir);
+        let out = dir.join(format!("{label}.data"));
+        let p = Perf::attach(svc.pid(), &out);
+        if p.is_some() {
+            say(&format!(
+                "perf: recording pid {} into {}",
+                svc.pid(),
+                out.display()
+            ));
+        }
+        p
+    }
+
+    /// A service's Prometheus text, for figures only it knows.
+    pub(crate) async fn scrape(&self, svc: &Service) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", svc.base_url))
+            .send()
+            .await?;
+        Ok(resp.text().await?)
+    }
+
+    /// Load on `svc`'s `stream` with the HTTP phases' connections and batch; `rate: None` is flat out.
+    pub(crate) fn load(
+        &self,
+        svc: &Service,
+        stream: &str,
+        rate: Option<f64>,
+        duration: f64,
+    ) -> LoadConfig {
+        LoadConfig {
+            url: format!("{}/v1/streams/{stream}/events", svc.base_url),
+            key: KEY.into(),
+            connections: self.args.connections,
+            batch: self.args.batch,
+            rate,
+            duration: Duration::from_secs_f64(duration),
+            progress: true,
+            ..LoadConfig::default()
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! The flush's decisions against in-memory fakes of ClickHouse, the registry and the DLQ.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +39,7 @@ fn is_bad(row: &[u8]) -> bool {
     row.starts_with(&[3, b'b', b'a', b'd'])
 }
 
-impl RowSink for FakeClickHouse {
+impl RowSink for Shared<FakeClickHouse> {
     async fn insert(
         &self,
         table: &str,
@@ -87,7 +86,7 @@ struct FakeRegistry {
     down: AtomicBool,
 }
 
-impl SchemaSource for FakeRegistry {
+impl SchemaSource for Shared<FakeRegistry> {
     async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(RegistryError::Unavailable("connection refused".into()));
@@ -118,7 +117,7 @@ struct FakeDlq {
     letters: Mutex<Vec<(String, i64, ErrorClass)>>,
 }
 
-impl DeadLetterSink for FakeDlq {
+impl DeadLetterSink for Shared<FakeDlq> {
     async fn send(
         &self,
         dlq_topic: &str,
@@ -142,56 +141,22 @@ impl DeadLetterSink for FakeDlq {
     }
 }
 
-type TestFlush = Flush<Arc<FakeClickHouse>, Arc<FakeDlq>, Arc<FakeRegistry>>;
+type TestFlush = Flush<Shared<FakeClickHouse>, Shared<FakeDlq>, Shared<FakeRegistry>>;
 
-impl<T: RowSink> RowSink for Arc<T> {
-    fn insert(
-        &self,
-        table: &str,
-        columns: &str,
-        rows: &[RowRef<'_>],
-    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
-        T::insert(self, table, columns, rows)
-    }
-    fn ensure_table(
-        &self,
-        plan: &RowPlan,
-        spec: TableSpec<'_>,
-    ) -> impl Future<Output = Result<Widened, Error>> + Send {
-        T::ensure_table(self, plan, spec)
-    }
-    fn add_missing_columns(
-        &self,
-        table: &str,
-        plan: &RowPlan,
-    ) -> impl Future<Output = Result<Widened, Error>> + Send {
-        T::add_missing_columns(self, table, plan)
+/// A fake that the flush owns while the test keeps a handle on its state.
+#[derive(Default)]
+struct Shared<T>(Arc<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
     }
 }
 
-impl<T: SchemaSource> SchemaSource for Arc<T> {
-    fn schema_by_id(
-        &self,
-        id: u32,
-    ) -> impl Future<Output = Result<Arc<Schema>, RegistryError>> + Send {
-        T::schema_by_id(self, id)
-    }
-    fn latest(
-        &self,
-        subject: &str,
-    ) -> impl Future<Output = Result<Option<Latest>, RegistryError>> + Send {
-        T::latest(self, subject)
-    }
-}
-
-impl<T: DeadLetterSink> DeadLetterSink for Arc<T> {
-    fn send(
-        &self,
-        dlq_topic: &str,
-        msg: &OwnedMessage,
-        letter: &Letter,
-    ) -> impl Future<Output = Result<(), Error>> + Send {
-        T::send(self, dlq_topic, msg, letter)
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 
@@ -199,9 +164,9 @@ impl<T: DeadLetterSink> DeadLetterSink for Arc<T> {
 /// partitions 0 and 1 of each topic assigned.
 struct Harness {
     flush: TestFlush,
-    clickhouse: Arc<FakeClickHouse>,
-    dlq: Arc<FakeDlq>,
-    registry: Arc<FakeRegistry>,
+    clickhouse: Shared<FakeClickHouse>,
+    dlq: Shared<FakeDlq>,
+    registry: Shared<FakeRegistry>,
     offsets: Offsets,
     schema: Arc<Schema>,
 }
@@ -209,12 +174,12 @@ struct Harness {
 impl Harness {
     fn new(topics: &[&str]) -> Self {
         let schema = Arc::new(Schema::parse_str(SCHEMA).expect("parses"));
-        let clickhouse = Arc::new(FakeClickHouse::default());
-        let dlq = Arc::new(FakeDlq::default());
-        let registry = Arc::new(FakeRegistry {
+        let clickhouse = Shared::<FakeClickHouse>::default();
+        let dlq = Shared::<FakeDlq>::default();
+        let registry = Shared(Arc::new(FakeRegistry {
             schema: schema.clone(),
             down: AtomicBool::new(false),
-        });
+        }));
         let streams = topics
             .iter()
             .map(|t| {

@@ -64,9 +64,61 @@ pub struct StreamConfig {
     /// Field the server fills with the time it accepted the event (default `received_at`; empty: none).
     #[serde(default = "default_received_at_field")]
     pub received_at_field: String,
+    /// Timestamp field holding the client's event time, held to `max_future_skew_secs` (default `occurred_at` when
+    /// the schema has that field; empty: none).
+    #[serde(default)]
+    pub occurred_at_field: Option<String>,
+    /// How far ahead of the server's receive time that field may be, in seconds (default 86400, one day).
+    #[serde(default = "default_max_future_skew_secs")]
+    pub max_future_skew_secs: u64,
+    /// What happens to an event further ahead than that (default `reject`).
+    #[serde(default)]
+    pub future_skew: FutureSkew,
+}
+
+/// What the producer does with an event whose time is further ahead of the server's clock than the stream allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+// Read through a string so a bad value's start-up error lists the good ones.
+#[serde(try_from = "String")]
+pub enum FutureSkew {
+    /// Refuse the event with a 400. The default: the producer refuses bad input rather than rewriting it, and a
+    /// client with a broken clock finds out at once instead of having its events silently re-timed.
+    #[default]
+    Reject,
+    /// Accept the event with its time set to the receive time, for clients whose clocks are known to run ahead.
+    Clamp,
+}
+
+impl TryFrom<String> for FutureSkew {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match s.as_str() {
+            "reject" => Ok(Self::Reject),
+            "clamp" => Ok(Self::Clamp),
+            other => Err(format!("must be \"reject\" or \"clamp\", not {other:?}")),
+        }
+    }
 }
 
 impl StreamConfig {
+    /// A stream writing to `topic` with the bundled schema `schema` and every other key at its default.
+    pub fn new(topic: &str, schema: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            schema: schema.to_owned(),
+            subject: None,
+            partitions: default_partitions(),
+            key_field: default_key_field(),
+            tenant_field: default_tenant_field(),
+            event_id_field: default_event_id_field(),
+            received_at_field: default_received_at_field(),
+            occurred_at_field: None,
+            max_future_skew_secs: default_max_future_skew_secs(),
+            future_skew: FutureSkew::default(),
+        }
+    }
+
     /// The registry subject this stream's schema is registered under.
     pub fn subject(&self) -> String {
         self.subject
@@ -264,6 +316,14 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+            // Beyond the span ClickHouse can store the check could never fire; the bound also keeps the skew, in
+            // nanoseconds, within an i64.
+            if stream.max_future_skew_secs > u64::from(u32::MAX) {
+                return Err(problem(
+                    format!("streams.{name}.max_future_skew_secs"),
+                    "must be between 0 and 4294967295",
+                ));
+            }
         }
         for (hash, key) in &self.keys {
             if hash.len() != 64
@@ -341,19 +401,7 @@ fn default_registry_url() -> String {
     "http://127.0.0.1:8081".to_owned()
 }
 fn default_streams() -> BTreeMap<String, StreamConfig> {
-    BTreeMap::from([(
-        "events".to_owned(),
-        StreamConfig {
-            topic: "events".to_owned(),
-            schema: "event".to_owned(),
-            subject: None,
-            partitions: default_partitions(),
-            key_field: default_key_field(),
-            tenant_field: default_tenant_field(),
-            event_id_field: default_event_id_field(),
-            received_at_field: default_received_at_field(),
-        },
-    )])
+    BTreeMap::from([("events".to_owned(), StreamConfig::new("events", "event"))])
 }
 fn default_partitions() -> i32 {
     4
@@ -369,6 +417,9 @@ fn default_event_id_field() -> String {
 }
 fn default_received_at_field() -> String {
     "received_at".to_owned()
+}
+fn default_max_future_skew_secs() -> u64 {
+    86_400
 }
 fn default_linger_ms() -> u64 {
     5
@@ -458,6 +509,42 @@ mod tests {
     }
 
     #[test]
+    fn future_skew_settings_load_and_bad_values_name_the_key() {
+        let stream = [
+            ("SLUICE_STREAMS__EVENTS__TOPIC", "events"),
+            ("SLUICE_STREAMS__EVENTS__SCHEMA", "event"),
+        ];
+        let c: Config = load_from(None, env(&stream)).expect("loads");
+        let s = &c.streams["events"];
+        assert_eq!(
+            (s.max_future_skew_secs, s.future_skew, &s.occurred_at_field),
+            (86_400, FutureSkew::Reject, &None)
+        );
+        let mut vars = stream.to_vec();
+        vars.push(("SLUICE_STREAMS__EVENTS__FUTURE_SKEW", "clamp"));
+        vars.push(("SLUICE_STREAMS__EVENTS__MAX_FUTURE_SKEW_SECS", "60"));
+        let c: Config = load_from(None, env(&vars)).expect("loads");
+        assert_eq!(c.streams["events"].future_skew, FutureSkew::Clamp);
+        assert_eq!(c.streams["events"].max_future_skew_secs, 60);
+        let mut vars = stream.to_vec();
+        vars.push(("SLUICE_STREAMS__EVENTS__FUTURE_SKEW", "drop"));
+        let err = load_from::<Config, _>(None, env(&vars)).expect_err("fails");
+        assert!(
+            err.to_string().contains("streams.events.future_skew"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(r#"must be "reject" or "clamp", not "drop""#),
+            "{err}"
+        );
+        let mut vars = stream.to_vec();
+        vars.push(("SLUICE_STREAMS__EVENTS__MAX_FUTURE_SKEW_SECS", "-1"));
+        let err = load_from::<Config, _>(None, env(&vars)).expect_err("fails");
+        assert!(err.to_string().contains("max_future_skew_secs"), "{err}");
+    }
+
+    #[test]
     fn check_names_the_key() {
         let mut c = Config::default();
         c.streams.get_mut("events").expect("default stream").schema = "nope".into();
@@ -491,6 +578,18 @@ mod tests {
                 .expect_err("bad")
                 .to_string()
                 .contains("keys.aaaa")
+        );
+
+        let mut c = Config::default();
+        c.streams
+            .get_mut("events")
+            .expect("default stream")
+            .max_future_skew_secs = 1 << 32;
+        assert!(
+            c.check()
+                .expect_err("bad")
+                .to_string()
+                .contains("streams.events.max_future_skew_secs")
         );
 
         let mut c = Config::default();

@@ -1,13 +1,14 @@
-//! A configured stream made ready for traffic: its parsed schema, registry id, and how server-side fields and the
-//! Kafka key are filled in.
+//! A configured stream made ready for traffic: its parsed schema, registry id, how server-side fields and the
+//! Kafka key are filled in, and how far ahead of the server's clock the client's event time may be.
 
 use apache_avro::Schema;
 use apache_avro::schema::{Names, ResolvedSchema, UuidSchema};
 use apache_avro::types::Value;
+use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConfigProblem, StreamConfig};
+use crate::config::{ConfigProblem, FutureSkew, StreamConfig};
 use crate::validate::{self, FieldError, ValidateLimits};
 
 /// A stream ready to accept events.
@@ -28,6 +29,81 @@ pub struct Stream {
     tenant_field: Option<String>,
     event_id_field: Option<String>,
     received_at: Option<(String, TimeUnit)>,
+    future: Option<FutureLimit>,
+}
+
+/// The event-time field a stream uses when `occurred_at_field` is not set and its schema has this field.
+const DEFAULT_OCCURRED_AT_FIELD: &str = "occurred_at";
+
+/// How far ahead of the receive time a stream's event-time field may be, and what happens beyond that.
+#[derive(Debug, Clone)]
+struct FutureLimit {
+    field: String,
+    /// Position of the field in the record, which is also its position in the validated value.
+    index: usize,
+    /// Units of the field's timestamp type in a second.
+    per_second: i64,
+    max_skew_secs: i64,
+    action: FutureSkew,
+}
+
+impl FutureLimit {
+    /// Holds the field of the validated `value` to `received` plus the allowed skew: clamps it or reports it.
+    fn apply(&self, value: &mut Value, received: DateTime<Utc>) -> Result<(), Vec<FieldError>> {
+        let Value::Record(fields) = value else {
+            return Ok(());
+        };
+        // A null in an optional field has no time to hold to the limit.
+        let Some(t) = fields
+            .get_mut(self.index)
+            .and_then(|(_, v)| timestamp_mut(v))
+        else {
+            return Ok(());
+        };
+        let Some(now) = epoch_units(received, self.per_second) else {
+            return Ok(());
+        };
+        let limit = now.saturating_add(self.max_skew_secs.saturating_mul(self.per_second));
+        if *t <= limit {
+            return Ok(());
+        }
+        match self.action {
+            FutureSkew::Clamp => {
+                *t = now;
+                Ok(())
+            }
+            FutureSkew::Reject => {
+                let show = |n: i64| {
+                    validate::epoch_rfc3339(n, self.per_second).unwrap_or_else(|| n.to_string())
+                };
+                let mut pointer = String::new();
+                validate::push_token(&mut pointer, &self.field);
+                let message = format!(
+                    "{} {} is ahead of the server's clock ({}) by more than the allowed {} seconds",
+                    self.field,
+                    show(*t),
+                    show(now),
+                    self.max_skew_secs
+                );
+                Err(vec![FieldError { pointer, message }])
+            }
+        }
+    }
+}
+
+/// The epoch number inside a timestamp value, through an optional field's union.
+fn timestamp_mut(v: &mut Value) -> Option<&mut i64> {
+    match v {
+        Value::TimestampMillis(n) | Value::TimestampMicros(n) | Value::TimestampNanos(n) => Some(n),
+        Value::Union(_, inner) => timestamp_mut(inner),
+        _ => None,
+    }
+}
+
+/// `t` in units of which `per_second` make a second; `None` when that overflows an i64.
+fn epoch_units(t: DateTime<Utc>, per_second: i64) -> Option<i64> {
+    let sub = i64::from(t.timestamp_subsec_nanos()).checked_div(1_000_000_000 / per_second)?;
+    t.timestamp().checked_mul(per_second)?.checked_add(sub)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +164,7 @@ pub struct ServerSide<'a> {
     /// Tenant of the ingestion key.
     pub tenant: &'a str,
     /// When the request was accepted.
-    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub received_at: DateTime<Utc>,
     /// Where missing event ids come from.
     pub ids: IdSource<'a>,
 }
@@ -190,6 +266,42 @@ impl Stream {
                 Some((f, unit))
             }
         };
+        let occurred_at = match cfg.occurred_at_field.as_deref() {
+            None if rec.lookup.contains_key(DEFAULT_OCCURRED_AT_FIELD) => {
+                Some(DEFAULT_OCCURRED_AT_FIELD.to_owned())
+            }
+            None => None,
+            Some(f) => lookup("occurred_at_field", f)?,
+        };
+        let future = match occurred_at {
+            None => None,
+            Some(f) => {
+                let per_second = match field_schema(&parsed, &f).map(non_null) {
+                    Some(
+                        s @ (Schema::TimestampMillis
+                        | Schema::TimestampMicros
+                        | Schema::TimestampNanos),
+                    ) => validate::per_second(s),
+                    _ => None,
+                };
+                let (Some(per_second), Some(&index)) = (per_second, rec.lookup.get(&f)) else {
+                    return Err(problem(
+                        "occurred_at_field",
+                        format!(
+                            "`{f}` is not a timestamp-millis, -micros or -nanos field (set it to \"\" to turn \
+                             the future-skew check off)"
+                        ),
+                    ));
+                };
+                Some(FutureLimit {
+                    field: f,
+                    index,
+                    per_second,
+                    max_skew_secs: i64::try_from(cfg.max_future_skew_secs).unwrap_or(i64::MAX),
+                    action: cfg.future_skew,
+                })
+            }
+        };
         if let Some(f) = &event_id_field
             && !matches!(
                 field_schema(&parsed, f).map(non_null),
@@ -219,6 +331,7 @@ impl Stream {
             tenant_field,
             event_id_field,
             received_at,
+            future,
         })
     }
 
@@ -281,7 +394,10 @@ impl Stream {
         {
             obj.insert(f.clone(), Json::String(server.ids.id(index).to_string()));
         }
-        let value = validate::to_avro(Json::Object(obj), &self.schema, &self.names, limits)?;
+        let mut value = validate::to_avro(Json::Object(obj), &self.schema, &self.names, limits)?;
+        if let Some(future) = &self.future {
+            future.apply(&mut value, server.received_at)?;
+        }
         let event_id = self.event_id_field.as_ref().and_then(|f| match &value {
             Value::Record(fields) => fields
                 .iter()
@@ -435,5 +551,137 @@ mod tests {
             Stream::new("events", &c, 7).err().expect("rejected").key,
             "streams.events.received_at_field"
         );
+    }
+
+    const RECEIVED_MS: i64 = 1_800_000_000_000;
+    const DAY_MS: i64 = 86_400_000;
+
+    fn occurred_at(ev: Json, s: &Stream) -> Result<Value, Vec<FieldError>> {
+        s.prepare(ev, 0, &server(IdSource::Mint), LIMITS)
+            .map(|p| field(&p, "occurred_at"))
+    }
+
+    #[test]
+    fn occurred_at_beyond_the_future_skew_is_rejected_by_default() {
+        let s = Stream::new("events", &cfg(), 7).expect("stream");
+        let ev = json!({"event_type": "x", "occurred_at": RECEIVED_MS + DAY_MS + 1});
+        assert_eq!(
+            occurred_at(ev, &s),
+            Err(vec![FieldError {
+                pointer: "/occurred_at".into(),
+                message: "occurred_at 2027-01-16T08:00:00.001Z is ahead of the server's clock \
+                          (2027-01-15T08:00:00Z) by more than the allowed 86400 seconds"
+                    .into(),
+            }])
+        );
+        let ev = json!({"event_type": "x", "occurred_at": "2027-01-16T09:00:00+01:00"});
+        assert!(occurred_at(ev, &s).is_ok(), "exactly the allowed skew");
+        let ev = json!({"event_type": "x", "occurred_at": "2027-01-16T09:00:01+01:00"});
+        let errs = occurred_at(ev, &s).expect_err("one second too far");
+        assert_eq!(errs[0].pointer, "/occurred_at");
+    }
+
+    #[test]
+    fn occurred_at_within_the_future_skew_is_untouched() {
+        let mut clamp = cfg();
+        clamp.future_skew = FutureSkew::Clamp;
+        for c in [cfg(), clamp] {
+            let s = Stream::new("events", &c, 7).expect("stream");
+            for t in [
+                0,
+                RECEIVED_MS - 365 * DAY_MS,
+                RECEIVED_MS,
+                RECEIVED_MS + 1,
+                RECEIVED_MS + DAY_MS,
+            ] {
+                let ev = json!({"event_type": "x", "occurred_at": t});
+                assert_eq!(
+                    occurred_at(ev, &s),
+                    Ok(Value::TimestampMillis(t)),
+                    "{:?} {t}",
+                    c.future_skew
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn clamp_sets_occurred_at_to_the_receive_time() {
+        let mut c = cfg();
+        c.future_skew = FutureSkew::Clamp;
+        c.max_future_skew_secs = 60;
+        let s = Stream::new("events", &c, 7).expect("stream");
+        let ev = json!({"event_type": "x", "occurred_at": RECEIVED_MS + 60_000});
+        assert_eq!(
+            occurred_at(ev, &s),
+            Ok(Value::TimestampMillis(RECEIVED_MS + 60_000))
+        );
+        let ev = json!({"event_type": "x", "occurred_at": "2100-01-01T00:00:00Z"});
+        let p = s
+            .prepare(ev, 0, &server(IdSource::Mint), LIMITS)
+            .expect("clamped, not rejected");
+        assert_eq!(
+            field(&p, "occurred_at"),
+            Value::TimestampMillis(RECEIVED_MS)
+        );
+        // What goes to Kafka carries the receive time too.
+        let bytes = crate::encode::Encoder::new(s.schema(), 7)
+            .expect("encoder")
+            .encode(&p.value)
+            .expect("encodes");
+        let (_, mut body) = sluice_schemas::wire::unframe(&bytes).expect("framed");
+        let back = apache_avro::reader::datum::GenericDatumReader::builder(s.schema())
+            .build()
+            .expect("reader")
+            .read_value(&mut body)
+            .expect("decodes");
+        let decoded = Prepared {
+            value: back,
+            ..p.clone()
+        };
+        assert_eq!(
+            field(&decoded, "occurred_at"),
+            Value::TimestampMillis(RECEIVED_MS)
+        );
+        assert_eq!(
+            field(&decoded, "occurred_at"),
+            field(&decoded, "received_at")
+        );
+    }
+
+    #[test]
+    fn the_future_skew_field_must_be_a_timestamp_of_the_schema() {
+        let mut c = cfg();
+        c.occurred_at_field = Some(String::new());
+        let s = Stream::new("events", &c, 7).expect("stream");
+        let far = RECEIVED_MS + 1000 * DAY_MS;
+        let ev = json!({"event_type": "x", "occurred_at": far});
+        assert_eq!(
+            occurred_at(ev, &s),
+            Ok(Value::TimestampMillis(far)),
+            "check off"
+        );
+        for f in ["nope", "properties", "user_id"] {
+            let mut c = cfg();
+            c.occurred_at_field = Some(f.into());
+            let err = Stream::new("events", &c, 7).err().expect(f);
+            assert_eq!(err.key, "streams.events.occurred_at_field", "{f}");
+        }
+        let mut c = cfg();
+        c.occurred_at_field = Some("occurred_at".into());
+        assert!(Stream::new("events", &c, 7).is_ok());
+    }
+
+    #[test]
+    fn epoch_units_of_the_receive_time() {
+        let t = DateTime::from_timestamp(1_800_000_000, 123_456_789).expect("valid");
+        assert_eq!(epoch_units(t, 1_000), Some(1_800_000_000_123));
+        assert_eq!(epoch_units(t, 1_000_000), Some(1_800_000_000_123_456));
+        assert_eq!(
+            epoch_units(t, 1_000_000_000),
+            Some(1_800_000_000_123_456_789)
+        );
+        let far = DateTime::from_timestamp(10_000_000_000, 0).expect("valid");
+        assert_eq!(epoch_units(far, 1_000_000_000), None);
     }
 }

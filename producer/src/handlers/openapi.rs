@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::{Value, json};
 
 use crate::routes;
+use crate::validate;
 
 /// Serves the document.
 pub async fn serve() -> Json<Value> {
@@ -25,12 +26,34 @@ pub fn json_schema(schema: &Schema) -> Value {
         Schema::Float | Schema::Double => json!({"type": "number"}),
         Schema::String | Schema::Bytes | Schema::Fixed(_) => json!({"type": "string"}),
         Schema::Uuid(_) => json!({"type": "string", "format": "uuid"}),
-        Schema::Date => {
-            json!({"oneOf": [{"type": "string", "format": "date"}, {"type": "integer"}]})
+        Schema::Date => json!({"oneOf": [
+            {"type": "string", "format": "date", "description": date_range()},
+            {"type": "integer", "description": "days since 1970-01-01",
+                "minimum": validate::MIN_DATE_DAYS, "maximum": validate::MAX_DATE_DAYS}
+        ]}),
+        Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::TimestampNanos
+        | Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => {
+            let per_second = validate::per_second(schema).unwrap_or(1_000);
+            let (min, max) = validate::timestamp_bounds(per_second);
+            let unit = match per_second {
+                1_000 => "epoch milliseconds",
+                1_000_000 => "epoch microseconds",
+                _ => "epoch nanoseconds",
+            };
+            let text = if matches!(
+                schema,
+                Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos
+            ) {
+                json!({"type": "string", "format": "date-time", "description": timestamp_range()})
+            } else {
+                json!({"type": "string", "description": format!("local date-time without offset; {}", timestamp_range())})
+            };
+            json!({"oneOf": [text, {"type": "integer", "description": unit, "minimum": min, "maximum": max}]})
         }
-        Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos => json!({
-            "oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "description": "epoch milliseconds"}]
-        }),
         Schema::Array(a) => json!({"type": "array", "items": json_schema(&a.items)}),
         Schema::Map(m) => json!({"type": "object", "additionalProperties": json_schema(&m.types)}),
         Schema::Enum(e) => json!({"type": "string", "enum": e.symbols}),
@@ -55,6 +78,22 @@ pub fn json_schema(schema: &Schema) -> Value {
         }
         _ => json!({}),
     }
+}
+
+/// The timestamps the producer accepts, for descriptions.
+fn timestamp_range() -> String {
+    format!(
+        "{} (what ClickHouse can store)",
+        validate::timestamp_range_text()
+    )
+}
+
+/// The dates the producer accepts, for descriptions.
+fn date_range() -> String {
+    format!(
+        "{} (what ClickHouse can store)",
+        validate::date_range_text()
+    )
 }
 
 fn error_response(description: &str, retry: bool) -> Value {
@@ -142,7 +181,9 @@ pub fn document() -> Value {
                     },
                     "responses": {
                         "202": {"description": "Every event acknowledged by Kafka", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
-                        "400": error_response("Empty body, bad JSON, bad header, or invalid events (details lists each problem)", false),
+                        "400": error_response("Empty body, bad JSON, bad header, or invalid events (details lists each problem: a value \
+                            that does not fit the schema, a date or timestamp ClickHouse cannot store, or an event time too \
+                            far ahead of the server's clock)", false),
                         "401": error_response("Missing or unknown ingestion key", false),
                         "403": error_response("Key may not write to this stream", false),
                         "404": error_response("Unknown stream", false),
@@ -192,6 +233,15 @@ mod tests {
         let event = &doc["components"]["schemas"]["Event"];
         assert_eq!(event["required"], json!(["event_type", "occurred_at"]));
         assert_eq!(event["properties"]["event_id"]["format"], "uuid");
+        let occurred = &event["properties"]["occurred_at"]["oneOf"];
+        assert_eq!(occurred[1]["minimum"], 0);
+        assert_eq!(occurred[1]["maximum"], 4_294_967_295_999i64);
+        assert!(
+            occurred[0]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("2106-02-07T06:28:15Z")),
+            "{occurred}"
+        );
         assert_eq!(
             event["properties"]["properties"]["additionalProperties"]["type"],
             "string"

@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 use super::AppState;
 use crate::auth::Keys;
-use crate::config::{Config, KeyConfig, Limits};
+use crate::config::{Config, FutureSkew, KeyConfig, Limits, StreamConfig};
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::sink::{EventSink, OutRecord, SinkError};
@@ -74,14 +74,20 @@ fn hash(key: &str) -> String {
 }
 
 fn app_with(sink: Arc<RecordingSink>, limits: Limits) -> (Router, Metrics) {
+    app_with_stream(sink, limits, Config::default().streams["events"].clone())
+}
+
+/// Like `app_with`, with `events` configured as given.
+fn app_with_stream(
+    sink: Arc<RecordingSink>,
+    limits: Limits,
+    events: StreamConfig,
+) -> (Router, Metrics) {
     let config = Config::default();
     let mut streams = HashMap::new();
     let mut second = config.streams["events"].clone();
     second.topic = "other".into();
-    for (name, cfg) in [
-        ("events", config.streams["events"].clone()),
-        ("other", second),
-    ] {
+    for (name, cfg) in [("events", events), ("other", second)] {
         streams.insert(
             name.to_owned(),
             Arc::new(Stream::new(name, &cfg, 42).expect("stream")),
@@ -443,6 +449,100 @@ async fn invalid_batch_lists_every_problem_and_writes_nothing() {
         "{body}"
     );
     assert_eq!(sink.count(), 0);
+}
+
+#[tokio::test]
+async fn timestamps_clickhouse_cannot_store_are_400_and_write_nothing() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let at = |t: Json| json!({"event_type": "x", "occurred_at": t});
+    let batch = json!([
+        at(json!("1969-12-31T23:59:59Z")),
+        at(json!(-1000)),
+        event(2),
+        at(json!("2107-01-01T00:00:00Z")),
+    ]);
+    let (status, _, body) = send(&app, json_req(&batch)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_events");
+    let range =
+        "is outside what ClickHouse can store (1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z)";
+    assert_eq!(
+        body["details"],
+        json!([
+            {"index": 0, "pointer": "/occurred_at", "message": format!("timestamp 1969-12-31T23:59:59Z {range}")},
+            {"index": 1, "pointer": "/occurred_at", "message": format!("timestamp -1000 (1969-12-31T23:59:59Z) {range}")},
+            {"index": 3, "pointer": "/occurred_at", "message": format!("timestamp 2107-01-01T00:00:00Z {range}")},
+        ])
+    );
+    assert_eq!(sink.count(), 0);
+
+    let (status, _, body) = send(&app, json_req(&at(json!("1970-01-01T00:00:00Z")))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, _, body) = send(&app, json_req(&at(json!(0)))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(sink.count(), 2);
+}
+
+/// `field` of the Avro record in a recorded payload.
+fn decoded_field(payload: &[u8], field: &str) -> apache_avro::types::Value {
+    let schema =
+        apache_avro::Schema::parse_str(sluice_schemas::catalog::EVENT.text).expect("parses");
+    let (_, mut body) = sluice_schemas::wire::unframe(payload).expect("framed");
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .expect("reader")
+        .read_value(&mut body)
+        .expect("decodes");
+    match value {
+        apache_avro::types::Value::Record(fields) => fields
+            .into_iter()
+            .find(|(k, _)| k == field)
+            .map(|(_, v)| v)
+            .expect("field"),
+        other => panic!("record expected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn occurred_at_too_far_ahead_is_400_unless_the_stream_clamps_it() {
+    let ahead = |ms: i64| json!({"event_type": "x", "occurred_at": chrono::Utc::now().timestamp_millis() + ms});
+    let two_days = 2 * 86_400_000;
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let (status, _, body) = send(&app, json_req(&ahead(two_days))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_events");
+    assert_eq!(body["details"][0]["index"], 0);
+    assert_eq!(body["details"][0]["pointer"], "/occurred_at");
+    let message = body["details"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("occurred_at ")
+            && message.ends_with("by more than the allowed 86400 seconds"),
+        "{message}"
+    );
+    let (status, _, body) = send(&app, json_req(&ahead(3_600_000))).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "an hour ahead is within the skew: {body}"
+    );
+    assert_eq!(sink.count(), 1);
+
+    let mut events = Config::default().streams["events"].clone();
+    events.future_skew = FutureSkew::Clamp;
+    let sink = Arc::new(RecordingSink::default());
+    let (app, _) = app_with_stream(sink.clone(), Limits::default(), events);
+    let (status, _, body) = send(&app, json_req(&ahead(two_days))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let records = sink.records.lock().map(|r| r.clone()).unwrap_or_default();
+    let payload = &records.first().expect("one record").1.payload;
+    let received = decoded_field(payload, "received_at");
+    assert!(matches!(
+        received,
+        apache_avro::types::Value::TimestampMillis(_)
+    ));
+    assert_eq!(decoded_field(payload, "occurred_at"), received);
 }
 
 #[tokio::test]

@@ -1,15 +1,102 @@
 //! Avro's logical types: uuid, date, time-*, timestamp-* and local-timestamp-* (text or epoch numbers), and decimal
-//! (text or a JSON number, stored as minimal two's-complement bytes).
+//! (text or a JSON number, stored as minimal two's-complement bytes). Dates and timestamps must also be in the range
+//! ClickHouse can store (see [`MIN_TIMESTAMP_SECS`]).
 
 use std::borrow::Borrow;
 
 use apache_avro::Schema;
 use apache_avro::schema::{DecimalSchema, InnerDecimalSchema, UuidSchema};
 use apache_avro::types::Value;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use chrono::{
+    DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, Timelike, Utc,
+};
 use serde_json::Value as Json;
 
 use super::{Converter, expected};
+
+// The consumer supports two ClickHouse generations. 18.16 stores every timestamp-* as `DateTime` (UInt32 seconds since
+// the epoch) and `date` as `Date` (UInt16 days since the epoch); a current ClickHouse stores timestamps as
+// `DateTime64` (1900-01-01 to 2299-12-31) and dates as the same `Date`. A value outside either would be answered 202
+// and then dead-lettered as `unrepresentable`, so the producer accepts only the intersection: the old types' range.
+
+/// Earliest timestamp ClickHouse can store, in seconds since the epoch (1970-01-01T00:00:00Z).
+pub const MIN_TIMESTAMP_SECS: i64 = 0;
+/// Latest whole second ClickHouse can store (2106-02-07T06:28:15Z); fractions of it are accepted, since `DateTime`
+/// keeps whole seconds (the consumer rounds down) and `DateTime64` keeps them.
+pub const MAX_TIMESTAMP_SECS: i64 = u32::MAX as i64;
+/// Earliest date ClickHouse can store, in days since 1970-01-01.
+pub const MIN_DATE_DAYS: i64 = 0;
+/// Latest date ClickHouse can store, in days since 1970-01-01 (2149-06-06).
+pub const MAX_DATE_DAYS: i64 = u16::MAX as i64;
+
+/// How many units of `schema`, a timestamp or local-timestamp type, make a second; `None` for other types.
+pub fn per_second(schema: &Schema) -> Option<i64> {
+    match schema {
+        Schema::TimestampMillis | Schema::LocalTimestampMillis => Some(1_000),
+        Schema::TimestampMicros | Schema::LocalTimestampMicros => Some(1_000_000),
+        Schema::TimestampNanos | Schema::LocalTimestampNanos => Some(1_000_000_000),
+        _ => None,
+    }
+}
+
+/// The first and last epoch value, in units of which `per_second` make a second, that ClickHouse can store.
+pub fn timestamp_bounds(per_second: i64) -> (i64, i64) {
+    (
+        MIN_TIMESTAMP_SECS.saturating_mul(per_second),
+        (MAX_TIMESTAMP_SECS + 1)
+            .saturating_mul(per_second)
+            .saturating_sub(1),
+    )
+}
+
+/// `n` units since the epoch (`per_second` to a second) as RFC 3339 UTC, e.g. `1969-12-31T23:59:59.999Z`; `None`
+/// beyond what chrono represents.
+pub fn epoch_rfc3339(n: i64, per_second: i64) -> Option<String> {
+    if per_second <= 0 || per_second > 1_000_000_000 {
+        return None;
+    }
+    let nanos = n.rem_euclid(per_second) * (1_000_000_000 / per_second);
+    let t = DateTime::<Utc>::from_timestamp(n.div_euclid(per_second), u32::try_from(nanos).ok()?)?;
+    Some(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// Day `days` since 1970-01-01 as `YYYY-MM-DD`; `None` beyond what chrono represents.
+fn day_text(days: i64) -> Option<String> {
+    let d = NaiveDate::default().checked_add_signed(TimeDelta::try_days(days)?)?;
+    Some(d.format("%Y-%m-%d").to_string())
+}
+
+/// The storable timestamps as text: `1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z`.
+pub fn timestamp_range_text() -> String {
+    let bound = |s| epoch_rfc3339(s, 1).unwrap_or_else(|| s.to_string());
+    format!(
+        "{} to {}",
+        bound(MIN_TIMESTAMP_SECS),
+        bound(MAX_TIMESTAMP_SECS)
+    )
+}
+
+/// The storable dates as text: `1970-01-01 to 2149-06-06`.
+pub fn date_range_text() -> String {
+    let bound = |d| day_text(d).unwrap_or_else(|| d.to_string());
+    format!("{} to {}", bound(MIN_DATE_DAYS), bound(MAX_DATE_DAYS))
+}
+
+/// The message for a timestamp outside the storable range; `shown` is the value as the client sent it.
+fn timestamp_range_message(shown: &str) -> String {
+    format!(
+        "timestamp {shown} is outside what ClickHouse can store ({})",
+        timestamp_range_text()
+    )
+}
+
+/// The message for a date outside the storable range; `shown` is the value as the client sent it.
+fn date_range_message(shown: &str) -> String {
+    format!(
+        "date {shown} is outside what ClickHouse can store ({})",
+        date_range_text()
+    )
+}
 
 impl<S: Borrow<Schema>> Converter<'_, S> {
     /// Converts `json` to one of the logical types.
@@ -25,10 +112,17 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 Err(_) => self.fail(pointer, format!("expected a UUID string, got {s:?}")),
             },
             (Schema::Date, Json::String(s)) => match NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
-                Ok(d) => Some(Value::Date((d - NaiveDate::default()).num_days() as i32)),
+                Ok(d) => self.date(pointer, (d - NaiveDate::default()).num_days(), &s),
                 Err(e) => self.fail(pointer, format!("bad date {s:?}: {e}; expected YYYY-MM-DD")),
             },
-            (Schema::Date, n @ Json::Number(_)) => self.int_like(&n, pointer).map(Value::Date),
+            (Schema::Date, n @ Json::Number(_)) => {
+                let days = self.int_like(&n, pointer)?;
+                let shown = match day_text(days.into()) {
+                    Some(text) => format!("{days} ({text})"),
+                    None => days.to_string(),
+                };
+                self.date(pointer, days.into(), &shown)
+            }
             (Schema::TimeMillis, Json::String(s)) => {
                 let t = self.time(pointer, &s)?;
                 Some(Value::TimeMillis(
@@ -65,7 +159,7 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 Json::Number(n),
             ) => {
                 let i = self.long(&n, pointer)?;
-                Some(timestamp_value(schema, i))
+                self.timestamp_int(schema, i, pointer)
             }
             (Schema::Decimal(dec), d @ (Json::String(_) | Json::Number(_))) => {
                 self.decimal(&d, dec, pointer)
@@ -94,6 +188,28 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
                 None
             }
         }
+    }
+
+    /// Day `days` since the epoch as a `date`, when ClickHouse can store it; `shown` is the value for messages.
+    fn date(&mut self, pointer: &str, days: i64, shown: &str) -> Option<Value> {
+        match i32::try_from(days) {
+            Ok(d) if (MIN_DATE_DAYS..=MAX_DATE_DAYS).contains(&days) => Some(Value::Date(d)),
+            _ => self.fail(pointer, date_range_message(shown)),
+        }
+    }
+
+    /// An epoch number in `schema`'s unit, when ClickHouse can store it.
+    fn timestamp_int(&mut self, schema: &Schema, n: i64, pointer: &str) -> Option<Value> {
+        let per = per_second(schema).unwrap_or(1_000);
+        let (min, max) = timestamp_bounds(per);
+        if (min..=max).contains(&n) {
+            return Some(timestamp_value(schema, n));
+        }
+        let shown = match epoch_rfc3339(n, per) {
+            Some(text) => format!("{n} ({text})"),
+            None => n.to_string(),
+        };
+        self.fail(pointer, timestamp_range_message(&shown))
     }
 
     fn time(&mut self, pointer: &str, s: &str) -> Option<NaiveTime> {
@@ -134,6 +250,10 @@ impl<S: Borrow<Schema>> Converter<'_, S> {
             }
         };
         let utc = naive.and_utc();
+        // Checked before converting to the schema's unit, which for nanoseconds overflows well inside chrono's range.
+        if !(MIN_TIMESTAMP_SECS..=MAX_TIMESTAMP_SECS).contains(&utc.timestamp()) {
+            return self.fail(pointer, timestamp_range_message(s));
+        }
         let n = match schema {
             Schema::TimestampMillis | Schema::LocalTimestampMillis => Some(utc.timestamp_millis()),
             Schema::TimestampMicros | Schema::LocalTimestampMicros => Some(utc.timestamp_micros()),

@@ -3,7 +3,8 @@
 //! Works on any `apache_avro::Schema`: records (with defaults for missing fields), unions (a plain JSON value picks the
 //! first branch it fits; `null` picks the null branch), maps, arrays, enums, fixed, bytes (Avro's JSON encoding: one
 //! char per byte) and the logical types uuid, date, time-*, timestamp-* (RFC 3339 strings or epoch numbers) and decimal.
-//! Unknown record fields are errors, never silently dropped.
+//! Unknown record fields are errors, never silently dropped. Dates and timestamps ClickHouse cannot store are errors
+//! too ([`MIN_TIMESTAMP_SECS`] says which), so the producer never accepts an event the consumer must dead-letter.
 //!
 //! This file holds the entry points, the error type and the dispatch on the schema; the conversions themselves live
 //! in `scalar` (single values), `composite` (records, unions, arrays, maps) and `logical` (logical types).
@@ -22,6 +23,11 @@ use apache_avro::schema::Name;
 use apache_avro::types::Value;
 use serde::Serialize;
 use serde_json::Value as Json;
+
+pub use logical::{
+    MAX_DATE_DAYS, MAX_TIMESTAMP_SECS, MIN_DATE_DAYS, MIN_TIMESTAMP_SECS, date_range_text,
+    epoch_rfc3339, per_second, timestamp_bounds, timestamp_range_text,
+};
 
 /// One problem with one value: where (RFC 6901 pointer, relative to the event) and what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -110,13 +116,24 @@ fn expected(schema: &Schema) -> &'static str {
         Schema::Uuid(_) => "a UUID string",
         Schema::Date => "a date (YYYY-MM-DD) or days since 1970-01-01",
         Schema::TimeMillis | Schema::TimeMicros => "a time of day (HH:MM:SS[.fff])",
-        Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos => {
+        // Epoch numbers are read in the schema's own unit, so the message names it.
+        Schema::TimestampMillis => {
             "an RFC 3339 timestamp (e.g. 2026-11-22T10:00:00Z) or epoch milliseconds"
         }
-        Schema::LocalTimestampMillis
-        | Schema::LocalTimestampMicros
-        | Schema::LocalTimestampNanos => {
+        Schema::TimestampMicros => {
+            "an RFC 3339 timestamp (e.g. 2026-11-22T10:00:00Z) or epoch microseconds"
+        }
+        Schema::TimestampNanos => {
+            "an RFC 3339 timestamp (e.g. 2026-11-22T10:00:00Z) or epoch nanoseconds"
+        }
+        Schema::LocalTimestampMillis => {
             "a local timestamp (e.g. 2026-11-22T10:00:00) or epoch milliseconds"
+        }
+        Schema::LocalTimestampMicros => {
+            "a local timestamp (e.g. 2026-11-22T10:00:00) or epoch microseconds"
+        }
+        Schema::LocalTimestampNanos => {
+            "a local timestamp (e.g. 2026-11-22T10:00:00) or epoch nanoseconds"
         }
         Schema::Decimal(_) | Schema::BigDecimal => "a decimal number or a decimal string",
         Schema::Duration(_) => "a duration",

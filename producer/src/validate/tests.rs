@@ -234,3 +234,252 @@ fn pointer_escaping() {
     push_token(&mut p, "plain");
     assert_eq!(p, "/a~1b~0c/plain");
 }
+
+const TIMES: &str = r#"{
+    "type": "record", "name": "Times", "namespace": "t",
+    "fields": [
+        {"name": "ms", "type": {"type": "long", "logicalType": "timestamp-millis"}, "default": 0},
+        {"name": "us", "type": {"type": "long", "logicalType": "timestamp-micros"}, "default": 0},
+        {"name": "ns", "type": {"type": "long", "logicalType": "timestamp-nanos"}, "default": 0},
+        {"name": "local_ms", "type": {"type": "long", "logicalType": "local-timestamp-millis"}, "default": 0},
+        {"name": "local_us", "type": {"type": "long", "logicalType": "local-timestamp-micros"}, "default": 0},
+        {"name": "local_ns", "type": {"type": "long", "logicalType": "local-timestamp-nanos"}, "default": 0},
+        {"name": "opt", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": null},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}, "default": 0}
+    ]
+}"#;
+
+const TS_RANGE: &str =
+    "is outside what ClickHouse can store (1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z)";
+const DATE_RANGE: &str = "is outside what ClickHouse can store (1970-01-01 to 2149-06-06)";
+
+/// The one field of a `TIMES` record converted from `{field: value}`.
+fn time_field(field: &str, value: Json) -> Result<Value, Vec<(String, String)>> {
+    match check(TIMES, json!({ field: value })) {
+        Ok(Value::Record(fields)) => Ok(fields
+            .into_iter()
+            .find(|(k, _)| k == field)
+            .map(|(_, v)| v)
+            .expect("field present")),
+        Ok(other) => panic!("record expected, got {other:?}"),
+        Err(errs) => Err(errs.into_iter().map(|e| (e.pointer, e.message)).collect()),
+    }
+}
+
+#[test]
+fn timestamps_before_1970_are_refused_as_strings_and_integers() {
+    let mut e = good_event();
+    e["occurred_at"] = json!("1969-12-31T23:59:59Z");
+    assert_eq!(
+        errors(EVENT, e),
+        [(
+            "/occurred_at".into(),
+            format!("timestamp 1969-12-31T23:59:59Z {TS_RANGE}")
+        )]
+    );
+    let mut e = good_event();
+    e["occurred_at"] = json!(-1000);
+    assert_eq!(
+        errors(EVENT, e),
+        [(
+            "/occurred_at".into(),
+            format!("timestamp -1000 (1969-12-31T23:59:59Z) {TS_RANGE}")
+        )]
+    );
+    // One millisecond before the epoch, and the epoch reached through another offset.
+    assert_eq!(
+        time_field("ms", json!(-1)),
+        Err(vec![(
+            "/ms".into(),
+            format!("timestamp -1 (1969-12-31T23:59:59.999Z) {TS_RANGE}")
+        )])
+    );
+    assert_eq!(
+        time_field("ms", json!("1970-01-01T00:59:59.999+01:00")),
+        Err(vec![(
+            "/ms".into(),
+            format!("timestamp 1970-01-01T00:59:59.999+01:00 {TS_RANGE}")
+        )])
+    );
+    for field in ["us", "ns", "local_ms", "local_us", "local_ns", "opt"] {
+        let errs = time_field(field, json!(-1)).expect_err(field);
+        assert_eq!(errs.len(), 1, "{field}: {errs:?}");
+        assert_eq!(errs[0].0, format!("/{field}"));
+        assert!(errs[0].1.ends_with(TS_RANGE), "{field}: {}", errs[0].1);
+    }
+    assert_eq!(
+        time_field("local_us", json!("1969-12-31T23:59:59")),
+        Err(vec![(
+            "/local_us".into(),
+            format!("timestamp 1969-12-31T23:59:59 {TS_RANGE}")
+        )])
+    );
+}
+
+#[test]
+fn timestamps_after_2106_are_refused() {
+    let mut e = good_event();
+    e["occurred_at"] = json!("2107-01-01T00:00:00Z");
+    assert_eq!(
+        errors(EVENT, e),
+        [(
+            "/occurred_at".into(),
+            format!("timestamp 2107-01-01T00:00:00Z {TS_RANGE}")
+        )]
+    );
+    assert_eq!(
+        time_field("ms", json!(4_294_967_296_000i64)),
+        Err(vec![(
+            "/ms".into(),
+            format!("timestamp 4294967296000 (2106-02-07T06:28:16Z) {TS_RANGE}")
+        )])
+    );
+    // The first value past the last storable second, in every unit.
+    for (field, over) in [
+        ("us", 4_294_967_296_000_000i64),
+        ("ns", 4_294_967_296_000_000_000),
+        ("local_ms", 4_294_967_296_000),
+        ("local_us", 4_294_967_296_000_000),
+        ("local_ns", 4_294_967_296_000_000_000),
+    ] {
+        let errs = time_field(field, json!(over)).expect_err(field);
+        assert!(errs[0].1.ends_with(TS_RANGE), "{field}: {errs:?}");
+        let text = if field.starts_with("local") {
+            "2106-02-07T06:28:16"
+        } else {
+            "2106-02-07T06:28:16Z"
+        };
+        let errs = time_field(field, json!(text)).expect_err(field);
+        assert!(errs[0].1.ends_with(TS_RANGE), "{field}: {errs:?}");
+    }
+    // Far beyond chrono's and an i64 of nanoseconds' range: still the range message, never a panic.
+    let errs = time_field("ns", json!("9999-12-31T23:59:59Z")).expect_err("far");
+    assert_eq!(
+        errs[0].1,
+        format!("timestamp 9999-12-31T23:59:59Z {TS_RANGE}")
+    );
+    let errs = time_field("ms", json!(i64::MAX)).expect_err("far");
+    assert_eq!(errs[0].1, format!("timestamp {} {TS_RANGE}", i64::MAX));
+}
+
+#[test]
+fn the_exact_timestamp_bounds_are_accepted() {
+    let ms = 4_294_967_295_999i64;
+    let us = 4_294_967_295_999_999i64;
+    let ns = 4_294_967_295_999_999_999i64;
+    type Ctor = fn(i64) -> Value;
+    let cases: [(&str, &str, i64, Ctor); 6] = [
+        ("ms", "2106-02-07T06:28:15.999Z", ms, Value::TimestampMillis),
+        (
+            "us",
+            "2106-02-07T06:28:15.999999Z",
+            us,
+            Value::TimestampMicros,
+        ),
+        (
+            "ns",
+            "2106-02-07T06:28:15.999999999Z",
+            ns,
+            Value::TimestampNanos,
+        ),
+        (
+            "local_ms",
+            "2106-02-07T06:28:15.999",
+            ms,
+            Value::LocalTimestampMillis,
+        ),
+        (
+            "local_us",
+            "2106-02-07T06:28:15.999999",
+            us,
+            Value::LocalTimestampMicros,
+        ),
+        (
+            "local_ns",
+            "2106-02-07T06:28:15.999999999",
+            ns,
+            Value::LocalTimestampNanos,
+        ),
+    ];
+    for (field, last, max, value) in cases {
+        assert_eq!(time_field(field, json!(last)), Ok(value(max)), "{field}");
+        assert_eq!(time_field(field, json!(max)), Ok(value(max)), "{field}");
+        let first = if field.starts_with("local") {
+            "1970-01-01T00:00:00"
+        } else {
+            "1970-01-01T00:00:00Z"
+        };
+        assert_eq!(time_field(field, json!(first)), Ok(value(0)), "{field}");
+        assert_eq!(time_field(field, json!(0)), Ok(value(0)), "{field}");
+    }
+    assert_eq!(
+        time_field("ms", json!("1970-01-01T01:00:00+01:00")),
+        Ok(Value::TimestampMillis(0))
+    );
+    assert_eq!(
+        time_field("opt", json!("2106-02-07T06:28:15Z")),
+        Ok(Value::Union(
+            1,
+            Box::new(Value::TimestampMillis(4_294_967_295_000))
+        ))
+    );
+}
+
+#[test]
+fn dates_outside_days_0_to_65535_are_refused() {
+    assert_eq!(
+        time_field("day", json!(-1)),
+        Err(vec![(
+            "/day".into(),
+            format!("date -1 (1969-12-31) {DATE_RANGE}")
+        )])
+    );
+    assert_eq!(
+        time_field("day", json!(65_536)),
+        Err(vec![(
+            "/day".into(),
+            format!("date 65536 (2149-06-07) {DATE_RANGE}")
+        )])
+    );
+    assert_eq!(
+        time_field("day", json!("1969-12-31")),
+        Err(vec![(
+            "/day".into(),
+            format!("date 1969-12-31 {DATE_RANGE}")
+        )])
+    );
+    assert_eq!(
+        time_field("day", json!("2149-06-07")),
+        Err(vec![(
+            "/day".into(),
+            format!("date 2149-06-07 {DATE_RANGE}")
+        )])
+    );
+    assert_eq!(time_field("day", json!(0)), Ok(Value::Date(0)));
+    assert_eq!(time_field("day", json!("1970-01-01")), Ok(Value::Date(0)));
+    assert_eq!(time_field("day", json!(65_535)), Ok(Value::Date(65_535)));
+    assert_eq!(
+        time_field("day", json!("2149-06-06")),
+        Ok(Value::Date(65_535))
+    );
+    assert!(time_field("day", json!(1i64 << 40)).is_err_and(|e| e[0].1.contains("32-bit")));
+}
+
+#[test]
+fn range_helpers() {
+    assert_eq!(timestamp_bounds(1_000), (0, 4_294_967_295_999));
+    assert_eq!(
+        timestamp_bounds(1_000_000_000),
+        (0, 4_294_967_295_999_999_999)
+    );
+    assert_eq!(
+        epoch_rfc3339(-1, 1_000_000).as_deref(),
+        Some("1969-12-31T23:59:59.999999Z")
+    );
+    assert_eq!(epoch_rfc3339(i64::MAX, 1_000), None);
+    assert_eq!(
+        timestamp_range_text(),
+        "1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z"
+    );
+    assert_eq!(date_range_text(), "1970-01-01 to 2149-06-06");
+}

@@ -38,14 +38,8 @@ pub fn config() -> Config {
         ..Config::default()
     };
     let stream = |topic: String| StreamConfig {
-        topic,
-        schema: "event".into(),
-        subject: None,
         partitions: PARTITIONS,
-        key_field: "tenant".into(),
-        tenant_field: "tenant".into(),
-        event_id_field: "event_id".into(),
-        received_at_field: "received_at".into(),
+        ..StreamConfig::new(&topic, "event")
     };
     c.streams = BTreeMap::from([
         ("events".to_owned(), stream(unique("producer_events"))),

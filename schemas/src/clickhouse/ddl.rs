@@ -48,6 +48,12 @@ impl RowPlan {
             ") ENGINE = ReplacingMergeTree(){partition} ORDER BY ({})",
             order.join(", ")
         );
+        if let Some(window) = spec.dedup_window {
+            let _ = write!(
+                sql,
+                " SETTINGS non_replicated_deduplication_window = {window}"
+            );
+        }
         Ok(sql)
     }
 }
@@ -72,4 +78,10 @@ pub fn quote_ident(name: &str) -> String {
 
 fn escape_literal(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+/// Whether two ClickHouse type names are the same type (ClickHouse reports them with its own spacing).
+pub(super) fn same_type(a: &str, b: &str) -> bool {
+    let strip = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    strip(a) == strip(b)
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use apache_avro::Schema;
 use apache_avro::schema::{Name, RecordSchema, UuidSchema};
 
-use super::{Enc, FieldKind, MAX_DEPTH, MappingError};
+use super::{Capabilities, Enc, FieldKind, MAX_DEPTH, MappingError};
 
 pub(super) fn check_name(name: &str) -> Result<(), MappingError> {
     let mut chars = name.chars();
@@ -65,6 +65,8 @@ fn full_name(name: &Name, ns: Option<&str>) -> String {
 /// Maps (sub)schemas to encodings, resolving references through `names`.
 pub(super) struct Mapper<'a> {
     pub(super) names: &'a HashMap<String, Schema>,
+    /// Which native types new columns may use.
+    pub(super) caps: Capabilities,
 }
 
 impl Mapper<'_> {
@@ -75,8 +77,20 @@ impl Mapper<'_> {
         ns: Option<&str>,
     ) -> Result<FieldKind, MappingError> {
         let schema = self.deref(field, schema, ns)?;
+        let map = |values: Enc, nullable: bool| {
+            if !self.caps.map_type {
+                return FieldKind::Map(values);
+            }
+            let map = Enc::Map(Box::new(values));
+            // `Map` cannot be Nullable: null is the empty map, as in the two-column shape.
+            FieldKind::Whole(if nullable {
+                Enc::NullAsDefault(Box::new(map))
+            } else {
+                map
+            })
+        };
         match schema {
-            Schema::Map(m) => Ok(FieldKind::Map(self.enc(field, &m.types, ns, 1)?)),
+            Schema::Map(m) => Ok(map(self.enc(field, &m.types, ns, 1)?, false)),
             Schema::Union(u) => {
                 // `["null", map]` at the top level keeps the two-column shape; null is an empty map.
                 let non_null: Vec<&Schema> = u
@@ -87,7 +101,7 @@ impl Mapper<'_> {
                 if let ([inner], true) = (non_null.as_slice(), u.is_nullable())
                     && let Schema::Map(m) = self.deref(field, inner, ns)?
                 {
-                    return Ok(FieldKind::Map(self.enc(field, &m.types, ns, 1)?));
+                    return Ok(map(self.enc(field, &m.types, ns, 1)?, true));
                 }
                 Ok(FieldKind::Whole(self.enc(field, schema, ns, 0)?))
             }
@@ -124,24 +138,37 @@ impl Mapper<'_> {
             return Err(MappingError::TooDeep(field.to_owned()));
         }
         let schema = self.deref(field, schema, ns)?;
+        let caps = self.caps;
+        let timestamp = |precision: u32| {
+            if caps.datetime64 {
+                Enc::DateTime64(precision)
+            } else {
+                Enc::DateTime
+            }
+        };
         Ok(match schema {
             Schema::Null => Enc::Nullable(Box::new(Enc::Bool)),
+            Schema::Boolean if caps.bool_type => Enc::Boolean,
             Schema::Boolean => Enc::Bool,
             Schema::Int | Schema::TimeMillis => Enc::I32,
             Schema::Long | Schema::TimeMicros => Enc::I64,
             Schema::Float => Enc::F32,
             Schema::Double => Enc::F64,
+            Schema::Enum(_) if caps.decimal_and_low_cardinality => Enc::LowCardStr,
             Schema::Bytes | Schema::String | Schema::Enum(_) => Enc::Str,
             Schema::Fixed(f) => Enc::Fixed(f.size),
             Schema::Duration(_) => Enc::Fixed(12),
             Schema::Uuid(_) => Enc::Uuid,
             Schema::Date => Enc::Date,
-            Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => Enc::DateTime,
+            Schema::TimestampMillis | Schema::LocalTimestampMillis => timestamp(3),
+            Schema::TimestampMicros | Schema::LocalTimestampMicros => timestamp(6),
+            Schema::TimestampNanos | Schema::LocalTimestampNanos => timestamp(9),
+            Schema::Decimal(d) if caps.decimal_and_low_cardinality && d.precision <= 76 => {
+                Enc::DecimalBin {
+                    precision: d.precision,
+                    scale: d.scale,
+                }
+            }
             Schema::Decimal(d) => Enc::Decimal { scale: d.scale },
             Schema::BigDecimal => Enc::Decimal { scale: 0 },
             Schema::Array(a) => Enc::Array(Box::new(self.enc(field, &a.items, ns, depth + 1)?)),

@@ -1,30 +1,34 @@
 //! Avro → ClickHouse: the column types a record schema maps to, the DDL that creates or widens its table, and the
 //! RowBinary encoding of decoded Avro values.
 //!
-//! The mapping only uses types and syntax that ClickHouse 18.16 and current releases both accept (no `Map`, `Bool`,
-//! `DateTime64`, `LowCardinality`, `JSON` or `IF NOT EXISTS` on columns):
+//! Two mappings, picked by what the server accepts ([`Capabilities`], from its version): the legacy one uses only
+//! what ClickHouse 18.16 has; on a current server new columns get the native types. A table that exists keeps its
+//! columns: [`RowPlan::fit`] writes each field the way its column holds it.
 //!
-//! | Avro                                   | ClickHouse                                                    |
-//! |----------------------------------------|---------------------------------------------------------------|
-//! | `string`, `bytes`                      | `String`                                                      |
-//! | `enum`                                 | `String` (the symbol; new symbols need no DDL)                |
-//! | `fixed(n)`                             | `FixedString(n)`                                              |
-//! | `int`, `time-millis`                   | `Int32`                                                       |
-//! | `long`, `time-micros`                  | `Int64`                                                       |
-//! | `float` / `double`                     | `Float32` / `Float64`                                         |
-//! | `boolean`                              | `UInt8` (0 or 1)                                              |
-//! | `uuid` (string or fixed)               | `UUID`                                                        |
-//! | `date`                                 | `Date`                                                        |
-//! | `timestamp-*`, `local-timestamp-*`     | `DateTime` (whole seconds, UTC: sub-second precision is lost) |
-//! | `decimal`, `big-decimal`               | `String` (the exact decimal text, e.g. `-12.50`)              |
-//! | `duration`                             | `FixedString(12)` (the raw Avro bytes)                        |
-//! | `array<T>`                             | `Array(T)`                                                    |
-//! | `map<T>` (top-level field `f`)         | `f.keys Array(String)` + `f.values Array(T)` (a Nested pair)  |
-//! | `map<T>` (inside arrays or records)    | `Array(Tuple(String, T))`                                     |
-//! | `record` (nested)                      | `Tuple(...)` of its fields                                    |
-//! | `["null", T]`, T scalar                | `Nullable(T)`                                                 |
-//! | `["null", T]`, T array/map/record      | `T` (null is stored as empty / default values)                |
-//! | any other union                        | `String` holding the value as JSON                            |
+//! | Avro                                   | ClickHouse 18.16 (legacy)                                     | current server                       |
+//! |----------------------------------------|---------------------------------------------------------------|--------------------------------------|
+//! | `string`, `bytes`                      | `String`                                                      | same                                 |
+//! | `enum`                                 | `String` (the symbol; new symbols need no DDL)                | `LowCardinality(String)`             |
+//! | `fixed(n)`                             | `FixedString(n)`                                              | same                                 |
+//! | `int`, `time-millis`                   | `Int32`                                                       | same                                 |
+//! | `long`, `time-micros`                  | `Int64`                                                       | same                                 |
+//! | `float` / `double`                     | `Float32` / `Float64`                                         | same                                 |
+//! | `boolean`                              | `UInt8` (0 or 1)                                              | `Bool`                               |
+//! | `uuid` (string or fixed)               | `UUID`                                                        | same                                 |
+//! | `date`                                 | `Date`                                                        | same                                 |
+//! | `timestamp-millis` (and `local-`)      | `DateTime` (whole seconds, UTC: sub-second precision is lost) | `DateTime64(3, 'UTC')`               |
+//! | `timestamp-micros` (and `local-`)      | `DateTime` (whole seconds)                                    | `DateTime64(6, 'UTC')`               |
+//! | `timestamp-nanos` (and `local-`)       | `DateTime` (whole seconds)                                    | `DateTime64(9, 'UTC')`               |
+//! | `decimal(P, S)`                        | `String` (the exact decimal text, e.g. `-12.50`)              | `Decimal(P, S)` (P ≤ 76)             |
+//! | `big-decimal`                          | `String`                                                      | same                                 |
+//! | `duration`                             | `FixedString(12)` (the raw Avro bytes)                        | same                                 |
+//! | `array<T>`                             | `Array(T)`                                                    | same                                 |
+//! | `map<T>` (top-level field `f`)         | `f.keys Array(String)` + `f.values Array(T)` (a Nested pair)  | `f Map(String, T)`                   |
+//! | `map<T>` (inside arrays or records)    | `Array(Tuple(String, T))`                                     | same                                 |
+//! | `record` (nested)                      | `Tuple(...)` of its fields                                    | same                                 |
+//! | `["null", T]`, T scalar                | `Nullable(T)`                                                 | same (`LowCardinality(Nullable(String))` for enums) |
+//! | `["null", T]`, T array/map/record      | `T` (null is stored as empty / default values)                | same                                 |
+//! | any other union                        | `String` holding the value as JSON                            | same                                 |
 //!
 //! Top-level map keys are written sorted, so redelivered copies of an event encode to identical bytes.
 //!
@@ -34,8 +38,10 @@
 mod ddl;
 mod mapping;
 mod rowbinary;
+mod server;
 
 pub use ddl::{add_column_sql, quote_ident};
+pub use server::Capabilities;
 
 use std::collections::HashMap;
 
@@ -94,9 +100,23 @@ enum Enc {
     Uuid,
     Date,
     DateTime,
+    /// `DateTime64(precision, 'UTC')`: ticks of 10^-precision seconds.
+    DateTime64(u32),
+    /// `Bool` (one byte, as `UInt8`).
+    Boolean,
+    /// `LowCardinality(String)` (RowBinary as `String`).
+    LowCardStr,
+    /// The decimal's text in a `String`.
     Decimal {
         scale: usize,
     },
+    /// `Decimal(precision, scale)`: the unscaled value, little-endian, 4 to 32 bytes by precision.
+    DecimalBin {
+        precision: usize,
+        scale: usize,
+    },
+    /// A top-level map as `Map(String, V)` (RowBinary as `Array(Tuple(String, V))`).
+    Map(Box<Enc>),
     /// A union of null and a type ClickHouse can wrap in `Nullable`.
     Nullable(Box<Enc>),
     /// A union of null and a type ClickHouse cannot wrap: null becomes the type's default.
@@ -122,6 +142,15 @@ impl Enc {
             Enc::Uuid => "UUID".into(),
             Enc::Date => "Date".into(),
             Enc::DateTime => "DateTime".into(),
+            Enc::DateTime64(p) => format!("DateTime64({p}, 'UTC')"),
+            Enc::Boolean => "Bool".into(),
+            Enc::LowCardStr => "LowCardinality(String)".into(),
+            Enc::DecimalBin { precision, scale } => format!("Decimal({precision}, {scale})"),
+            Enc::Map(v) => format!("Map(String, {})", v.sql()),
+            // ClickHouse nests these the other way round: LowCardinality wraps Nullable.
+            Enc::Nullable(inner) if **inner == Enc::LowCardStr => {
+                "LowCardinality(Nullable(String))".into()
+            }
             Enc::Nullable(inner) => format!("Nullable({})", inner.sql()),
             Enc::NullAsDefault(inner) => inner.sql(),
             Enc::Array(inner) => format!("Array({})", inner.sql()),
@@ -139,6 +168,7 @@ impl Enc {
             self,
             Enc::Array(_)
                 | Enc::Pairs(_)
+                | Enc::Map(_)
                 | Enc::Tuple(_)
                 | Enc::Nullable(_)
                 | Enc::NullAsDefault(_)
@@ -157,7 +187,7 @@ pub struct Column {
     pub doc: Option<String>,
     /// Whether the column may be part of ORDER BY (not Nullable, not an array or tuple).
     sortable: bool,
-    /// Whether the column is a `Date` or `DateTime`, so it can be partitioned by month.
+    /// Whether the column is a `Date`, `DateTime` or `DateTime64`, so it can be partitioned by month.
     temporal: bool,
 }
 
@@ -173,13 +203,61 @@ struct FieldPlan {
     name: String,
     doc: Option<String>,
     kind: FieldKind,
+    /// The legacy mapping of the field, when it differs: what a table created on 18.16 holds.
+    legacy: Option<FieldKind>,
+}
+
+impl FieldPlan {
+    fn columns(&self, kind: &FieldKind, out: &mut Vec<Column>) {
+        match kind {
+            FieldKind::Whole(enc) => out.push(Column {
+                name: self.name.clone(),
+                ty: enc.sql(),
+                doc: self.doc.clone(),
+                sortable: enc.nullable_ok(),
+                temporal: matches!(enc, Enc::Date | Enc::DateTime | Enc::DateTime64(_)),
+            }),
+            FieldKind::Map(values) => {
+                let arr = |name: &str, ty: String| Column {
+                    name: format!("{}.{name}", self.name),
+                    ty: format!("Array({ty})"),
+                    doc: self.doc.clone(),
+                    sortable: false,
+                    temporal: false,
+                };
+                out.push(arr("keys", "String".into()));
+                out.push(arr("values", values.sql()));
+            }
+        }
+    }
+
+    /// Whether `existing` holds every column of `kind`, with the same types.
+    fn held_as(&self, kind: &FieldKind, existing: &[(String, String)]) -> bool {
+        let mut wanted = Vec::new();
+        self.columns(kind, &mut wanted);
+        wanted.iter().all(|c| {
+            existing
+                .iter()
+                .any(|(n, ty)| *n == c.name && ddl::same_type(ty, &c.ty))
+        })
+    }
 }
 
 /// How rows of one Avro record schema become ClickHouse columns and RowBinary bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowPlan {
     fields: Vec<FieldPlan>,
+    /// Whether each row ends with its message's topic, partition and offset ([`SOURCE_COLUMNS`]).
+    source_columns: bool,
 }
+
+/// The columns that trace a row to its Kafka message, when a stream asks for them; both server generations have
+/// these types.
+pub const SOURCE_COLUMNS: [(&str, &str); 3] = [
+    ("_topic", "String"),
+    ("_partition", "Int32"),
+    ("_offset", "Int64"),
+];
 
 /// Where a table lives and how it is sorted and partitioned.
 #[derive(Debug, Clone)]
@@ -190,11 +268,19 @@ pub struct TableSpec<'a> {
     pub order_by: &'a [String],
     /// A `Date`/`DateTime` field to partition by month, if any.
     pub partition_by: Option<&'a str>,
+    /// `non_replicated_deduplication_window`: how many recent insert blocks' tokens the table remembers (servers
+    /// with `insert_deduplication_token` only; `None` leaves the server's default, which is no deduplication).
+    pub dedup_window: Option<u64>,
 }
 
 impl RowPlan {
-    /// The plan for a record schema (named types it references must be defined inside it).
+    /// The legacy plan for a record schema: what every supported server accepts.
     pub fn from_schema(schema: &Schema) -> Result<Self, MappingError> {
+        Self::for_server(schema, Capabilities::LEGACY)
+    }
+
+    /// The plan for a record schema on a server with `caps` (named types it references must be defined inside it).
+    pub fn for_server(schema: &Schema, caps: Capabilities) -> Result<Self, MappingError> {
         let Schema::Record(record) = schema else {
             return Err(MappingError::NotARecord(
                 format!("{schema:?}").chars().take(40).collect(),
@@ -202,45 +288,88 @@ impl RowPlan {
         };
         let mut names = HashMap::new();
         collect_names(schema, None, &mut names, 0);
-        let mapper = Mapper { names: &names };
+        let mapper = Mapper {
+            names: &names,
+            caps,
+        };
+        let legacy_mapper = Mapper {
+            names: &names,
+            caps: Capabilities::LEGACY,
+        };
         let ns = record.name.namespace();
         let mut fields = Vec::with_capacity(record.fields.len());
         for field in &record.fields {
             check_name(&field.name)?;
             let kind = mapper.top_level(&field.name, &field.schema, ns)?;
+            let legacy = Some(legacy_mapper.top_level(&field.name, &field.schema, ns)?)
+                .filter(|l| *l != kind);
             fields.push(FieldPlan {
                 name: field.name.clone(),
                 doc: field.doc.clone(),
                 kind,
+                legacy,
             });
         }
-        Ok(Self { fields })
+        Ok(Self {
+            fields,
+            source_columns: false,
+        })
     }
 
-    /// The columns in the order [`RowPlan::encode`] writes them.
+    /// This plan writing each field the way `existing` (a table's `(name, type)` columns) holds it: a field whose
+    /// columns have the legacy types keeps them, so a table created on an older server is never rewritten; fields
+    /// the table lacks keep this plan's types (and are added with them).
+    pub fn fit(&self, existing: &[(String, String)]) -> RowPlan {
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| match &f.legacy {
+                Some(legacy) if !f.held_as(&f.kind, existing) && f.held_as(legacy, existing) => {
+                    FieldPlan {
+                        kind: legacy.clone(),
+                        legacy: None,
+                        ..f.clone()
+                    }
+                }
+                _ => f.clone(),
+            })
+            .collect();
+        RowPlan {
+            fields,
+            source_columns: self.source_columns,
+        }
+    }
+
+    /// This plan with the [`SOURCE_COLUMNS`] after the schema's.
+    pub fn with_source_columns(mut self) -> Self {
+        self.source_columns = true;
+        self
+    }
+
+    /// Whether rows end with the [`SOURCE_COLUMNS`] (written by [`RowPlan::encode_source`]).
+    pub fn has_source_columns(&self) -> bool {
+        self.source_columns
+    }
+
+    /// Appends the [`SOURCE_COLUMNS`] of the message a row came from, after [`RowPlan::encode`] wrote the row.
+    pub fn encode_source(&self, topic: &str, partition: i32, offset: i64, out: &mut Vec<u8>) {
+        rowbinary::write_source(topic, partition, offset, out);
+    }
+
+    /// The columns in the order [`RowPlan::encode`] (and [`RowPlan::encode_source`]) write them.
     pub fn columns(&self) -> Vec<Column> {
         let mut out = Vec::new();
         for f in &self.fields {
-            match &f.kind {
-                FieldKind::Whole(enc) => out.push(Column {
-                    name: f.name.clone(),
-                    ty: enc.sql(),
-                    doc: f.doc.clone(),
-                    sortable: enc.nullable_ok(),
-                    temporal: matches!(enc, Enc::Date | Enc::DateTime),
-                }),
-                FieldKind::Map(values) => {
-                    let arr = |name: &str, ty: String| Column {
-                        name: format!("{}.{name}", f.name),
-                        ty: format!("Array({ty})"),
-                        doc: f.doc.clone(),
-                        sortable: false,
-                        temporal: false,
-                    };
-                    out.push(arr("keys", "String".into()));
-                    out.push(arr("values", values.sql()));
-                }
-            }
+            f.columns(&f.kind, &mut out);
+        }
+        if self.source_columns {
+            out.extend(SOURCE_COLUMNS.iter().map(|(name, ty)| Column {
+                name: (*name).to_owned(),
+                ty: (*ty).to_owned(),
+                doc: Some("Kafka message this row came from".to_owned()),
+                sortable: true,
+                temporal: false,
+            }));
         }
         out
     }

@@ -40,6 +40,13 @@ impl RowPlan {
     }
 }
 
+/// The source columns of a row: `_topic String`, `_partition Int32`, `_offset Int64`.
+pub(super) fn write_source(topic: &str, partition: i32, offset: i64, out: &mut Vec<u8>) {
+    write_bytes(topic.as_bytes(), out);
+    out.extend_from_slice(&partition.to_le_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+}
+
 fn mismatch(field: &str, expected: &'static str, got: &Value) -> EncodeError {
     let mut got = format!("{got:?}");
     got.truncate(60);
@@ -114,6 +121,67 @@ fn write_top_map(
     }
 }
 
+/// `DateTime64`'s range, in seconds since the epoch: 1900-01-01T00:00:00Z to 2299-12-31T23:59:59Z.
+const DATETIME64_SECONDS: std::ops::RangeInclusive<i64> = -2_208_988_800..=10_413_791_999;
+
+/// `t`, in ticks of 10^-`from` seconds, as ticks of 10^-`to` seconds (truncated towards the past).
+fn ticks(field: &str, t: i64, from: u32, to: u32) -> Result<i64, EncodeError> {
+    let seconds = t.div_euclid(10i64.pow(from));
+    if !DATETIME64_SECONDS.contains(&seconds) {
+        return Err(out_of_range(
+            field,
+            format!("{seconds}s since epoch"),
+            "DateTime64 (1900-01-01 to 2299-12-31)",
+        ));
+    }
+    Ok(if to >= from {
+        t.saturating_mul(10i64.pow(to - from))
+    } else {
+        t.div_euclid(10i64.pow(from - to))
+    })
+}
+
+/// Bytes of `Decimal(precision, _)`: Decimal32, 64, 128 or 256.
+fn decimal_width(precision: usize) -> usize {
+    match precision {
+        0..=9 => 4,
+        10..=18 => 8,
+        19..=38 => 16,
+        _ => 32,
+    }
+}
+
+/// The unscaled value of a decimal as `Decimal(precision, _)` holds it: 4, 8, 16 or 32 bytes, little-endian.
+fn write_decimal_bin(
+    field: &str,
+    bytes: &[u8],
+    precision: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let too_wide = || out_of_range(field, format!("{} bytes", bytes.len()), "Decimal");
+    let width = decimal_width(precision);
+    if bytes.len() > width {
+        return Err(too_wide());
+    }
+    let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let fill = if negative { 0xff } else { 0 };
+    if width <= 16 {
+        let mut buf = [fill; 16];
+        buf[16 - bytes.len()..].copy_from_slice(bytes);
+        let n = i128::from_be_bytes(buf);
+        // More digits than the precision would be stored, and read back, as a different number.
+        if n.unsigned_abs() >= 10u128.pow(precision.min(38) as u32) {
+            return Err(out_of_range(field, n, "Decimal precision"));
+        }
+        out.extend_from_slice(&n.to_le_bytes()[..width]);
+    } else {
+        let mut le: Vec<u8> = bytes.iter().rev().copied().collect();
+        le.resize(32, fill);
+        out.extend_from_slice(&le);
+    }
+    Ok(())
+}
+
 fn seconds(field: &str, v: i64, per_second: i64) -> Result<u32, EncodeError> {
     let s = v.div_euclid(per_second);
     u32::try_from(s).map_err(|_| out_of_range(field, format!("{s}s since epoch"), "DateTime"))
@@ -160,7 +228,7 @@ pub(super) fn write(
     }
     let v = unwrap_union(v);
     match (enc, v) {
-        (Enc::Str, Value::String(s)) | (Enc::Str, Value::Enum(_, s)) => {
+        (Enc::Str | Enc::LowCardStr, Value::String(s) | Value::Enum(_, s)) => {
             write_bytes(s.as_bytes(), out)
         }
         (Enc::Str, Value::Bytes(b)) => write_bytes(b, out),
@@ -192,7 +260,7 @@ pub(super) fn write(
         (Enc::F32, Value::Float(f)) => out.extend_from_slice(&f.to_le_bytes()),
         (Enc::F64, Value::Double(f)) => out.extend_from_slice(&f.to_le_bytes()),
         (Enc::F64, Value::Float(f)) => out.extend_from_slice(&f64::from(*f).to_le_bytes()),
-        (Enc::Bool, Value::Boolean(b)) => out.push(u8::from(*b)),
+        (Enc::Bool | Enc::Boolean, Value::Boolean(b)) => out.push(u8::from(*b)),
         (Enc::Uuid, Value::Uuid(u)) => write_uuid(u, out),
         (Enc::Uuid, Value::String(s)) => {
             let u = uuid::Uuid::parse_str(s).map_err(|_| out_of_range(field, s, "UUID"))?;
@@ -232,13 +300,26 @@ pub(super) fn write(
             write_bytes(text.as_bytes(), out);
         }
         (Enc::Decimal { .. }, Value::BigDecimal(d)) => write_bytes(d.to_string().as_bytes(), out),
+        (Enc::DecimalBin { precision, .. }, Value::Decimal(d)) => {
+            let bytes = Vec::<u8>::try_from(d).map_err(|e| out_of_range(field, e, "Decimal"))?;
+            write_decimal_bin(field, &bytes, *precision, out)?;
+        }
+        (Enc::DateTime64(p), Value::TimestampMillis(t) | Value::LocalTimestampMillis(t)) => {
+            out.extend_from_slice(&ticks(field, *t, 3, *p)?.to_le_bytes());
+        }
+        (Enc::DateTime64(p), Value::TimestampMicros(t) | Value::LocalTimestampMicros(t)) => {
+            out.extend_from_slice(&ticks(field, *t, 6, *p)?.to_le_bytes());
+        }
+        (Enc::DateTime64(p), Value::TimestampNanos(t) | Value::LocalTimestampNanos(t)) => {
+            out.extend_from_slice(&ticks(field, *t, 9, *p)?.to_le_bytes());
+        }
         (Enc::Array(inner), Value::Array(items)) => {
             write_varint(items.len() as u64, out);
             for item in items {
                 write(inner, item, field, out)?;
             }
         }
-        (Enc::Pairs(values), Value::Map(m)) => {
+        (Enc::Pairs(values) | Enc::Map(values), Value::Map(m)) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
             write_varint(keys.len() as u64, out);
@@ -278,11 +359,13 @@ fn enc_name(enc: &Enc) -> &'static str {
         Enc::Bool => "boolean",
         Enc::Uuid => "uuid",
         Enc::Date => "date",
-        Enc::DateTime => "timestamp",
-        Enc::Decimal { .. } => "decimal",
+        Enc::DateTime | Enc::DateTime64(_) => "timestamp",
+        Enc::Boolean => "boolean",
+        Enc::LowCardStr => "string",
+        Enc::Decimal { .. } | Enc::DecimalBin { .. } => "decimal",
         Enc::Nullable(_) | Enc::NullAsDefault(_) => "nullable value",
         Enc::Array(_) => "array",
-        Enc::Pairs(_) => "map",
+        Enc::Pairs(_) | Enc::Map(_) => "map",
         Enc::Tuple(_) => "record",
         Enc::Json => "union",
     }
@@ -297,13 +380,21 @@ fn write_uuid(u: &uuid::Uuid, out: &mut Vec<u8>) {
 
 fn write_default(enc: &Enc, out: &mut Vec<u8>) {
     match enc {
-        Enc::Str | Enc::Decimal { .. } | Enc::Json | Enc::Array(_) | Enc::Pairs(_) => {
-            write_varint(0, out)
+        Enc::Str
+        | Enc::LowCardStr
+        | Enc::Decimal { .. }
+        | Enc::Json
+        | Enc::Array(_)
+        | Enc::Pairs(_)
+        | Enc::Map(_) => write_varint(0, out),
+        Enc::DateTime64(_) => out.extend_from_slice(&[0; 8]),
+        Enc::DecimalBin { precision, .. } => {
+            out.extend(std::iter::repeat_n(0u8, decimal_width(*precision)))
         }
         Enc::Fixed(n) => out.extend(std::iter::repeat_n(0u8, *n)),
         Enc::I32 | Enc::F32 | Enc::DateTime => out.extend_from_slice(&[0; 4]),
         Enc::I64 | Enc::F64 => out.extend_from_slice(&[0; 8]),
-        Enc::Bool => out.push(0),
+        Enc::Bool | Enc::Boolean => out.push(0),
         Enc::Date => out.extend_from_slice(&[0; 2]),
         Enc::Uuid => out.extend_from_slice(&[0; 16]),
         Enc::Nullable(_) => out.push(1),

@@ -51,6 +51,7 @@ fn create_table_for_events() {
             table: "sluice.events",
             order_by: &order,
             partition_by: Some("occurred_at"),
+            dedup_window: None,
         })
         .expect("ddl");
     assert!(
@@ -75,6 +76,7 @@ fn bad_sort_and_partition_keys_are_refused() {
         table: "t",
         order_by: order,
         partition_by: part,
+        dedup_window: None,
     };
     let nullable: &'static [String] = Box::leak(Box::new(["user_id".to_string()]));
     let missing: &'static [String] = Box::leak(Box::new(["nope".to_string()]));
@@ -227,4 +229,168 @@ fn varints_match_clickhouse() {
     let mut out = Vec::new();
     write_varint(300, &mut out);
     assert_eq!(out, vec![0xac, 0x02]);
+}
+
+const MODERN: &str = r#"{"type":"record","name":"M","namespace":"t","fields":[
+    {"name":"id","type":"string"},
+    {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"us","type":{"type":"long","logicalType":"timestamp-micros"}},
+    {"name":"ok","type":"boolean"},
+    {"name":"e","type":{"type":"enum","name":"Color","symbols":["RED","GREEN"]}},
+    {"name":"maybe_e","type":["null","Color"],"default":null},
+    {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+    {"name":"big","type":{"type":"bytes","logicalType":"decimal","precision":30,"scale":4}},
+    {"name":"tags","type":{"type":"map","values":"long"}},
+    {"name":"maybe_tags","type":["null",{"type":"map","values":"string"}],"default":null}
+]}"#;
+
+fn modern_plan() -> RowPlan {
+    RowPlan::for_server(
+        &Schema::parse_str(MODERN).expect("parses"),
+        Capabilities::CURRENT,
+    )
+    .expect("maps")
+}
+
+fn legacy_plan() -> RowPlan {
+    RowPlan::from_schema(&Schema::parse_str(MODERN).expect("parses")).expect("maps")
+}
+
+fn typed(plan: &RowPlan) -> Vec<(String, String)> {
+    plan.columns().into_iter().map(|c| (c.name, c.ty)).collect()
+}
+
+#[test]
+fn a_current_server_gets_native_types() {
+    let types: Vec<String> = modern_plan().columns().into_iter().map(|c| c.ty).collect();
+    assert_eq!(
+        types,
+        [
+            "String",
+            "DateTime64(3, 'UTC')",
+            "DateTime64(6, 'UTC')",
+            "Bool",
+            "LowCardinality(String)",
+            "LowCardinality(Nullable(String))",
+            "Decimal(9, 2)",
+            "Decimal(30, 4)",
+            "Map(String, Int64)",
+            "Map(String, String)",
+        ]
+    );
+    let legacy: Vec<String> = legacy_plan().columns().into_iter().map(|c| c.ty).collect();
+    assert_eq!(
+        legacy,
+        [
+            "String",
+            "DateTime",
+            "DateTime",
+            "UInt8",
+            "String",
+            "Nullable(String)",
+            "String",
+            "String",
+            "Array(String)",
+            "Array(Int64)",
+            "Array(String)",
+            "Array(String)",
+        ]
+    );
+    let spec = TableSpec {
+        table: "db.m",
+        order_by: &["id".to_string()],
+        partition_by: Some("ts"),
+        dedup_window: None,
+    };
+    assert!(
+        modern_plan()
+            .create_table_sql(&spec)
+            .expect("sql")
+            .contains("PARTITION BY toYYYYMM(`ts`)"),
+        "DateTime64 partitions by month too"
+    );
+}
+
+#[test]
+fn a_table_created_on_an_old_server_keeps_its_columns() {
+    let modern = modern_plan();
+    // Created by 18.16, then the server was upgraded: every field is written as the table holds it.
+    assert_eq!(
+        typed(&modern.fit(&typed(&legacy_plan()))),
+        typed(&legacy_plan())
+    );
+    // Created on the current server: nothing changes.
+    assert_eq!(typed(&modern.fit(&typed(&modern))), typed(&modern));
+    // A legacy table missing a field: the old fields keep their types, the new one gets the native type.
+    let mut old = typed(&legacy_plan());
+    old.retain(|(n, _)| n != "us");
+    let fitted = typed(&modern.fit(&old));
+    assert!(fitted.contains(&("ts".into(), "DateTime".into())));
+    assert!(fitted.contains(&("us".into(), "DateTime64(6, 'UTC')".into())));
+    // ClickHouse's own spacing of type names does not matter.
+    let spaced: Vec<(String, String)> = typed(&legacy_plan())
+        .into_iter()
+        .map(|(n, t)| (n, t.replace(',', " , ")))
+        .collect();
+    assert_eq!(typed(&modern.fit(&spaced)), typed(&legacy_plan()));
+}
+
+#[test]
+fn native_values_are_written_as_clickhouse_reads_them() {
+    let mut out = Vec::new();
+    // Milliseconds survive: 1.234 s after the epoch is 1234 ticks of DateTime64(3).
+    write(
+        &Enc::DateTime64(3),
+        &Value::TimestampMillis(1_234),
+        "ts",
+        &mut out,
+    )
+    .expect("fits");
+    assert_eq!(out, 1_234i64.to_le_bytes());
+    out.clear();
+    write(
+        &Enc::DateTime64(6),
+        &Value::TimestampMillis(-1),
+        "ts",
+        &mut out,
+    )
+    .expect("1969 fits");
+    assert_eq!(out, (-1_000i64).to_le_bytes());
+    out.clear();
+    let too_late = Value::TimestampMillis(10_413_792_000_000);
+    assert!(write(&Enc::DateTime64(3), &too_late, "ts", &mut out).is_err());
+    assert!(out.is_empty());
+    // 12.50 as Decimal(9, 2): the unscaled 1250 in 4 bytes; -12.50 in 16 bytes for precision 30.
+    let dec = |b: &[u8]| Value::Decimal(apache_avro::Decimal::from(b.to_vec()));
+    let d9 = Enc::DecimalBin {
+        precision: 9,
+        scale: 2,
+    };
+    write(&d9, &dec(&[0x04, 0xe2]), "dec", &mut out).expect("fits");
+    assert_eq!(out, 1_250i32.to_le_bytes());
+    out.clear();
+    let d30 = Enc::DecimalBin {
+        precision: 30,
+        scale: 2,
+    };
+    write(&d30, &dec(&[0xfb, 0x1e]), "dec", &mut out).expect("fits");
+    assert_eq!(out, (-1_250i128).to_le_bytes());
+    out.clear();
+    // 10 digits do not fit Decimal(9, _).
+    assert!(write(&d9, &dec(&[0x02, 0x54, 0x0b, 0xe4, 0x00]), "dec", &mut out).is_err());
+    // A Map is written like the array of pairs it is on the wire, keys sorted.
+    let map = Value::Map(
+        [
+            ("b".to_string(), Value::Long(2)),
+            ("a".to_string(), Value::Long(1)),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    write(&Enc::Map(Box::new(Enc::I64)), &map, "tags", &mut out).expect("fits");
+    let mut want = vec![2, 1, b'a'];
+    want.extend_from_slice(&1i64.to_le_bytes());
+    want.extend_from_slice(&[1, b'b']);
+    want.extend_from_slice(&2i64.to_le_bytes());
+    assert_eq!(out, want);
 }

@@ -147,6 +147,7 @@ impl ConsumerPath {
             table,
             order_by: &order_by,
             partition_by: Some(PARTITION_BY),
+            dedup_window: None,
         })?)
     }
 

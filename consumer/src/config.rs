@@ -212,6 +212,9 @@ pub struct StreamConfig {
     /// Partitions of the source and DLQ topics when the consumer has to create them. Default 4.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
+    /// Add `_topic`, `_partition` and `_offset` columns that trace each row to its Kafka message. Default false.
+    #[serde(default)]
+    pub source_columns: bool,
 }
 
 impl StreamConfig {
@@ -226,6 +229,7 @@ impl StreamConfig {
             order_by: default_order_by(),
             partition_by: default_partition_by(),
             partitions: default_partitions(),
+            source_columns: false,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::ResolvedSchema;
-use sluice_schemas::clickhouse::RowPlan;
+use sluice_schemas::clickhouse::{Capabilities, RowPlan};
 use sluice_schemas::wire;
 
 /// Why one message's bytes did not become a row.
@@ -60,13 +60,26 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// A reader for `schema`, if it maps to columns.
+    /// A reader for `schema` with the legacy mapping (every server accepts it), if it maps to columns.
     pub fn new(
         id: Option<u32>,
         version: Option<i32>,
         schema: Arc<Schema>,
     ) -> Result<Self, sluice_schemas::clickhouse::MappingError> {
-        let plan = RowPlan::from_schema(&schema)?;
+        Self::for_table(id, version, schema, Shape::default())
+    }
+
+    /// A reader for `schema` whose new columns take the types `shape.caps` allows.
+    pub fn for_table(
+        id: Option<u32>,
+        version: Option<i32>,
+        schema: Arc<Schema>,
+        shape: Shape,
+    ) -> Result<Self, sluice_schemas::clickhouse::MappingError> {
+        let mut plan = RowPlan::for_server(&schema, shape.caps)?;
+        if shape.source_columns {
+            plan = plan.with_source_columns();
+        }
         Ok(Self {
             id,
             version,
@@ -74,6 +87,23 @@ impl Reader {
             plan,
         })
     }
+
+    /// The same reader writing rows as `plan` (the reader's plan fitted to its table's columns).
+    pub fn with_plan(&self, plan: RowPlan) -> Self {
+        Self {
+            plan,
+            ..self.clone()
+        }
+    }
+}
+
+/// What shapes a stream's table besides its schema.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// What the server accepts.
+    pub caps: Capabilities,
+    /// Whether rows carry their message's topic, partition and offset.
+    pub source_columns: bool,
 }
 
 /// The schema id in front of a Confluent-framed value.

@@ -130,7 +130,17 @@ pub fn decode_into<'m, L: SchemaLookup>(
         };
         let start = rows.buf.len();
         match decoder.decode(payload.unwrap_or_default(), &mut rows.buf) {
-            Ok(()) => rows.rows.push((i, start..rows.buf.len())),
+            Ok(()) => {
+                if reader.plan.has_source_columns() {
+                    reader.plan.encode_source(
+                        topic,
+                        message.partition(),
+                        message.offset(),
+                        &mut rows.buf,
+                    );
+                }
+                rows.rows.push((i, start..rows.buf.len()));
+            }
             Err(e) => {
                 rows.buf.truncate(start);
                 failed.push((i, e.into()));

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StreamConfig};
-use crate::decode::Reader;
+use crate::decode::{Reader, Shape};
 use crate::dlq::DlqProducer;
 use crate::error::Error;
 use crate::flush::Stream;
@@ -161,10 +161,18 @@ async fn run(
         })
         .await?;
 
+    // New columns take the best types the server accepts.
+    let caps = retry("clickhouse version")
+        .run(|| sink.detect_server())
+        .await?;
     let mut streams = HashMap::new();
     for s in &config.streams {
+        let shape = Shape {
+            caps,
+            source_columns: s.source_columns,
+        };
         let reader = retry("reader schema")
-            .run(|| initial_reader(&registry, s))
+            .run(|| initial_reader(&registry, s, shape))
             .await?;
         let mut stream = Stream::new(s, &config.clickhouse.database, reader);
         let widened = retry("table")
@@ -173,6 +181,7 @@ async fn run(
         for column in &widened.added {
             metrics.schema_changed("column_added", &format!("{}.{column}", stream.table()));
         }
+        stream.adopt_plan(widened.plan);
         stream.table_ready();
         streams.insert(s.topic.clone(), stream);
     }
@@ -195,11 +204,15 @@ async fn run(
 }
 
 /// The subject's latest version, or the bundled schema while the subject is not registered.
-async fn initial_reader(registry: &SchemaRegistry, s: &StreamConfig) -> Result<Reader, Error> {
+async fn initial_reader(
+    registry: &SchemaRegistry,
+    s: &StreamConfig,
+    shape: Shape,
+) -> Result<Reader, Error> {
     let subject = s.subject();
     if let Some(latest) = registry.latest(&subject).await? {
         tracing::info!(%subject, id = latest.id, version = latest.version, "reader schema from the registry");
-        return Reader::new(Some(latest.id), Some(latest.version), latest.schema)
+        return Reader::for_table(Some(latest.id), Some(latest.version), latest.schema, shape)
             .map_err(Error::from);
     }
     let name = s.bundled_schema.as_deref().ok_or_else(|| {
@@ -213,7 +226,7 @@ async fn initial_reader(registry: &SchemaRegistry, s: &StreamConfig) -> Result<R
     let schema = apache_avro::Schema::parse_str(bundled.text)
         .map_err(|e| Error::Config(format!("bundled schema {name}: {e}")))?;
     tracing::info!(%subject, bundled = name, "subject not registered yet; reading with the bundled schema");
-    Reader::new(None, None, Arc::new(schema)).map_err(Error::from)
+    Reader::for_table(None, None, Arc::new(schema), shape).map_err(Error::from)
 }
 
 /// Retries a start-up step with backoff until it succeeds or shutdown is requested.

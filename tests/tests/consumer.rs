@@ -21,7 +21,9 @@ async fn n_events_land_once_and_offsets_reach_the_partition_ends() -> anyhow::Re
     init_tracing();
     let s = Setup::new("cons_basic").await?;
     let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
-    let consumer = InProcess::start(s.config()).await?;
+    let mut config = s.config();
+    config.streams[0].source_columns = true;
+    let consumer = InProcess::start(config).await?;
     consumer.ready().await?;
 
     let producer = producer()?;
@@ -38,6 +40,17 @@ async fn n_events_land_once_and_offsets_reach_the_partition_ends() -> anyhow::Re
         425,
         "all 425 messages committed"
     );
+    // Every stored row names the message it came from: this topic, and offsets no two rows share.
+    let (rows, messages, max_offset): (u64, u64, i64) = clickhouse()
+        .query(&format!(
+            "SELECT count(), uniqExact(_partition, _offset), max(_offset) FROM {} WHERE _topic = '{}'",
+            s.table, s.topic
+        ))
+        .fetch_one()
+        .await?;
+    assert!(rows >= 400, "{rows} rows traced to {}", s.topic);
+    assert_eq!(messages, rows, "one message per stored row");
+    assert!(max_offset < 425, "offsets within the topic: {max_offset}");
     assert!(
         consumer
             .metric("sluice_consumer_rows_inserted_total")
@@ -544,6 +557,7 @@ async fn every_mapped_avro_type_round_trips_through_clickhouse() -> anyhow::Resu
             table: &table,
             order_by: &order,
             partition_by: Some("ts"),
+            dedup_window: None,
         },
     )
     .await?;
@@ -554,6 +568,7 @@ async fn every_mapped_avro_type_round_trips_through_clickhouse() -> anyhow::Resu
             index: 0,
             bytes: &row,
         }],
+        None,
     )
     .await?;
     let tsv = reqwest::Client::new()

@@ -1,5 +1,13 @@
-//! The insert step: one INSERT per topic of its pending rows; when ClickHouse refuses the data, the rows are split
-//! in halves until the ones at fault stand alone, so good rows land and only bad ones are dead-lettered.
+//! The insert step: the pending rows of a topic in one INSERT, or one per partition on a server with insert
+//! deduplication tokens; when ClickHouse refuses the data, the rows are split in halves until the ones at fault
+//! stand alone, so good rows land and only bad ones are dead-lettered.
+//!
+//! A token names the rows of a block by their messages: `<topic>:<partition>:<first offset>-<last offset>`. The
+//! rows of a partition are sorted by offset and a block is always a contiguous run of them, so the same messages
+//! give the same token whenever they are inserted again: a retry after a timeout whose INSERT did land, or the
+//! same batch rebuilt after a crash.
+
+use rdkafka::message::Message;
 
 use super::ports::RowSink;
 use super::{Entry, Judged, Stream};
@@ -31,13 +39,70 @@ pub(super) async fn isolating<S: RowSink>(
         return None;
     }
     let columns = rows.reader.plan.insert_columns();
+    let tokens = sink.capabilities().dedup_token;
+    for block in blocks(refs, entries, tokens) {
+        if let Some(f) = bisecting(sink, stream, &columns, &block, tokens, entries, judged).await {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// The rows in insert blocks: one block, or with tokens one per partition in offset order.
+fn blocks<'a>(mut refs: Vec<RowRef<'a>>, entries: &[Entry], tokens: bool) -> Vec<Vec<RowRef<'a>>> {
+    if !tokens {
+        return vec![refs];
+    }
+    let position = |r: &RowRef<'_>| {
+        let m = &entries[r.index].received.message;
+        (m.partition(), m.offset())
+    };
+    refs.sort_by_key(position);
+    let mut out: Vec<Vec<RowRef<'a>>> = Vec::new();
+    for r in refs {
+        match out.last_mut() {
+            Some(block) if block.first().map(|f| position(f).0) == Some(position(&r).0) => {
+                block.push(r)
+            }
+            _ => out.push(vec![r]),
+        }
+    }
+    out
+}
+
+/// The token of a block: its topic, partition and first and last offsets.
+pub(super) fn token(entries: &[Entry], block: &[RowRef<'_>]) -> Option<String> {
+    let first = &entries.get(block.first()?.index)?.received.message;
+    let last = &entries.get(block.last()?.index)?.received.message;
+    Some(format!(
+        "{}:{}:{}-{}",
+        first.topic(),
+        first.partition(),
+        first.offset(),
+        last.offset()
+    ))
+}
+
+async fn bisecting<S: RowSink>(
+    sink: &S,
+    stream: &Stream,
+    columns: &str,
+    block: &[RowRef<'_>],
+    tokens: bool,
+    entries: &mut [Entry],
+    judged: &mut Judged,
+) -> Option<Failure> {
     // Depth-first, left half first, so rows land roughly in their original order.
-    let mut stack: Vec<&[RowRef<'_>]> = vec![&refs];
+    let mut stack: Vec<&[RowRef<'_>]> = vec![block];
     while let Some(part) = stack.pop() {
         if part.is_empty() {
             continue;
         }
-        let failure = match sink.insert(&stream.table, &columns, part).await {
+        let token = if tokens { token(entries, part) } else { None };
+        let failure = match sink
+            .insert(&stream.table, columns, part, token.as_deref())
+            .await
+        {
             Ok(()) => {
                 for row in part {
                     entries[row.index].outcome = Some(Outcome::Inserted);

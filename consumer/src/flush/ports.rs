@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use apache_avro::Schema;
 use rdkafka::message::OwnedMessage;
-use sluice_schemas::clickhouse::{RowPlan, TableSpec};
+use sluice_schemas::clickhouse::{Capabilities, RowPlan, TableSpec};
 
 use crate::dlq::{DlqProducer, Letter};
 use crate::error::Error;
@@ -17,13 +17,18 @@ use crate::sink::clickhouse::insert::RowRef;
 
 /// Where rows go.
 pub trait RowSink: Send + Sync {
-    /// One INSERT of `rows` into `table`'s `columns`: all land or none.
+    /// One INSERT of `rows` into `table`'s `columns`: all land or none; with `token`, a block the server already
+    /// has under that token is dropped.
     fn insert(
         &self,
         table: &str,
         columns: &str,
         rows: &[RowRef<'_>],
+        token: Option<&str>,
     ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send;
+
+    /// What the server accepts, as last detected.
+    fn capabilities(&self) -> Capabilities;
 
     /// Creates the table when missing and adds the columns of `plan` it lacks.
     fn ensure_table(
@@ -72,8 +77,13 @@ impl RowSink for ClickHouseSink {
         table: &str,
         columns: &str,
         rows: &[RowRef<'_>],
+        token: Option<&str>,
     ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
-        ClickHouseSink::insert(self, table, columns, rows)
+        ClickHouseSink::insert(self, table, columns, rows, token)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        ClickHouseSink::capabilities(self)
     }
 
     fn ensure_table(

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use sluice_schemas::clickhouse::{RowPlan, TableSpec};
+use sluice_schemas::clickhouse::{Capabilities, RowPlan, TableSpec};
 
 use crate::config::StreamConfig;
-use crate::decode::Reader;
+use crate::decode::{Reader, Shape};
 
 /// One configured stream and what the consumer currently knows about it.
 pub struct Stream {
@@ -43,6 +43,7 @@ impl Stream {
             table: &self.table,
             order_by: &self.cfg.order_by,
             partition_by: self.cfg.partition_field(),
+            dedup_window: None,
         }
     }
 
@@ -59,5 +60,22 @@ impl Stream {
     /// Records that the table exists with the reader's columns.
     pub fn table_ready(&mut self) {
         self.table_ok = true;
+    }
+
+    /// What shapes this stream's table on a server with `caps`.
+    pub fn shape(&self, caps: Capabilities) -> Shape {
+        Shape {
+            caps,
+            source_columns: self.cfg.source_columns,
+        }
+    }
+
+    /// Writes rows as `plan` from now on (the reader's plan fitted to the table), when it differs.
+    pub fn adopt_plan(&mut self, plan: RowPlan) {
+        if plan != self.reader.plan {
+            self.reader = Arc::new(self.reader.with_plan(plan));
+            // Writers were reconciled with the old plan's reader; they are checked again on their next message.
+            self.known_writers.clear();
+        }
     }
 }

@@ -8,7 +8,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use rdkafka::Timestamp;
 use rdkafka::message::{Message, OwnedMessage};
-use sluice_schemas::clickhouse::{RowPlan, TableSpec};
+use sluice_schemas::clickhouse::{Capabilities, RowPlan, TableSpec};
 use sluice_schemas::wire;
 
 use super::ports::{DeadLetterSink, RowSink, SchemaSource};
@@ -26,13 +26,18 @@ const SCHEMA: &str = r#"{"type":"record","name":"E","fields":[
 const WRITER_ID: u32 = 1;
 
 /// ClickHouse: refuses (code 53) any INSERT holding a row whose id is "bad", fails the next `transient` INSERTs
-/// of `flaky_table` with a network error, and keeps every row it accepted.
+/// of `flaky_table` with a network error, and keeps every row it accepted. With `tokens`, it is a server that
+/// has insert deduplication: a block whose token it has seen is dropped, and `land_then_time_out` INSERTs write
+/// their rows but answer with a timeout (the reply lost on the way back).
 #[derive(Default)]
 struct FakeClickHouse {
     transient: AtomicU32,
     flaky_table: Mutex<Option<String>>,
     inserts: AtomicU32,
     rows: Mutex<Vec<(String, Vec<u8>)>>,
+    tokens: bool,
+    land_then_time_out: AtomicU32,
+    seen_tokens: Mutex<Vec<String>>,
 }
 
 fn is_bad(row: &[u8]) -> bool {
@@ -45,8 +50,21 @@ impl RowSink for Shared<FakeClickHouse> {
         table: &str,
         _columns: &str,
         rows: &[RowRef<'_>],
+        token: Option<&str>,
     ) -> Result<(), clickhouse::error::Error> {
         self.inserts.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(
+            token.is_some(),
+            self.tokens,
+            "tokens only where the server has them"
+        );
+        if let Some(token) = token {
+            let mut seen = self.seen_tokens.lock().expect("lock");
+            if seen.iter().any(|t| t == token) {
+                return Ok(());
+            }
+            seen.push(token.to_owned());
+        }
         let flaky = self
             .flaky_table
             .lock()
@@ -68,15 +86,36 @@ impl RowSink for Shared<FakeClickHouse> {
         }
         let mut landed = self.rows.lock().expect("lock");
         landed.extend(rows.iter().map(|r| (table.to_owned(), r.bytes.to_vec())));
+        if self
+            .land_then_time_out
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(clickhouse::error::Error::TimedOut);
+        }
         Ok(())
     }
 
-    async fn ensure_table(&self, _plan: &RowPlan, _spec: TableSpec<'_>) -> Result<Widened, Error> {
-        Ok(Widened::default())
+    fn capabilities(&self) -> Capabilities {
+        if self.tokens {
+            Capabilities::CURRENT
+        } else {
+            Capabilities::LEGACY
+        }
     }
 
-    async fn add_missing_columns(&self, _table: &str, _plan: &RowPlan) -> Result<Widened, Error> {
-        Ok(Widened::default())
+    async fn ensure_table(&self, plan: &RowPlan, _spec: TableSpec<'_>) -> Result<Widened, Error> {
+        Ok(Widened {
+            added: Vec::new(),
+            plan: plan.clone(),
+        })
+    }
+
+    async fn add_missing_columns(&self, _table: &str, plan: &RowPlan) -> Result<Widened, Error> {
+        Ok(Widened {
+            added: Vec::new(),
+            plan: plan.clone(),
+        })
     }
 }
 
@@ -173,8 +212,23 @@ struct Harness {
 
 impl Harness {
     fn new(topics: &[&str]) -> Self {
+        Self::on(topics, FakeClickHouse::default())
+    }
+
+    /// A harness on a server with insert deduplication tokens.
+    fn with_tokens(topics: &[&str]) -> Self {
+        Self::on(
+            topics,
+            FakeClickHouse {
+                tokens: true,
+                ..FakeClickHouse::default()
+            },
+        )
+    }
+
+    fn on(topics: &[&str], clickhouse: FakeClickHouse) -> Self {
         let schema = Arc::new(Schema::parse_str(SCHEMA).expect("parses"));
-        let clickhouse = Shared::<FakeClickHouse>::default();
+        let clickhouse = Shared(Arc::new(clickhouse));
         let dlq = Shared::<FakeDlq>::default();
         let registry = Shared(Arc::new(FakeRegistry {
             schema: schema.clone(),
@@ -467,4 +521,74 @@ fn settling_a_revoked_message_moves_nothing() {
     let r = o.received("t", 0, 0).expect("assigned");
     o.settle(r, Outcome::Revoked);
     assert!(o.committable().is_empty());
+}
+
+#[tokio::test]
+async fn a_server_with_tokens_gets_one_block_per_partition_named_by_its_offsets() {
+    let mut h = Harness::with_tokens(&["t"]);
+    let mut entries = h.good("t", 0..3);
+    for o in 10..12 {
+        let payload = h.framed(&format!("p1-{o}"), o);
+        entries.push(h.entry("t", 1, o, payload));
+    }
+    h.flush.attempt(&mut entries, None).await.expect("done");
+    assert_eq!(
+        *h.clickhouse.seen_tokens.lock().expect("lock"),
+        ["t:0:0-2", "t:1:10-11"]
+    );
+    assert_eq!(h.landed(), 5);
+}
+
+#[tokio::test]
+async fn an_insert_that_landed_but_timed_out_is_dropped_when_retried() {
+    let mut h = Harness::with_tokens(&["t"]);
+    h.clickhouse.land_then_time_out.store(1, Ordering::SeqCst);
+    let mut entries = h.good("t", 0..10);
+    let failure = h
+        .flush
+        .attempt(&mut entries, None)
+        .await
+        .expect_err("the reply was lost");
+    assert!(matches!(failure, Failure::Insert(_)), "{failure}");
+    assert_eq!(
+        settle(&mut entries, &mut h.offsets),
+        0,
+        "not known to have landed"
+    );
+    h.flush.attempt(&mut entries, None).await.expect("retried");
+    assert_eq!(h.landed(), 10, "the retry's block had the same token");
+    assert!(h.letters().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_rebuilt_after_a_crash_gets_the_same_tokens() {
+    let tokens_of_a_run = || async {
+        let mut h = Harness::with_tokens(&["t"]);
+        let mut entries = h.good("t", 5..9);
+        let payload = h.framed("p1", 3);
+        entries.push(h.entry("t", 1, 3, payload));
+        // Read in another order: the partition's rows are still sorted by offset.
+        entries.reverse();
+        h.flush.attempt(&mut entries, None).await.expect("done");
+        h.clickhouse.seen_tokens.lock().expect("lock").clone()
+    };
+    let before_the_crash = tokens_of_a_run().await;
+    assert_eq!(before_the_crash, ["t:0:5-8", "t:1:3-3"]);
+    assert_eq!(tokens_of_a_run().await, before_the_crash);
+}
+
+#[tokio::test]
+async fn bisected_blocks_get_tokens_of_their_own() {
+    let mut h = Harness::with_tokens(&["t"]);
+    let mut entries = h.good("t", 0..3);
+    let bad = h.framed("bad", 3);
+    entries.push(h.entry("t", 0, 3, bad));
+    h.flush.attempt(&mut entries, None).await.expect("done");
+    let tokens = h.clickhouse.seen_tokens.lock().expect("lock").clone();
+    assert_eq!(
+        tokens,
+        ["t:0:0-3", "t:0:0-1", "t:0:2-3", "t:0:2-2", "t:0:3-3"]
+    );
+    assert_eq!(h.landed(), 3);
+    assert_eq!(h.letters(), vec![("t.dlq".into(), 3, ErrorClass::Rejected)]);
 }

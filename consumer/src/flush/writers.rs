@@ -98,6 +98,7 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
             self.metrics
                 .schema_changed("column_added", &format!("{}.{column}", stream.table));
         }
+        stream.adopt_plan(widened.plan);
         stream.table_ok = true;
         Ok(())
     }
@@ -115,7 +116,13 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
         if stream.reader.id == Some(latest.id) {
             return Ok(());
         }
-        let candidate = match Reader::new(Some(latest.id), Some(latest.version), latest.schema) {
+        let shape = stream.shape(self.sink.capabilities());
+        let candidate = match Reader::for_table(
+            Some(latest.id),
+            Some(latest.version),
+            latest.schema,
+            shape,
+        ) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(subject = %stream.subject, version = latest.version, error = %e, "new schema version has no table shape; keeping the old reader");
@@ -139,7 +146,7 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
                         stream.subject, latest.id, latest.version
                     ),
                 );
-                stream.reader = Arc::new(candidate);
+                stream.reader = Arc::new(candidate.with_plan(widened.plan));
                 stream.known_writers.clear();
                 Ok(())
             }

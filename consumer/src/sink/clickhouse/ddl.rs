@@ -1,4 +1,5 @@
-//! Creating a stream's table from its reader schema and widening it when a newer schema adds fields.
+//! Creating a stream's table from its reader schema and widening it when a newer schema adds fields; on a server
+//! with insert deduplication tokens, with a window that covers every retry.
 
 use sluice_schemas::clickhouse::{Column, RowPlan, TableSpec, add_column_sql};
 
@@ -18,11 +19,18 @@ fn split(table: &str) -> Result<(&str, &str), Error> {
         .ok_or_else(|| Error::Config(format!("table {table} is not qualified with a database")))
 }
 
+/// Insert blocks whose tokens a table remembers. A flush inserts one block per partition (more when bisecting), and
+/// what a retry or a rebuilt batch re-sends is at most the last few flushes: 1000 covers hundreds of flushes of a
+/// 4-partition stream, and costs ClickHouse only that many hashes in the table's metadata.
+pub const DEDUP_WINDOW: u64 = 1000;
+
 /// What [`ClickHouseSink::add_missing_columns`] did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct Widened {
     /// Columns added.
     pub added: Vec<String>,
+    /// The plan, fitted to the table's columns (a field the table holds with legacy types keeps them).
+    pub plan: RowPlan,
 }
 
 impl ClickHouseSink {
@@ -30,8 +38,12 @@ impl ClickHouseSink {
     pub async fn ensure_table(
         &self,
         plan: &RowPlan,
-        spec: TableSpec<'_>,
+        mut spec: TableSpec<'_>,
     ) -> Result<Widened, Error> {
+        let caps = self.detect_server().await?;
+        if caps.dedup_token {
+            spec.dedup_window = Some(DEDUP_WINDOW);
+        }
         let (db, _) = split(spec.table)?;
         self.client
             .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
@@ -39,7 +51,34 @@ impl ClickHouseSink {
             .await?;
         let create = plan.create_table_sql(&spec)?;
         self.client.query(&create).execute().await?;
+        if caps.dedup_token {
+            self.check_dedup_window(spec.table).await?;
+        }
         self.add_missing_columns(spec.table, plan).await
+    }
+
+    /// Warns when a table that existed before has a smaller deduplication window than retries need: tokens that
+    /// fell out of it no longer drop a re-sent block (ReplacingMergeTree still collapses it through FINAL).
+    async fn check_dedup_window(&self, table: &str) -> Result<(), Error> {
+        let (db, name) = split(table)?;
+        let engine: String = self
+            .client
+            .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = ?")
+            .bind(db)
+            .bind(name)
+            .fetch_one()
+            .await?;
+        let window = dedup_window_of(&engine);
+        if window < DEDUP_WINDOW && !engine.starts_with("Replicated") {
+            tracing::warn!(
+                table,
+                window,
+                wanted = DEDUP_WINDOW,
+                "the table's non_replicated_deduplication_window is too small for retried inserts to be dropped; \
+                 run ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW}"
+            );
+        }
+        Ok(())
     }
 
     /// The table's columns and types, in order; empty when the table does not exist.
@@ -61,8 +100,12 @@ impl ClickHouseSink {
     /// meanwhile is re-checked rather than reported.
     pub async fn add_missing_columns(&self, table: &str, plan: &RowPlan) -> Result<Widened, Error> {
         let existing = self.columns(table).await?;
+        let plan = plan.fit(&existing);
         let missing = missing_columns(&existing, &plan.columns()).map_err(Error::Mapping)?;
-        let mut widened = Widened::default();
+        let mut widened = Widened {
+            added: Vec::new(),
+            plan,
+        };
         for column in missing {
             match self
                 .client
@@ -104,6 +147,22 @@ pub fn missing_columns(
     Ok(missing)
 }
 
+/// The `non_replicated_deduplication_window` in a table's `engine_full`; 0 (the server's default) when absent.
+fn dedup_window_of(engine_full: &str) -> u64 {
+    let key = "non_replicated_deduplication_window = ";
+    engine_full
+        .find(key)
+        .map(|at| &engine_full[at + key.len()..])
+        .and_then(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 fn normalize(ty: &str) -> String {
     ty.chars().filter(|c| !c.is_whitespace()).collect()
 }
@@ -135,5 +194,19 @@ mod tests {
         assert!(missing_columns(&conflicting, &v2.columns()).is_err());
         let spaced = vec![("tags.values".to_string(), "Array( Int64 )".to_string())];
         assert!(missing_columns(&spaced, &v2.columns()).is_ok());
+    }
+
+    #[test]
+    fn the_dedup_window_is_read_from_the_engine() {
+        assert_eq!(
+            dedup_window_of(
+                "ReplacingMergeTree PARTITION BY toYYYYMM(ts) ORDER BY id SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 8192"
+            ),
+            1000
+        );
+        assert_eq!(
+            dedup_window_of("ReplacingMergeTree ORDER BY id SETTINGS index_granularity = 8192"),
+            0
+        );
     }
 }

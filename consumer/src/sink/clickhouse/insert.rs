@@ -18,16 +18,29 @@ pub struct RowRef<'a> {
     pub bytes: &'a [u8],
 }
 
+/// The INSERT statement for RowBinary rows; with a token, a server that has already seen it in the table's
+/// deduplication window drops the block instead of writing it again.
+pub fn insert_sql(table: &str, columns: &str, token: Option<&str>) -> String {
+    match token {
+        Some(token) => format!(
+            "INSERT INTO {table} ({columns}) SETTINGS insert_deduplication_token = '{}' FORMAT RowBinary",
+            token.replace('\\', "\\\\").replace('\'', "\\'")
+        ),
+        None => format!("INSERT INTO {table} ({columns}) FORMAT RowBinary"),
+    }
+}
+
 impl ClickHouseSink {
-    /// One `INSERT INTO table (columns) FORMAT RowBinary` of `rows`.
+    /// One `INSERT INTO table (columns) FORMAT RowBinary` of `rows`, deduplicated by `token` when given.
     pub async fn insert(
         &self,
         table: &str,
         columns: &str,
         rows: &[RowRef<'_>],
+        token: Option<&str>,
     ) -> Result<(), clickhouse::error::Error> {
         let started = Instant::now();
-        let sql = format!("INSERT INTO {table} ({columns}) FORMAT RowBinary");
+        let sql = insert_sql(table, columns, token);
         let mut insert = self
             .client
             .insert_formatted_with(sql)

@@ -1,12 +1,16 @@
-//! The ClickHouse sink: table DDL (`ddl`) and RowBinary inserts (`insert`). What a failure means is
-//! [`crate::verdict`]'s to decide.
+//! The ClickHouse sink: the server's version and what it accepts, table DDL (`ddl`) and RowBinary inserts
+//! (`insert`). What a failure means is [`crate::verdict`]'s to decide.
 
 pub mod ddl;
 pub mod insert;
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use sluice_schemas::clickhouse::Capabilities;
+
 use crate::config::ClickHouseSettings;
+use crate::error::Error;
 use crate::metrics::Metrics;
 
 /// A ClickHouse HTTP client configured for the local 18.16 server and current ones alike.
@@ -15,6 +19,8 @@ pub struct ClickHouseSink {
     client: clickhouse::Client,
     timeout: Duration,
     metrics: Metrics,
+    /// What the server accepts, as last asked ([`ClickHouseSink::detect_server`]); legacy until then.
+    caps: Arc<RwLock<Capabilities>>,
 }
 
 impl ClickHouseSink {
@@ -32,7 +38,30 @@ impl ClickHouseSink {
             client,
             timeout: Duration::from_millis(settings.timeout_ms),
             metrics,
+            caps: Arc::new(RwLock::new(Capabilities::LEGACY)),
         }
+    }
+
+    /// Asks the server its version and remembers what it accepts; called at start-up and whenever tables are
+    /// checked again after a failure, so a server upgraded behind a reconnect is noticed.
+    pub async fn detect_server(&self) -> Result<Capabilities, Error> {
+        let version: String = self.client.query("SELECT version()").fetch_one().await?;
+        let caps = Capabilities::of_version_text(&version).ok_or_else(|| {
+            Error::Config(format!("ClickHouse answered version() with {version:?}"))
+        })?;
+        let before = std::mem::replace(
+            &mut *self.caps.write().unwrap_or_else(PoisonError::into_inner),
+            caps,
+        );
+        if before != caps {
+            tracing::info!(%version, ?caps, "ClickHouse server version detected");
+        }
+        Ok(caps)
+    }
+
+    /// What the server accepts, as last detected.
+    pub fn capabilities(&self) -> Capabilities {
+        *self.caps.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `Ok` when the server answers a trivial query.

@@ -1,0 +1,207 @@
+//! The current-server path against a real ClickHouse 26.9 engine (chdb-core, in process: it has no network server
+//! here). The consumer's own DDL creates the table, its own RowBinary encoder writes a row of every mapped Avro
+//! type, its own INSERT statement (with the deduplication token) loads them, and the values read back are exactly
+//! the ones sent, milliseconds and microseconds included; the same INSERT repeated leaves one copy.
+
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use sluice_consumer::decode::{Reader, Shape};
+use sluice_consumer::sink::clickhouse::ddl::DEDUP_WINDOW;
+use sluice_consumer::sink::clickhouse::insert::insert_sql;
+use sluice_schemas::clickhouse::{Capabilities, TableSpec};
+use sluice_tests::kafka::project_root;
+use uuid::Uuid;
+
+/// The Python with chdb-core installed (`scripts/test` makes a venv and sets `SLUICE_TEST_CHDB_PYTHON`).
+fn python() -> String {
+    std::env::var("SLUICE_TEST_CHDB_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+const SCHEMA: &str = r#"{"type":"record","name":"All","namespace":"t","fields":[
+    {"name":"id","type":{"type":"string","logicalType":"uuid"}},
+    {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"us","type":{"type":"long","logicalType":"timestamp-micros"}},
+    {"name":"b","type":"boolean"},{"name":"i","type":"int"},{"name":"l","type":"long"},
+    {"name":"f","type":"float"},{"name":"d","type":"double"},{"name":"by","type":"bytes"},
+    {"name":"e","type":{"type":"enum","name":"Color","symbols":["RED","GREEN"]}},
+    {"name":"maybe_e","type":["null","Color"],"default":null},
+    {"name":"fx","type":{"type":"fixed","name":"Four","size":4}},
+    {"name":"day","type":{"type":"int","logicalType":"date"}},
+    {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+    {"name":"big","type":{"type":"bytes","logicalType":"decimal","precision":30,"scale":4}},
+    {"name":"opt","type":["null","long"],"default":null},
+    {"name":"arr","type":{"type":"array","items":["null","long"]}},
+    {"name":"nested","type":{"type":"record","name":"Inner","fields":[{"name":"x","type":"int"},{"name":"m","type":{"type":"map","values":"int"}}]}},
+    {"name":"tags","type":{"type":"map","values":"string"}},
+    {"name":"maybe_tags","type":["null",{"type":"map","values":"long"}],"default":null},
+    {"name":"either","type":["int","string"]}
+]}"#;
+
+fn map(pairs: &[(&str, Value)]) -> Value {
+    Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+fn row(id: &str, maybe_e: Option<u32>, maybe_tags: Option<Value>) -> anyhow::Result<Value> {
+    let union = |v: Option<Value>| match v {
+        Some(v) => Value::Union(1, Box::new(v)),
+        None => Value::Union(0, Box::new(Value::Null)),
+    };
+    Ok(Value::Record(vec![
+        ("id".into(), Value::Uuid(Uuid::parse_str(id)?)),
+        ("ts".into(), Value::TimestampMillis(1_700_000_000_123)),
+        ("us".into(), Value::TimestampMicros(1_700_000_000_123_456)),
+        ("b".into(), Value::Boolean(true)),
+        ("i".into(), Value::Int(-5)),
+        ("l".into(), Value::Long(1 << 40)),
+        ("f".into(), Value::Float(1.5)),
+        ("d".into(), Value::Double(-2.25)),
+        ("by".into(), Value::Bytes(b"hi".to_vec())),
+        ("e".into(), Value::Enum(1, "GREEN".into())),
+        (
+            "maybe_e".into(),
+            union(maybe_e.map(|i| Value::Enum(i, ["RED", "GREEN"][i as usize].into()))),
+        ),
+        ("fx".into(), Value::Fixed(4, b"abcd".to_vec())),
+        ("day".into(), Value::Date(19_000)),
+        (
+            "dec".into(),
+            Value::Decimal(apache_avro::Decimal::from(vec![0x04, 0xe2])),
+        ),
+        // -12.5000 at scale 4: the unscaled -125000.
+        (
+            "big".into(),
+            Value::Decimal(apache_avro::Decimal::from(vec![0xfe, 0x17, 0xb8])),
+        ),
+        ("opt".into(), union(Some(Value::Long(9)))),
+        (
+            "arr".into(),
+            Value::Array(vec![
+                Value::Union(0, Box::new(Value::Null)),
+                Value::Union(1, Box::new(Value::Long(7))),
+            ]),
+        ),
+        (
+            "nested".into(),
+            Value::Record(vec![
+                ("x".into(), Value::Int(3)),
+                (
+                    "m".into(),
+                    map(&[("b", Value::Int(2)), ("a", Value::Int(1))]),
+                ),
+            ]),
+        ),
+        (
+            "tags".into(),
+            map(&[
+                ("z", Value::String("1".into())),
+                ("y", Value::String("2".into())),
+            ]),
+        ),
+        ("maybe_tags".into(), union(maybe_tags)),
+        (
+            "either".into(),
+            Value::Union(1, Box::new(Value::String("s".into()))),
+        ),
+    ]))
+}
+
+#[tokio::test]
+async fn clickhouse_26_reads_back_every_type_and_drops_a_repeated_token() -> anyhow::Result<()> {
+    let schema = Arc::new(Schema::parse_str(SCHEMA)?);
+    let shape = Shape {
+        caps: Capabilities::CURRENT,
+        source_columns: true,
+    };
+    let reader = Reader::for_table(Some(1), Some(1), schema, shape)?;
+    let plan = &reader.plan;
+    let table = "sluice.all_types";
+    let order = ["id".to_string()];
+    let ddl = plan.create_table_sql(&TableSpec {
+        table,
+        order_by: &order,
+        partition_by: Some("ts"),
+        dedup_window: Some(DEDUP_WINDOW),
+    })?;
+
+    let mut rows = Vec::new();
+    let first = row("00112233-4455-6677-8899-aabbccddeeff", None, None)?;
+    plan.encode(&first, &mut rows)?;
+    plan.encode_source("events", 2, 40, &mut rows);
+    let second = row(
+        "ffeeddcc-4455-6677-8899-aabbccddeeff",
+        Some(0),
+        Some(map(&[("k", Value::Long(5))])),
+    )?;
+    plan.encode(&second, &mut rows)?;
+    plan.encode_source("events", 2, 41, &mut rows);
+
+    let dir = std::env::temp_dir().join(format!("sluice-chdb-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let data = dir.join("rows.bin");
+    std::fs::write(&data, &rows)?;
+    let structure: Vec<String> = plan
+        .columns()
+        .iter()
+        .map(|c| format!("`{}` {}", c.name, c.ty))
+        .collect();
+    let insert = insert_sql(table, &plan.insert_columns(), Some("events:2:40-41")).replace(
+        " FORMAT RowBinary",
+        &format!(
+            " SELECT * FROM file('{}', RowBinary, '{}')",
+            data.display(),
+            structure.join(", ").replace('\'', "\\'")
+        ),
+    );
+    let job = serde_json::json!({
+        "database": "sluice",
+        "table": table,
+        "ddl": ddl,
+        "insert": insert,
+        "repeat": 3,
+        "select": format!("SELECT * FROM {table} ORDER BY id"),
+    });
+    let job_file = dir.join("job.json");
+    std::fs::write(&job_file, serde_json::to_vec(&job)?)?;
+    let out = tokio::process::Command::new(python())
+        .arg(project_root().join("tests/fixtures/python/chdb_check.py"))
+        .arg(&job_file)
+        .output()
+        .await
+        .map_err(|e| anyhow::anyhow!("running {} (SLUICE_TEST_CHDB_PYTHON): {e}", python()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "chdb failed (is chdb-core 26.9 installed for {}?): {}",
+        python(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let version = result["version"].as_str().unwrap_or_default();
+    assert!(version.starts_with("26."), "ran on ClickHouse {version}");
+    assert_eq!(
+        Capabilities::of_version_text(version),
+        Some(Capabilities::CURRENT)
+    );
+    assert_eq!(
+        result["count"], 2,
+        "three inserts with one token leave one copy"
+    );
+    let tsv = result["rows"].as_str().unwrap_or_default();
+    assert_eq!(
+        tsv.trim_end(),
+        "00112233-4455-6677-8899-aabbccddeeff\t2023-11-14 22:13:20.123\t2023-11-14 22:13:20.123456\ttrue\t-5\t\
+         1099511627776\t1.5\t-2.25\thi\tGREEN\t\\N\tabcd\t2022-01-08\t12.5\t-12.5\t9\t[NULL,7]\t(3,[('a',1),('b',2)])\t\
+         {'y':'2','z':'1'}\t{}\t\"s\"\tevents\t2\t40\n\
+         ffeeddcc-4455-6677-8899-aabbccddeeff\t2023-11-14 22:13:20.123\t2023-11-14 22:13:20.123456\ttrue\t-5\t\
+         1099511627776\t1.5\t-2.25\thi\tGREEN\tRED\tabcd\t2022-01-08\t12.5\t-12.5\t9\t[NULL,7]\t(3,[('a',1),('b',2)])\t\
+         {'y':'2','z':'1'}\t{'k':5}\t\"s\"\tevents\t2\t41"
+    );
+    Ok(())
+}

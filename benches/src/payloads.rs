@@ -166,7 +166,7 @@ mod tests {
     fn events_survive_both_paths() {
         let producer = ProducerPath::new(1).expect("producer path");
         let consumer = ConsumerPath::new(Some(1)).expect("consumer path");
-        let events = EventGen::new(3).events(50, 1_800_000_000_000);
+        let events = EventGen::new(3).events(50, crate::events::now_ms());
         let encoded = producer.encode_batch(events).expect("valid");
         assert_eq!(encoded.len(), 50);
         let mut rows = Vec::new();

@@ -35,7 +35,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let events = EventGen::new(42).events(args.events, 1_800_000_000_000);
+    let events = EventGen::new(42).events(args.events, sluice_benches::events::now_ms());
     let producer = ProducerPath::new(1)?;
     match args.path {
         Path::Producer => {

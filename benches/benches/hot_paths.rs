@@ -9,15 +9,13 @@ use std::hint::black_box;
 use apache_avro::writer::datum::GenericDatumWriter;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::Value as Json;
-use sluice_benches::events::EventGen;
+use sluice_benches::events::{EventGen, now_ms};
 use sluice_benches::payloads::{ConsumerPath, ProducerPath};
 use sluice_producer::encode::Encoder;
 
-const NOW_MS: i64 = 1_800_000_000_000;
-
 fn producer(c: &mut Criterion) {
     let path = ProducerPath::new(1).expect("events stream");
-    let events = EventGen::new(42).events(1000, NOW_MS);
+    let events = EventGen::new(42).events(1000, now_ms());
     let body = serde_json::to_vec(&events).expect("json");
     let mut g = c.benchmark_group("producer");
 
@@ -78,7 +76,7 @@ fn producer(c: &mut Criterion) {
 fn consumer(c: &mut Criterion) {
     let producer = ProducerPath::new(1).expect("events stream");
     let encoded = producer
-        .encode_batch(EventGen::new(43).events(1000, NOW_MS))
+        .encode_batch(EventGen::new(43).events(1000, now_ms()))
         .expect("valid");
     // The reader came from the registry under the writers' id, as when a stream's latest version wrote the data.
     let path = ConsumerPath::new(Some(1)).expect("consumer path");

@@ -34,9 +34,49 @@ impl Keys {
     /// The key a request carries, or 401.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<&KeyConfig, ApiError> {
         let presented = presented_key(headers).ok_or(ApiError::MissingKey)?;
-        let hash = hash_key(presented);
-        self.by_hash.get(&hash).ok_or(ApiError::BadKey)
+        self.lookup(presented)
     }
+
+    /// The write key of a Segment API request: HTTP Basic's user name (Segment's SDKs send `writeKey:`), else
+    /// `writeKey` from the body, else a Bearer or X-Api-Key header; or 401.
+    pub fn authenticate_segment(
+        &self,
+        headers: &HeaderMap,
+        body_key: Option<&str>,
+    ) -> Result<&KeyConfig, ApiError> {
+        let basic = basic_user(headers);
+        let presented = basic
+            .as_deref()
+            .or(body_key.map(str::trim).filter(|k| !k.is_empty()))
+            .or_else(|| presented_key(headers))
+            .ok_or(ApiError::MissingKey)?;
+        self.lookup(presented)
+    }
+
+    fn lookup(&self, presented: &str) -> Result<&KeyConfig, ApiError> {
+        self.by_hash
+            .get(&hash_key(presented))
+            .ok_or(ApiError::BadKey)
+    }
+}
+
+/// The user name of `Authorization: Basic base64(user:password)`, when present and non-empty.
+fn basic_user(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, encoded) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text
+        .split_once(':')
+        .map_or(text.as_str(), |(u, _)| u)
+        .trim();
+    (!user.is_empty()).then(|| user.to_owned())
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -102,6 +142,33 @@ mod tests {
                 .tenant,
             "demo"
         );
+    }
+
+    #[test]
+    fn segment_write_keys_come_from_basic_auth_or_the_body() {
+        let k = keys();
+        // base64("dev-key:")
+        let basic = headers("authorization", "Basic ZGV2LWtleTo=");
+        assert_eq!(
+            k.authenticate_segment(&basic, None).expect("ok").tenant,
+            "demo"
+        );
+        assert_eq!(
+            k.authenticate_segment(&HeaderMap::new(), Some("dev-key"))
+                .expect("ok")
+                .tenant,
+            "demo"
+        );
+        assert!(matches!(
+            k.authenticate_segment(&HeaderMap::new(), None),
+            Err(ApiError::MissingKey)
+        ));
+        // base64("nope:")
+        let wrong = headers("authorization", "Basic bm9wZTo=");
+        assert!(matches!(
+            k.authenticate_segment(&wrong, Some("dev-key")),
+            Err(ApiError::BadKey)
+        ));
     }
 
     #[test]

@@ -316,6 +316,13 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+            // The Segment routes write messages in the bundled segment schema's shape to the stream of that name.
+            if name == crate::handlers::segment::STREAM && stream.schema != "segment" {
+                return Err(problem(
+                    format!("streams.{name}.schema"),
+                    "the stream the Segment API (/v1/batch) writes to must use the bundled `segment` schema",
+                ));
+            }
             // Beyond the span ClickHouse can store the check could never fire; the bound also keeps the skew, in
             // nanoseconds, within an i64.
             if stream.max_future_skew_secs > u64::from(u32::MAX) {

@@ -11,11 +11,22 @@ use axum::routing::{get, post};
 use sluice_runtime::ops::Ops;
 use tower_http::decompression::RequestDecompressionLayer;
 
-use crate::handlers::{AppState, ingest, openapi};
+use crate::handlers::{AppState, ingest, openapi, segment};
 use crate::metrics::Metrics;
 
 /// Send one event or a batch to a stream.
 pub const EVENTS: &str = "/v1/streams/{stream}/events";
+/// Segment's batch route: what the Segment, RudderStack and Jitsu SDKs send.
+pub const SEGMENT_BATCH: &str = "/v1/batch";
+/// Segment's single-message routes, by message type.
+pub const SEGMENT_SINGLE: [(&str, &str); 6] = [
+    ("track", "/v1/track"),
+    ("identify", "/v1/identify"),
+    ("page", "/v1/page"),
+    ("screen", "/v1/screen"),
+    ("group", "/v1/group"),
+    ("alias", "/v1/alias"),
+];
 /// The OpenAPI 3 document.
 pub const OPENAPI: &str = "/openapi.json";
 /// Liveness.
@@ -28,6 +39,13 @@ pub const METRICS: &str = "/metrics";
 /// Every (method, path) served, as the OpenAPI document must list them.
 pub const ALL: &[(&str, &str)] = &[
     ("post", EVENTS),
+    ("post", SEGMENT_BATCH),
+    ("post", "/v1/track"),
+    ("post", "/v1/identify"),
+    ("post", "/v1/page"),
+    ("post", "/v1/screen"),
+    ("post", "/v1/group"),
+    ("post", "/v1/alias"),
     ("get", OPENAPI),
     ("get", HEALTHZ),
     ("get", READYZ),
@@ -39,6 +57,13 @@ pub fn router(app: Arc<AppState>, ops: Ops) -> Router {
     let metrics = app.metrics.clone();
     let ingest_routes = Router::new()
         .route(EVENTS, post(ingest::ingest))
+        .route(SEGMENT_BATCH, post(segment::batch))
+        .route(SEGMENT_SINGLE[0].1, post(segment::track))
+        .route(SEGMENT_SINGLE[1].1, post(segment::identify))
+        .route(SEGMENT_SINGLE[2].1, post(segment::page))
+        .route(SEGMENT_SINGLE[3].1, post(segment::screen))
+        .route(SEGMENT_SINGLE[4].1, post(segment::group))
+        .route(SEGMENT_SINGLE[5].1, post(segment::alias))
         // gzip and zstd are decoded as the body streams in; anything else reaches the handler, which answers 415.
         .layer(
             RequestDecompressionLayer::new()

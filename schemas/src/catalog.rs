@@ -15,8 +15,14 @@ pub const EVENT: BundledSchema = BundledSchema {
     text: include_str!("../avro/event.avsc"),
 };
 
+/// A Segment tracking-API message (the `segment` stream the `/v1/batch` family of routes writes to).
+pub const SEGMENT: BundledSchema = BundledSchema {
+    name: "segment",
+    text: include_str!("../avro/segment.avsc"),
+};
+
 /// Every bundled schema.
-pub const ALL: &[BundledSchema] = &[EVENT];
+pub const ALL: &[BundledSchema] = &[EVENT, SEGMENT];
 
 /// Looks a bundled schema up by name.
 pub fn bundled(name: &str) -> Option<BundledSchema> {

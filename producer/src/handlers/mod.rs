@@ -2,8 +2,9 @@
 
 pub mod ingest;
 pub mod openapi;
+pub mod segment;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

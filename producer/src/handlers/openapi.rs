@@ -116,7 +116,7 @@ pub fn document() -> Value {
         req.retain(|f| !matches!(f.as_str(), Some("event_id" | "tenant" | "received_at")));
     }
     let text = |s: &str| json!({"description": s, "content": {"text/plain": {"schema": {"type": "string"}}}});
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Sluice producer",
@@ -127,6 +127,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic", "description": "Segment write key as the user name"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
             },
             "schemas": {
@@ -203,7 +204,83 @@ pub fn document() -> Value {
             routes::METRICS: {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
                 "responses": {"200": text("Prometheus text format")}}}
         }
-    })
+    });
+    add_segment_paths(&mut doc);
+    doc
+}
+
+/// The Segment tracking API's routes: `/v1/batch` and one route per message type.
+fn add_segment_paths(doc: &mut Value) {
+    let message = json!({
+        "type": "object",
+        "description": "A Segment message. Every type needs userId or anonymousId; track needs event, group needs \
+            groupId, alias needs previousId. messageId becomes the stable id (retries collapse on it). At most 32 KB.",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "enum": super::segment::message::TYPES},
+            "messageId": {"type": "string"}, "userId": {"type": "string"}, "anonymousId": {"type": "string"},
+            "event": {"type": "string"}, "name": {"type": "string"}, "groupId": {"type": "string"},
+            "previousId": {"type": "string"},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "originalTimestamp": {"type": "string", "format": "date-time"},
+            "sentAt": {"type": "string", "format": "date-time"},
+            "properties": {"type": "object"}, "traits": {"type": "object"}, "context": {"type": "object"},
+            "integrations": {"type": "object"}
+        }
+    });
+    let segment_error = |description: &str, retry: bool| {
+        let mut r = json!({"description": description, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["success", "code", "message"],
+            "properties": {"success": {"const": false}, "code": {"type": "string"}, "message": {"type": "string"},
+                "errors": {"type": "array", "items": {"type": "object"}}}}}}});
+        if retry {
+            r["headers"] = json!({"Retry-After": {"schema": {"type": "integer"}}});
+        }
+        r
+    };
+    let op = |id: &str, summary: &str, body: Value| {
+        json!({"post": {
+            "operationId": id,
+            "summary": summary,
+            "description": "Segment's HTTP tracking API, for its SDKs (and RudderStack's and Jitsu's): the write key is \
+                HTTP Basic's user name (empty password) or writeKey in the body. 200 only once Kafka acknowledged \
+                every message; gzip accepted.",
+            "security": [{"basic": []}, {"bearer": []}, {"apiKey": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
+            "responses": {
+                "200": {"description": "Every message acknowledged by Kafka", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"success": {"const": true}}}}}},
+                "400": segment_error("Bad JSON, an invalid message (errors lists each problem), a message over 32 KB or a batch over 500 KB", false),
+                "401": segment_error("Missing or unknown write key", false),
+                "403": segment_error("The key may not write to the segment stream", false),
+                "404": segment_error("No segment stream is configured", false),
+                "415": segment_error("Content-Type is not application/json", false),
+                "429": segment_error("Too much in flight", true),
+                "503": segment_error("Kafka did not acknowledge in time", true)
+            }
+        }})
+    };
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    let batch = json!({"type": "object", "required": ["batch"], "properties": {
+        "batch": {"type": "array", "minItems": 1, "items": message},
+        "sentAt": {"type": "string", "format": "date-time"}, "writeKey": {"type": "string"},
+        "context": {"type": "object"}}});
+    paths.insert(
+        routes::SEGMENT_BATCH.into(),
+        op("segmentBatch", "Send a batch of Segment messages", batch),
+    );
+    for (kind, path) in routes::SEGMENT_SINGLE {
+        paths.insert(
+            path.into(),
+            op(
+                &format!("segment_{kind}"),
+                &format!("Send one Segment {kind} message"),
+                message.clone(),
+            ),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -27,8 +27,9 @@ use crate::stream::Stream;
 const KEY: &str = "test-key";
 const OTHER_STREAM_KEY: &str = "other-key";
 
+/// A sink that keeps what it was sent (shared with the Segment API's tests).
 #[derive(Default)]
-struct RecordingSink {
+pub(super) struct RecordingSink {
     records: Mutex<Vec<(String, OutRecord)>>,
     fail: Mutex<Option<SinkError>>,
     /// When set, each send waits for a permit, so tests can hold requests in flight.
@@ -36,7 +37,7 @@ struct RecordingSink {
 }
 
 impl RecordingSink {
-    fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.records.lock().map(|r| r.len()).unwrap_or(0)
     }
 }
@@ -69,7 +70,7 @@ impl EventSink for RecordingSink {
     }
 }
 
-fn hash(key: &str) -> String {
+pub(super) fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 

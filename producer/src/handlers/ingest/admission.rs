@@ -13,7 +13,7 @@ use crate::handlers::AppState;
 const INITIAL_RESERVE_BYTES: usize = 16 * 1024;
 
 /// Permits held for the life of a request, mirrored in a gauge.
-pub(super) struct Held {
+pub(crate) struct Held {
     permit: OwnedSemaphorePermit,
     sem: Arc<Semaphore>,
     gauge: IntGauge,
@@ -23,7 +23,7 @@ pub(super) struct Held {
 
 /// Reserves bytes for a body: its declared length up front, or a small start for a body of unknown size (chunked,
 /// or compressed) that [`Held::grow`] extends as it arrives.
-pub(super) fn reserve_body(
+pub(crate) fn reserve_body(
     app: &AppState,
     content_length: Option<usize>,
 ) -> Result<Held, ApiError> {
@@ -39,7 +39,7 @@ pub(super) fn reserve_body(
 }
 
 /// Reserves one permit per event of a batch.
-pub(super) fn admit_events(app: &AppState, n: usize) -> Result<Held, ApiError> {
+pub(crate) fn admit_events(app: &AppState, n: usize) -> Result<Held, ApiError> {
     Held::try_new(
         &app.events_in_flight,
         n,
@@ -72,12 +72,12 @@ impl Held {
     }
 
     /// How many permits are held.
-    pub(super) fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.n
     }
 
     /// Takes `more` permits on top of those held, or fails with 429 when they are not free.
-    pub(super) fn grow(&mut self, more: usize) -> Result<(), ApiError> {
+    pub(crate) fn grow(&mut self, more: usize) -> Result<(), ApiError> {
         let n32 = u32::try_from(more).map_err(|_| ApiError::Overloaded(self.what))?;
         let extra = self
             .sem

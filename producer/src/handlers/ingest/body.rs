@@ -14,7 +14,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reads the whole body by `deadline`, up to `max` bytes. `body` becomes `None` once it is used up, or when the
 /// client was too slow; on any other error the rest stays there for [`drain`].
-pub(super) async fn read_within(
+pub(crate) async fn read_within(
     body: &mut Option<BodyDataStream>,
     deadline: tokio::time::Instant,
     max: usize,
@@ -65,7 +65,7 @@ async fn read_body(
 
 /// Reads and discards what the client is still sending, so it can read our error answer: closing a socket with
 /// unread data makes the kernel reset the connection, and the client sees a broken pipe instead of a 4xx.
-pub(super) async fn drain(mut body: BodyDataStream, max: usize) {
+pub(crate) async fn drain(mut body: BodyDataStream, max: usize) {
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
         let mut seen = 0usize;
         while let Some(Ok(chunk)) = body.next().await {

@@ -9,16 +9,16 @@ use crate::error::ApiError;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// What the body-related headers said, once they passed.
-pub(super) struct Checked {
+pub(crate) struct Checked {
     /// The trimmed `Idempotency-Key`, when sent.
-    pub(super) idempotency: Option<String>,
+    pub(crate) idempotency: Option<String>,
     /// The declared `Content-Length`, when sent and a number; never above the body limit.
-    pub(super) content_length: Option<usize>,
+    pub(crate) content_length: Option<usize>,
 }
 
 /// Checks content type, encoding, idempotency key and declared length, in that order (it decides which error a
 /// request with several problems gets).
-pub(super) fn check(headers: &HeaderMap, max_body_bytes: usize) -> Result<Checked, ApiError> {
+pub(crate) fn check(headers: &HeaderMap, max_body_bytes: usize) -> Result<Checked, ApiError> {
     check_content_type(headers)?;
     check_encoding(headers)?;
     let idempotency = idempotency_key(headers)?.map(str::to_owned);

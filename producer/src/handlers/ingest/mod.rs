@@ -8,10 +8,10 @@
 //! [`handle`] is the whole request in order; each step lives in its own module: `headers` (checks before the body),
 //! `admission` (the in-flight budget), `body` (reading within limits) and `prepare` (parse, validate, encode).
 
-mod admission;
-mod body;
-mod headers;
-mod prepare;
+pub(crate) mod admission;
+pub(crate) mod body;
+pub(crate) mod headers;
+pub(crate) mod prepare;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 pub use self::headers::IDEMPOTENCY_KEY;
-use self::prepare::{BuildJob, Built};
+use self::prepare::{BuildJob, Built, Input};
 use super::AppState;
 use crate::error::ApiError;
 use crate::sink::OutRecord;
@@ -110,7 +110,7 @@ async fn handle(
         stream: stream.clone(),
         tenant: key.tenant.clone(),
         idempotency: checked.idempotency,
-        body: bytes,
+        input: Input::Body(bytes),
     };
     let Built {
         records,
@@ -126,7 +126,7 @@ async fn handle(
 }
 
 /// Sends `records` and waits for every acknowledgement, or fails at `deadline`.
-async fn produce(
+pub(crate) async fn produce(
     app: &AppState,
     topic: &str,
     records: Vec<OutRecord>,

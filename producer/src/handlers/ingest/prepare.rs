@@ -17,33 +17,51 @@ use crate::validate::ValidateLimits;
 const INLINE_BODY_BYTES: usize = 64 * 1024;
 
 /// A request's events, encoded and ready for the sink, with their in-flight permits.
-pub(super) struct Built {
+pub(crate) struct Built {
     /// One record per event, in request order.
-    pub(super) records: Vec<OutRecord>,
+    pub(crate) records: Vec<OutRecord>,
     /// The events' ids, in request order.
-    pub(super) event_ids: Vec<String>,
+    pub(crate) event_ids: Vec<String>,
     /// The event permits, to hold until the records are acknowledged.
-    pub(super) _events: Held,
+    pub(crate) _events: Held,
 }
 
 /// Everything needed to turn a body into records, owned so it can run on the blocking pool.
-pub(super) struct BuildJob {
+pub(crate) struct BuildJob {
     /// Limits, permits and metrics.
-    pub(super) app: Arc<AppState>,
+    pub(crate) app: Arc<AppState>,
     /// The stream the events are for.
-    pub(super) stream: Arc<Stream>,
+    pub(crate) stream: Arc<Stream>,
     /// The ingestion key's tenant.
-    pub(super) tenant: String,
+    pub(crate) tenant: String,
     /// The request's idempotency key, if any.
-    pub(super) idempotency: Option<String>,
-    /// The whole (decompressed) body.
-    pub(super) body: Vec<u8>,
+    pub(crate) idempotency: Option<String>,
+    /// The events.
+    pub(crate) input: Input,
+}
+
+/// What a request's events arrive as.
+pub(crate) enum Input {
+    /// The whole (decompressed) body of the native route: one event object or an array of them.
+    Body(Vec<u8>),
+    /// Events another route already parsed into the stream's shape (the Segment API's messages).
+    Events(Vec<Json>),
+}
+
+impl Input {
+    fn len_hint(&self) -> usize {
+        match self {
+            Input::Body(b) => b.len(),
+            // A Segment message is at most 32 KB; count a typical one's size so large batches leave the workers.
+            Input::Events(e) => e.len().saturating_mul(1024),
+        }
+    }
 }
 
 /// Runs `job`, inline for a small body and on the blocking pool for a large one; sets `events` to how many events
 /// the body held as soon as that is known, even when the build then fails.
-pub(super) async fn build(job: BuildJob, events: &mut usize) -> Result<Built, ApiError> {
-    let (built, count) = if job.body.len() <= INLINE_BODY_BYTES {
+pub(crate) async fn build(job: BuildJob, events: &mut usize) -> Result<Built, ApiError> {
+    let (built, count) = if job.input.len_hint() <= INLINE_BODY_BYTES {
         job.run()
     } else {
         tokio::task::spawn_blocking(move || job.run())
@@ -68,10 +86,13 @@ impl BuildJob {
             stream,
             tenant,
             idempotency,
-            body,
+            input,
         } = self;
         let limits = &app.limits;
-        let items = parse(body)?;
+        let items = match input {
+            Input::Body(body) => parse(body)?,
+            Input::Events(items) => items,
+        };
         *count = items.len();
         if items.is_empty() {
             return Err(ApiError::EmptyBatch);

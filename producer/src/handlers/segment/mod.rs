@@ -1,0 +1,231 @@
+//! The Segment HTTP tracking API, so the SDKs teams already use (Segment's, RudderStack's, Jitsu's) land their
+//! events in Sluice by changing one URL: `POST /v1/batch` (what the SDKs send) and `/v1/track`, `/v1/identify`,
+//! `/v1/page`, `/v1/screen`, `/v1/group`, `/v1/alias` for single messages, all into the `segment` stream.
+//!
+//! Auth as Segment does it: HTTP Basic with the write key as user name, or `writeKey` in the body (an ingestion
+//! key of the producer's key configuration; Bearer and X-Api-Key work too). The answer is 200 `{"success": true}`
+//! only once Kafka acknowledged every message; errors have Segment's shape (`{"success": false, "code",
+//! "message", "errors"}`), with 400 for oversize messages and batches (32 KB, 500 KB) as Segment answers them.
+
+pub mod message;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::BodyDataStream;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::ingest::prepare::{BuildJob, Built, Input};
+use super::ingest::{admission, body, headers, produce};
+use crate::error::{ApiError, EventError};
+use message::Envelope;
+
+/// The stream the Segment routes write to (its schema is the bundled `segment`).
+pub const STREAM: &str = "segment";
+
+/// Segment's limit on a whole batch request.
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+
+/// `POST /v1/batch`.
+pub async fn batch(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    respond(&app, None, req).await
+}
+
+/// `POST /v1/track`.
+pub async fn track(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    respond(&app, Some("track"), req).await
+}
+
+/// `POST /v1/identify`.
+pub async fn identify(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    respond(&app, Some("identify"), req).await
+}
+
+/// `POST /v1/page`.
+pub async fn page(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    respond(&app, Some("page"), req).await
+}
+
+/// `POST /v1/screen`.
+pub async fn screen(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    respond(&app, Some("screen"), req).await
+}
+
+/// `POST /v1/group`.
+pub async fn group(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    respond(&app, Some("group"), req).await
+}
+
+/// `POST /v1/alias`.
+pub async fn alias(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    respond(&app, Some("alias"), req).await
+}
+
+async fn respond(app: &Arc<AppState>, route_type: Option<&'static str>, req: Request) -> Response {
+    let mut events = 0usize;
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body.into_data_stream());
+    let result = handle(app, route_type, &parts.headers, &mut body, &mut events).await;
+    if let Some(rest) = body.take()
+        && result.is_err()
+    {
+        body::drain(rest, MAX_BATCH_BYTES).await;
+    }
+    match result {
+        Ok(()) => {
+            app.metrics
+                .accepted
+                .with_label_values(&[STREAM])
+                .inc_by(events as u64);
+            (StatusCode::OK, Json(json!({"success": true}))).into_response()
+        }
+        Err(e) => {
+            app.metrics
+                .rejected
+                .with_label_values(&[STREAM, e.code()])
+                .inc_by(events.max(1) as u64);
+            if matches!(
+                e,
+                ApiError::Sink(_) | ApiError::Timeout | ApiError::Internal(_)
+            ) {
+                tracing::warn!(error = %e, "segment request failed");
+            }
+            segment_error(e, app.limits.retry_after_secs)
+        }
+    }
+}
+
+async fn handle(
+    app: &Arc<AppState>,
+    route_type: Option<&'static str>,
+    headers: &HeaderMap,
+    body: &mut Option<BodyDataStream>,
+    events: &mut usize,
+) -> Result<(), ApiError> {
+    let limits = &app.limits;
+    let deadline = tokio::time::Instant::now() + limits.request_timeout();
+    let max = MAX_BATCH_BYTES.min(limits.max_body_bytes);
+    let checked = headers::check(headers, max)?;
+    let mut held_bytes = admission::reserve_body(app, checked.content_length)?;
+    let bytes = body::read_within(body, deadline, max, &mut held_bytes).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::EmptyBody);
+    }
+    let parsed: Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    drop(bytes);
+    let Value::Object(mut doc) = parsed else {
+        return Err(ApiError::BadJson("expected a JSON object".into()));
+    };
+    // The key may be in the body, so authentication waits for it.
+    let body_key = match doc.remove("writeKey") {
+        Some(Value::String(k)) => Some(k),
+        _ => None,
+    };
+    let key = app
+        .keys
+        .authenticate_segment(headers, body_key.as_deref())?;
+    let stream = app
+        .streams
+        .get(STREAM)
+        .ok_or_else(|| ApiError::UnknownStream(STREAM.to_owned()))?
+        .clone();
+    if !key.allows(STREAM) {
+        return Err(ApiError::Forbidden(STREAM.to_owned()));
+    }
+    let messages = match route_type {
+        None => match doc.remove("batch") {
+            Some(Value::Array(items)) => items,
+            _ => {
+                return Err(ApiError::BadJson(
+                    "a batch needs a `batch` array of messages".into(),
+                ));
+            }
+        },
+        Some(_) => vec![Value::Object(doc.clone())],
+    };
+    *events = messages.len();
+    let env = Envelope {
+        route_type,
+        sent_at: doc.get("sentAt"),
+        received_at: chrono::Utc::now(),
+    };
+    let items = convert_all(messages, &env)?;
+    let job = BuildJob {
+        app: app.clone(),
+        stream: stream.clone(),
+        tenant: key.tenant.clone(),
+        idempotency: checked.idempotency,
+        input: Input::Events(items),
+    };
+    let Built { records, .. } = super::ingest::prepare::build(job, events).await?;
+    produce(app, &stream.topic, records, deadline).await
+}
+
+/// Converts every message; any invalid one fails the request with every problem of every message.
+fn convert_all(messages: Vec<Value>, env: &Envelope<'_>) -> Result<Vec<Value>, ApiError> {
+    let total = messages.len();
+    if total == 0 {
+        return Err(ApiError::EmptyBatch);
+    }
+    let mut out = Vec::with_capacity(total);
+    let mut errors: Vec<EventError> = Vec::new();
+    let mut invalid = 0;
+    for (i, m) in messages.into_iter().enumerate() {
+        match message::convert(i, m, env) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                invalid += 1;
+                errors.extend(e);
+            }
+        }
+    }
+    if invalid > 0 {
+        return Err(ApiError::Invalid {
+            invalid,
+            total,
+            errors,
+        });
+    }
+    Ok(out)
+}
+
+/// An error in Segment's shape. Oversize bodies and messages are 400 there, which the SDKs do not retry.
+fn segment_error(e: ApiError, retry_after_secs: u64) -> Response {
+    let (status, code, retry) = e.parts();
+    let status = match e {
+        ApiError::BodyTooLarge(_)
+        | ApiError::BatchTooLarge { .. }
+        | ApiError::EventTooLarge { .. } => StatusCode::BAD_REQUEST,
+        _ => status,
+    };
+    let message = match &e {
+        ApiError::BodyTooLarge(_) => {
+            format!("batch is larger than Segment's limit of {MAX_BATCH_BYTES} bytes")
+        }
+        other => other.to_string(),
+    };
+    let details = match e {
+        ApiError::Invalid { errors, .. } => errors,
+        _ => Vec::new(),
+    };
+    let mut resp = (
+        status,
+        Json(json!({"success": false, "code": code, "message": message, "errors": details})),
+    )
+        .into_response();
+    if retry && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+    }
+    resp
+}

@@ -144,6 +144,37 @@ impl EventGen {
     }
 }
 
+impl EventGen {
+    /// A Segment `/v1/batch` body of `n` track messages carrying the same events as [`EventGen::body`] would.
+    pub fn segment_body(&mut self, n: usize, now_ms: i64) -> Bytes {
+        let batch: Vec<Json> = self
+            .events(n.max(1), now_ms)
+            .into_iter()
+            .map(|e| {
+                let at = chrono::DateTime::from_timestamp_millis(e["occurred_at"].as_i64().unwrap_or(now_ms))
+                    .unwrap_or_default()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                json!({
+                    "type": "track",
+                    "event": e["event_type"],
+                    "userId": e.get("user_id"),
+                    "anonymousId": e["anonymous_id"],
+                    "messageId": format!("{:032x}", self.rng.random::<u128>()),
+                    "timestamp": at,
+                    "properties": e["properties"],
+                    "context": {"library": {"name": "sluice-bench", "version": "1"}, "page": {"path": e["properties"]["path"]}},
+                })
+            })
+            .collect();
+        let sent_at = chrono::DateTime::from_timestamp_millis(now_ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        Bytes::from(
+            serde_json::to_vec(&json!({"batch": batch, "sentAt": sent_at})).unwrap_or_default(),
+        )
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

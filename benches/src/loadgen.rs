@@ -44,6 +44,18 @@ pub struct LoadConfig {
     pub progress: bool,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// What the bodies are: the native route's event arrays, or Segment `/v1/batch` bodies.
+    pub format: BodyFormat,
+}
+
+/// The shape of the request bodies a run sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `POST /v1/streams/{stream}/events`: one event object or an array of them.
+    #[default]
+    Native,
+    /// `POST /v1/batch`: `{"batch": [track messages], "sentAt": …}`.
+    Segment,
 }
 
 impl Default for LoadConfig {
@@ -60,6 +72,7 @@ impl Default for LoadConfig {
             seed: 1,
             progress: true,
             timeout: Duration::from_secs(20),
+            format: BodyFormat::Native,
         }
     }
 }
@@ -145,9 +158,19 @@ struct Totals {
 
 /// Generates `n` distinct request bodies of `batch` events each.
 pub fn make_bodies(n: usize, batch: usize, seed: u64) -> Vec<Bytes> {
+    make_bodies_as(BodyFormat::Native, n, batch, seed)
+}
+
+/// `n` distinct request bodies of `batch` events each, in `format`.
+pub fn make_bodies_as(format: BodyFormat, n: usize, batch: usize, seed: u64) -> Vec<Bytes> {
     let mut g = EventGen::new(seed);
     let now = now_ms();
-    (0..n.max(1)).map(|_| g.body(batch, now)).collect()
+    (0..n.max(1))
+        .map(|_| match format {
+            BodyFormat::Native => g.body(batch, now),
+            BodyFormat::Segment => g.segment_body(batch, now),
+        })
+        .collect()
 }
 
 /// Runs one load test; `acks`, when given, receives one [`Ack`] per accepted request (dropped when full).
@@ -162,7 +185,7 @@ pub async fn run(cfg: LoadConfig, acks: Option<mpsc::Sender<Ack>>) -> anyhow::Re
         .timeout(cfg.timeout)
         .no_proxy()
         .build()?;
-    let bodies = make_bodies(cfg.bodies, cfg.batch, cfg.seed);
+    let bodies = make_bodies_as(cfg.format, cfg.bodies, cfg.batch, cfg.seed);
     let start = Instant::now();
     let shared = Arc::new(Shared {
         deadline: start + cfg.duration,

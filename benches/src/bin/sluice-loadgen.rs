@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_benches::loadgen::{self, LoadConfig};
+use sluice_benches::loadgen::{self, BodyFormat, LoadConfig};
 
 /// Sluice HTTP load generator.
 #[derive(Debug, Parser)]
@@ -23,6 +23,9 @@ struct Args {
     /// Stream name.
     #[arg(long, default_value = "events")]
     stream: String,
+    /// Send Segment `/v1/batch` bodies of track messages instead (`--stream` is then unused).
+    #[arg(long)]
+    segment: bool,
     /// Ingestion key (the dev key of config/producer.toml by default).
     #[arg(long, default_value = "dev-key", env = "SLUICE_LOADGEN_KEY")]
     key: String,
@@ -66,12 +69,18 @@ async fn main() -> anyhow::Result<()> {
         "--duration must be between 0 and 3600 seconds"
     );
     anyhow::ensure!(args.timeout > 0.0, "--timeout must be positive");
+    let base = args.url.trim_end_matches('/');
+    let (url, format) = if args.segment {
+        (format!("{base}/v1/batch"), BodyFormat::Segment)
+    } else {
+        (
+            format!("{base}/v1/streams/{}/events", args.stream),
+            BodyFormat::Native,
+        )
+    };
     let cfg = LoadConfig {
-        url: format!(
-            "{}/v1/streams/{}/events",
-            args.url.trim_end_matches('/'),
-            args.stream
-        ),
+        url,
+        format,
         key: args.key,
         connections: args.connections,
         batch: args.batch,

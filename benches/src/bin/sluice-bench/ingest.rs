@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sluice_benches::loadgen::{self, LoadConfig, LoadReport};
+use sluice_benches::loadgen::{self, BodyFormat, LoadConfig, LoadReport};
 use sluice_benches::report::{Row, Verdict, per_s};
 use sluice_benches::services::Service;
 
@@ -111,6 +111,7 @@ impl Bench {
                     Verdict::Missed
                 },
             });
+            rows.push(self.segment_batch(svc, max_rate).await?);
             let (row, single) = self.single_event(svc).await?;
             rows.push(row);
             self.notes.push(format!(
@@ -119,6 +120,43 @@ impl Bench {
             ));
         }
         Ok(())
+    }
+}
+
+impl Bench {
+    /// Segment's `/v1/batch` flat out with the same events as track messages, beside the native route's maximum.
+    async fn segment_batch(&mut self, svc: &Service, native_max: f64) -> anyhow::Result<Row> {
+        say(&format!(
+            "ingest: Segment /v1/batch flat out for {} s",
+            self.args.duration
+        ));
+        let cfg = LoadConfig {
+            url: format!("{}/v1/batch", svc.base_url),
+            format: BodyFormat::Segment,
+            ..self.load(svc, "events", None, self.args.duration)
+        };
+        let r = loadgen::run(cfg, None).await?;
+        say(&format!("segment /v1/batch:\n{r}"));
+        check_clean("segment /v1/batch", &r)?;
+        self.notes
+            .push(format!("Segment /v1/batch statuses: {:?}.", r.statuses));
+        Ok(ratio_row(
+            &format!(
+                "Sluice Segment API /v1/batch, max ({} track messages/request)",
+                self.args.batch
+            ),
+            format!(
+                "{} (ack p50 {:.0} ms, p99 {:.0} ms)",
+                per_s(r.accepted_per_s, "events"),
+                r.ack_latency.p50_ms,
+                r.ack_latency.p99_ms
+            ),
+            r.accepted_per_s,
+            Some(native_max),
+            "events",
+            0.8,
+            "≥ 80% of the native batched route",
+        ))
     }
 }
 

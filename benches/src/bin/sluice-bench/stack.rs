@@ -154,9 +154,12 @@ partitions = {PARTITIONS}
             ("SLUICE_REGISTRY_URL", self.args.registry.clone()),
             ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", self.args.kafka.clone()),
             ("SLUICE_STREAMS__EVENTS__TOPIC", topic.to_owned()),
+            // The Segment API's stream gets a topic of the run's own too, never the dev stack's.
+            ("SLUICE_STREAMS__SEGMENT__TOPIC", format!("{topic}_segment")),
         ]
         .map(|(k, v)| (k.to_owned(), v));
         self.topics.push(topic.to_owned());
+        self.topics.push(format!("{topic}_segment"));
         let config = self.args.config_dir.join("producer.toml");
         let bin = self.bin_dir.join("sluice-producer");
         let dir = self.work_dir.join(format!("producer-{topic}"));

@@ -46,6 +46,36 @@ pub struct Config {
     /// On SIGTERM, how long (ms) to keep trying to flush the last batch before leaving it uncommitted. Default 15000.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// The live dashboard on the ops port (`/dashboard`).
+    #[serde(default)]
+    pub dashboard: DashboardSettings,
+}
+
+/// The live dashboard: it shows tenant data (the last rows landed, dead letters), so it is off on a non-loopback
+/// listener unless enabled, and can require a key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// Serve `/dashboard`. Default: on when `listen` is a loopback address, off otherwise.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// When set, `/dashboard` and its event stream need `?key=<key>` or `Authorization: Bearer <key>`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Producers' `/metrics` URLs, for the ingest panel. Default `["http://127.0.0.1:8080/metrics"]`.
+    #[serde(default = "default_producer_metrics")]
+    pub producer_metrics: Vec<String>,
+}
+
+impl DashboardSettings {
+    /// Whether the dashboard is served on `listen`.
+    pub fn is_enabled(&self, listen: &SocketAddr) -> bool {
+        self.enabled.unwrap_or_else(|| listen.ip().is_loopback())
+    }
+}
+
+fn default_producer_metrics() -> Vec<String> {
+    vec!["http://127.0.0.1:8080/metrics".into()]
 }
 
 impl Default for Config {
@@ -62,6 +92,7 @@ impl Default for Config {
             batch: BatchSettings::default(),
             retry: RetrySettings::default(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            dashboard: DashboardSettings::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod dashboard;
 pub mod decode;
 pub mod dlq;
 pub mod error;

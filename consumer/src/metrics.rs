@@ -1,6 +1,8 @@
 //! The consumer's metrics, one method per operational fact: each logs and counts, so the log line and the metric
 //! cannot drift apart.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::{
@@ -20,6 +22,29 @@ pub struct Metrics {
     paused: IntGauge,
     commits: IntCounterVec,
     schema_changes: IntCounterVec,
+    freshness: Histogram,
+    /// The last few dead letters, newest last, for the dashboard.
+    recent_letters: Arc<Mutex<VecDeque<RecentLetter>>>,
+}
+
+/// Dead letters the dashboard shows.
+const RECENT_LETTERS: usize = 20;
+
+/// One dead letter, as the dashboard lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentLetter {
+    /// Error class.
+    pub class: String,
+    /// Source topic, partition and offset.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// The error message (truncated).
+    pub message: String,
+    /// When it was dead-lettered, ms since the epoch.
+    pub at_ms: i64,
 }
 
 fn counter(
@@ -68,7 +93,19 @@ impl Metrics {
             "Partitions paused while a failure is retried",
         )?;
         registry.register(Box::new(paused.clone()))?;
+        let freshness = Histogram::with_opts(
+            HistogramOpts::new(
+                "sluice_consumer_freshness_seconds",
+                "Age of the oldest and newest row of each flush when ClickHouse acknowledged it (Kafka timestamp to inserted)",
+            )
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3_600.0,
+            ]),
+        )?;
+        registry.register(Box::new(freshness.clone()))?;
         Ok(Self {
+            freshness,
+            recent_letters: Arc::default(),
             consumed: counter(
                 registry,
                 "sluice_consumer_messages_consumed_total",
@@ -170,6 +207,36 @@ impl Metrics {
             "message dead-lettered"
         );
         self.dead_lettered.with_label_values(&[reason]).inc();
+        let mut recent = self
+            .recent_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT_LETTERS {
+            recent.pop_front();
+        }
+        recent.push_back(RecentLetter {
+            class: reason.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            message: message.chars().take(300).collect(),
+            at_ms: chrono::Utc::now().timestamp_millis(),
+        });
+    }
+
+    /// The last few dead letters, oldest first.
+    pub fn recent_letters(&self) -> Vec<RecentLetter> {
+        self.recent_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Rows written `age` after Kafka stamped their messages.
+    pub fn fresh(&self, age: Duration) {
+        self.freshness.observe(age.as_secs_f64());
     }
 
     /// A transient failure of `what` is retried after `delay`.

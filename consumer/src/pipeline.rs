@@ -21,7 +21,7 @@ use crate::batch::Batch;
 use crate::config::Config;
 use crate::dlq::DlqProducer;
 use crate::error::Error;
-use crate::flush::{Entry, Flush, Stream, mark_revoked, settle};
+use crate::flush::{Entry, Flush, Stream, mark_revoked, observe_freshness, settle};
 use crate::metrics::Metrics;
 use crate::offsets::TopicPartition;
 use crate::predecode::{SharedSnapshot, predecode_into};
@@ -199,6 +199,7 @@ impl Pipeline {
             }
             // Rows decoded ahead serve the first attempt only: they are indexed by the batch as it was read.
             let result = self.flush.attempt(&mut entries, ahead.take()).await;
+            observe_freshness(&entries, &self.metrics);
             settle(&mut entries, &mut self.context.offsets());
             let failure = match result {
                 Ok(()) => break,

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StreamConfig};
+use crate::dashboard;
 use crate::decode::{Reader, Shape};
 use crate::dlq::DlqProducer;
 use crate::error::Error;
@@ -22,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Parts, Pipeline};
 use crate::registry::SchemaRegistry;
 use crate::sink::clickhouse::ClickHouseSink;
-use crate::source::kafka::subscribe;
+use crate::source::kafka::{SourceContext, subscribe};
 
 struct PipelineReady(Arc<AtomicBool>);
 
@@ -97,7 +98,19 @@ pub async fn serve(
         Box::new(KafkaReady(config.kafka.clone())),
         Box::new(RegistryReady(registry.clone())),
     ];
-    let router = Ops::new(prometheus, checks).router::<()>();
+    let context = Arc::new(std::sync::OnceLock::new());
+    let mut router = Ops::new(prometheus.clone(), checks).router::<()>();
+    let sources = dashboard::Sources {
+        config: config.clone(),
+        registry: prometheus,
+        metrics: metrics.clone(),
+        sink: sink.clone(),
+        context: context.clone(),
+    };
+    if let Some(d) = dashboard::router(sources, shutdown.clone()) {
+        tracing::info!(url = %format!("http://{}/dashboard", listener.local_addr()?), "dashboard");
+        router = router.merge(d);
+    }
     let ops_shutdown = shutdown.clone();
     let ops = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -105,7 +118,7 @@ pub async fn serve(
             .await
     });
 
-    let result = run(&config, sink, registry, metrics, ready, &shutdown).await;
+    let result = run(&config, sink, registry, metrics, ready, &context, &shutdown).await;
     if let Err(e) = &result
         && !matches!(e, Error::Shutdown)
     {
@@ -129,6 +142,7 @@ async fn run(
     registry: SchemaRegistry,
     metrics: Metrics,
     ready: Arc<AtomicBool>,
+    dashboard_context: &std::sync::OnceLock<SourceContext>,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
     let retry = |what: &'static str| Retrier {
@@ -187,6 +201,7 @@ async fn run(
     }
     let dlq = DlqProducer::new(&config.kafka, &config.group_id)?;
     let (consumer, context) = subscribe(config, &metrics)?;
+    let _ = dashboard_context.set(context.clone());
     tracing::info!(group = %config.group_id, topics = ?config.streams.iter().map(|s| &s.topic).collect::<Vec<_>>(), "consuming");
     let parts = Parts {
         consumer,

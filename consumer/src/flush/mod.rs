@@ -88,6 +88,28 @@ pub fn settle(entries: &mut Vec<Entry>, offsets: &mut Offsets) -> usize {
     before - entries.len()
 }
 
+/// Records how fresh the inserted rows of `entries` were: the ages of the oldest and the newest, so the
+/// histogram's spread shows both the worst row and the typical batch.
+pub fn observe_freshness(entries: &[Entry], metrics: &Metrics) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let (mut oldest, mut newest) = (i64::MAX, i64::MIN);
+    for e in entries
+        .iter()
+        .filter(|e| e.outcome == Some(Outcome::Inserted))
+    {
+        if let Some(t) = e.received.message.timestamp().to_millis() {
+            oldest = oldest.min(t);
+            newest = newest.max(t);
+        }
+    }
+    if oldest <= newest {
+        for t in [oldest, newest] {
+            let age = u64::try_from(now.saturating_sub(t)).unwrap_or(0);
+            metrics.fresh(std::time::Duration::from_millis(age));
+        }
+    }
+}
+
 /// The failures of one attempt, judged: letters for the messages at fault, and the first failure to retry.
 #[derive(Debug, Default)]
 struct Judged {

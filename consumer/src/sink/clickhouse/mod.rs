@@ -59,6 +59,32 @@ impl ClickHouseSink {
         Ok(caps)
     }
 
+    /// The newest `limit` rows of `table` (by `order`), only `columns`, as JSON objects (for the dashboard's tail).
+    pub async fn recent_rows(
+        &self,
+        table: &str,
+        columns: &[String],
+        order: &str,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, Error> {
+        use sluice_schemas::clickhouse::quote_ident;
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+        let sql = format!(
+            "SELECT {} FROM {table} ORDER BY {} DESC LIMIT {limit}",
+            cols.join(", "),
+            quote_ident(order)
+        );
+        let mut cursor = self.client.query(&sql).fetch_bytes("JSONEachRow")?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = cursor.next().await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect())
+    }
+
     /// What the server accepts, as last detected.
     pub fn capabilities(&self) -> Capabilities {
         *self.caps.read().unwrap_or_else(PoisonError::into_inner)

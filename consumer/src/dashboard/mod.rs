@@ -1,0 +1,198 @@
+//! The live dashboard on the consumer's ops port: `GET /dashboard` (one page, its script and styles embedded in
+//! the binary, no external requests) and `GET /dashboard/events`, a server-sent event stream of one snapshot a
+//! second ([`snapshot`]).
+//!
+//! One task builds each snapshot once and publishes it, serialized, on a `watch` channel: every open tab reads the
+//! latest one, so a tab that stops reading holds one shared snapshot at most, and a hundred tabs cost one build.
+
+pub mod snapshot;
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sink::clickhouse::ClickHouseSink;
+use crate::source::kafka::SourceContext;
+
+/// The page.
+const PAGE: &str = include_str!("page.html");
+
+/// What the dashboard reads from.
+pub struct Sources {
+    /// The consumer's config (streams, group, dashboard settings).
+    pub config: Config,
+    /// The registry `/metrics` serves.
+    pub registry: prometheus::Registry,
+    /// For the recent dead letters.
+    pub metrics: Metrics,
+    /// For the tail of rows landed.
+    pub sink: ClickHouseSink,
+    /// This replica's rebalance context, once it is consuming (its own partitions, when the coordinator does not
+    /// describe the group).
+    pub context: Arc<OnceLock<SourceContext>>,
+}
+
+#[derive(Clone)]
+struct Dashboard {
+    key: Option<String>,
+    latest: watch::Receiver<Arc<String>>,
+}
+
+/// The dashboard's routes, and the task that feeds them until `shutdown`; `None` when the dashboard is off.
+pub fn router(sources: Sources, shutdown: CancellationToken) -> Option<Router> {
+    let settings = &sources.config.dashboard;
+    if !settings.is_enabled(&sources.config.listen) {
+        return None;
+    }
+    let key = settings.key.clone();
+    let (tx, rx) = watch::channel(Arc::new("{}".to_owned()));
+    tokio::spawn(feed(sources, tx, shutdown));
+    let state = Dashboard { key, latest: rx };
+    Some(
+        Router::new()
+            .route("/dashboard", get(page))
+            .route("/dashboard/events", get(events))
+            .with_state(state),
+    )
+}
+
+#[derive(Deserialize)]
+struct KeyQuery {
+    key: Option<String>,
+}
+
+impl Dashboard {
+    fn allowed(&self, headers: &HeaderMap, query: &KeyQuery) -> bool {
+        let Some(want) = &self.key else {
+            return true;
+        };
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        query.key.as_deref() == Some(want.as_str()) || bearer == Some(want.as_str())
+    }
+}
+
+fn denied() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "the dashboard needs its key: /dashboard?key=<dashboard.key>\n",
+    )
+        .into_response()
+}
+
+async fn page(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Query(q): Query<KeyQuery>,
+) -> Response {
+    if !d.allowed(&headers, &q) {
+        return denied();
+    }
+    Html(PAGE).into_response()
+}
+
+async fn events(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Query(q): Query<KeyQuery>,
+) -> Response {
+    if !d.allowed(&headers, &q) {
+        return denied();
+    }
+    Sse::new(snapshots(d.latest))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The current snapshot, then each new one; a slow reader skips to the latest instead of queueing.
+fn snapshots(rx: watch::Receiver<Arc<String>>) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold((rx, true), |(mut rx, first)| async move {
+        if !first && rx.changed().await.is_err() {
+            return None;
+        }
+        let data = rx.borrow_and_update().clone();
+        Some((Ok(Event::default().data(data.as_str())), (rx, false)))
+    })
+}
+
+/// Builds a snapshot a second until `shutdown`.
+async fn feed(sources: Sources, tx: watch::Sender<Arc<String>>, shutdown: CancellationToken) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .no_proxy()
+        .build()
+        .unwrap_or_default();
+    let probe: Option<Arc<rdkafka::consumer::BaseConsumer>> = sources
+        .config
+        .kafka
+        .client_config()
+        .create()
+        .ok()
+        .map(Arc::new);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    let (mut members, mut tail) = (serde_json::Value::Null, serde_json::Value::Null);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // The group and the tail change slowly and cost a round trip each: every other second.
+        if n.is_multiple_of(2) {
+            tail = snapshot::tail(&sources.sink, &sources.config).await;
+            members = match &probe {
+                Some(p) => {
+                    let group = sources.config.group_id.clone();
+                    let p = p.clone();
+                    tokio::task::spawn_blocking(move || snapshot::group_members(&p, &group))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(serde_json::Value::Null)
+                }
+                None => serde_json::Value::Null,
+            };
+        }
+        n += 1;
+        let own: Vec<String> = sources
+            .context
+            .get()
+            .map(|c| {
+                c.offsets()
+                    .assigned()
+                    .into_iter()
+                    .map(|tp| format!("{}/{}", tp.topic, tp.partition))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let snap = json!({
+            "at_ms": chrono::Utc::now().timestamp_millis(),
+            "group": sources.config.group_id,
+            "consumer": snapshot::families(&sources.registry),
+            "producer": snapshot::producers(&http, &sources.config.dashboard.producer_metrics).await,
+            "members": members,
+            "own_partitions": own,
+            "letters": snapshot::letters(&sources.metrics, &sources.config),
+            "tail": tail,
+        });
+        if tx.send(Arc::new(snap.to_string())).is_err() {
+            return;
+        }
+    }
+}

@@ -24,10 +24,11 @@ pub(super) struct Envelope<'a> {
     pub(super) received_at: DateTime<Utc>,
 }
 
-/// Converts message `index`, or says everything that is wrong with it.
+/// Converts message `index` (`size` bytes as sent), or says everything that is wrong with it.
 pub(super) fn convert(
     index: usize,
     message: Json,
+    size: usize,
     env: &Envelope<'_>,
 ) -> Result<Json, Vec<EventError>> {
     let mut errors = Vec::new();
@@ -38,7 +39,6 @@ pub(super) fn convert(
             message,
         })
     };
-    let size = serde_json::to_vec(&message).map_or(0, |b| b.len());
     if size > MAX_MESSAGE_BYTES {
         fail(
             "",
@@ -167,12 +167,16 @@ pub(super) fn convert(
         traits = t.to_string();
     }
     let at = |path: &[&str]| -> Json {
-        let mut v = context.map(|c| Json::Object(c.clone()));
-        for p in path {
-            v = v.and_then(|x| x.get(*p).cloned());
+        let mut v: Option<&Json> = None;
+        for (i, p) in path.iter().enumerate() {
+            v = if i == 0 {
+                context.and_then(|c| c.get(*p))
+            } else {
+                v.and_then(|x| x.get(*p))
+            };
         }
         match v {
-            Some(Json::String(s)) => Json::String(s),
+            Some(Json::String(s)) => Json::String(s.clone()),
             Some(Json::Number(n)) => Json::String(n.to_string()),
             _ => Json::Null,
         }
@@ -245,6 +249,10 @@ fn id_text(
 mod tests {
     use super::*;
 
+    fn size_of(m: &Json) -> usize {
+        m.to_string().len()
+    }
+
     fn env(route_type: Option<&'static str>) -> Envelope<'static> {
         Envelope {
             route_type,
@@ -262,7 +270,7 @@ mod tests {
             "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "ip": "10.0.0.1",
                 "page": {"url": "https://x/y", "path": "/y"}, "userAgent": "ua", "locale": "en-US"},
         });
-        let row = convert(0, msg, &env(None)).expect("valid");
+        let row = convert(0, msg.clone(), size_of(&msg), &env(None)).expect("valid");
         assert_eq!(row["type"], "track");
         assert_eq!(row["user_id"], "42");
         assert_eq!(row["message_id"], "m-1");
@@ -299,7 +307,7 @@ mod tests {
             ),
         ];
         for (msg, pointer) in cases {
-            let errors = convert(3, msg.clone(), &env(None)).expect_err("invalid");
+            let errors = convert(3, msg.clone(), size_of(&msg), &env(None)).expect_err("invalid");
             assert!(
                 errors.iter().any(|e| e.pointer == pointer && e.index == 3),
                 "{msg}: {errors:?}"
@@ -308,6 +316,7 @@ mod tests {
         let errors = convert(
             0,
             json!({"type": "page", "userId": "u"}),
+            10,
             &env(Some("track")),
         )
         .expect_err("wrong route");
@@ -316,6 +325,7 @@ mod tests {
             convert(
                 0,
                 json!({"userId": "u", "name": "Home"}),
+                10,
                 &env(Some("page"))
             )
             .is_ok()
@@ -325,7 +335,7 @@ mod tests {
     #[test]
     fn an_oversize_message_is_refused() {
         let msg = json!({"type": "track", "event": "e", "userId": "u", "properties": {"x": "y".repeat(MAX_MESSAGE_BYTES)}});
-        let errors = convert(0, msg, &env(None)).expect_err("too big");
+        let errors = convert(0, msg.clone(), size_of(&msg), &env(None)).expect_err("too big");
         assert!(errors[0].message.contains("32768"), "{errors:?}");
     }
 
@@ -334,6 +344,7 @@ mod tests {
         let row = convert(
             0,
             json!({"type": "identify", "anonymousId": "a", "context": {"traits": {"plan": "pro"}}}),
+            50,
             &env(None),
         )
         .expect("valid");

@@ -114,23 +114,20 @@ async fn handle(
     let checked = headers::check(headers, max)?;
     let mut held_bytes = admission::reserve_body(app, checked.content_length)?;
     let bytes = body::read_within(body, deadline, max, &mut held_bytes).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::EmptyBody);
-    }
-    let parsed: Value =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
-    drop(bytes);
-    let Value::Object(mut doc) = parsed else {
-        return Err(ApiError::BadJson("expected a JSON object".into()));
-    };
-    // The key may be in the body, so authentication waits for it.
-    let body_key = match doc.remove("writeKey") {
-        Some(Value::String(k)) => Some(k),
-        _ => None,
-    };
+    let received_at = chrono::Utc::now();
+    // Parsing and converting a large batch is CPU work: off the async workers, like the native route's.
+    let parsed = if bytes.len() <= INLINE_BODY_BYTES {
+        parse(&bytes, route_type, received_at)
+    } else {
+        tokio::task::spawn_blocking(move || parse(&bytes, route_type, received_at))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    }?;
+    *events = parsed.count;
+    // The key may be in the body, so authentication waits for it; a bad key wins over bad messages.
     let key = app
         .keys
-        .authenticate_segment(headers, body_key.as_deref())?;
+        .authenticate_segment(headers, parsed.write_key.as_deref())?;
     let stream = app
         .streams
         .get(STREAM)
@@ -139,24 +136,7 @@ async fn handle(
     if !key.allows(STREAM) {
         return Err(ApiError::Forbidden(STREAM.to_owned()));
     }
-    let messages = match route_type {
-        None => match doc.remove("batch") {
-            Some(Value::Array(items)) => items,
-            _ => {
-                return Err(ApiError::BadJson(
-                    "a batch needs a `batch` array of messages".into(),
-                ));
-            }
-        },
-        Some(_) => vec![Value::Object(doc.clone())],
-    };
-    *events = messages.len();
-    let env = Envelope {
-        route_type,
-        sent_at: doc.get("sentAt"),
-        received_at: chrono::Utc::now(),
-    };
-    let items = convert_all(messages, &env)?;
+    let items = parsed.messages?;
     let job = BuildJob {
         app: app.clone(),
         stream: stream.clone(),
@@ -168,8 +148,75 @@ async fn handle(
     produce(app, &stream.topic, records, deadline).await
 }
 
+/// Bodies above this are parsed and converted on the blocking pool.
+const INLINE_BODY_BYTES: usize = 64 * 1024;
+
+/// A request body, parsed: its write key, how many messages it held, and those messages converted (or why not).
+struct Parsed {
+    write_key: Option<String>,
+    count: usize,
+    messages: Result<Vec<Value>, ApiError>,
+}
+
+/// `/v1/batch`'s body, with each message left raw so its size as sent is known without serializing it again.
+#[derive(serde::Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow, default)]
+    batch: Option<Vec<&'a serde_json::value::RawValue>>,
+    #[serde(rename = "writeKey", default)]
+    write_key: Option<String>,
+    #[serde(rename = "sentAt", default)]
+    sent_at: Option<Value>,
+}
+
+fn parse(
+    bytes: &[u8],
+    route_type: Option<&'static str>,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Parsed, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::EmptyBody);
+    }
+    let bad_json = |e: serde_json::Error| ApiError::BadJson(e.to_string());
+    let (write_key, sent_at, messages): (Option<String>, Option<Value>, Vec<(Value, usize)>) =
+        match route_type {
+            None => {
+                let body: BatchBody<'_> = serde_json::from_slice(bytes).map_err(bad_json)?;
+                let raw = body.batch.ok_or_else(|| {
+                    ApiError::BadJson("a batch needs a `batch` array of messages".into())
+                })?;
+                let messages = raw
+                    .into_iter()
+                    .map(|r| Ok((serde_json::from_str(r.get())?, r.get().len())))
+                    .collect::<Result<Vec<_>, serde_json::Error>>()
+                    .map_err(bad_json)?;
+                (body.write_key, body.sent_at, messages)
+            }
+            Some(_) => {
+                let mut doc: serde_json::Map<String, Value> =
+                    serde_json::from_slice(bytes).map_err(bad_json)?;
+                let write_key = match doc.remove("writeKey") {
+                    Some(Value::String(k)) => Some(k),
+                    _ => None,
+                };
+                let sent_at = doc.get("sentAt").cloned();
+                (write_key, sent_at, vec![(Value::Object(doc), bytes.len())])
+            }
+        };
+    let env = Envelope {
+        route_type,
+        sent_at: sent_at.as_ref(),
+        received_at,
+    };
+    Ok(Parsed {
+        write_key,
+        count: messages.len(),
+        messages: convert_all(messages, &env),
+    })
+}
+
 /// Converts every message; any invalid one fails the request with every problem of every message.
-fn convert_all(messages: Vec<Value>, env: &Envelope<'_>) -> Result<Vec<Value>, ApiError> {
+fn convert_all(messages: Vec<(Value, usize)>, env: &Envelope<'_>) -> Result<Vec<Value>, ApiError> {
     let total = messages.len();
     if total == 0 {
         return Err(ApiError::EmptyBatch);
@@ -177,8 +224,8 @@ fn convert_all(messages: Vec<Value>, env: &Envelope<'_>) -> Result<Vec<Value>, A
     let mut out = Vec::with_capacity(total);
     let mut errors: Vec<EventError> = Vec::new();
     let mut invalid = 0;
-    for (i, m) in messages.into_iter().enumerate() {
-        match message::convert(i, m, env) {
+    for (i, (m, size)) in messages.into_iter().enumerate() {
+        match message::convert(i, m, size, env) {
             Ok(v) => out.push(v),
             Err(e) => {
                 invalid += 1;

@@ -387,7 +387,20 @@ async fn broker_down_fails_readiness_and_never_answers_202() -> anyhow::Result<(
 
 #[tokio::test]
 async fn openapi_document_matches_what_is_served() -> anyhow::Result<()> {
-    let p = Producer::ready(config()).await?;
+    let mut cfg = config();
+    // The Segment API's stream, so its documented routes can answer too.
+    cfg.streams.insert(
+        "segment".into(),
+        sluice_producer::config::StreamConfig {
+            key_field: "message_id".into(),
+            event_id_field: "message_id".into(),
+            ..sluice_producer::config::StreamConfig::new(&unique("producer_segment"), "segment")
+        },
+    );
+    for k in cfg.keys.values_mut() {
+        k.streams.push("segment".into());
+    }
+    let p = Producer::ready(cfg).await?;
     let http = client();
     let doc: Json = http
         .get(p.url("/openapi.json"))
@@ -402,9 +415,16 @@ async fn openapi_document_matches_what_is_served() -> anyhow::Result<()> {
     for (path, item) in paths {
         for (method, op) in item.as_object().context("path item")? {
             let url = p.url(&path.replace("{stream}", "events"));
+            // Valid input for the route: an event, or a Segment message any of the six types accepts.
+            let segment = json!({"userId": "u", "event": "E", "groupId": "g", "previousId": "p", "name": "n"});
+            let body = match path.as_str() {
+                "/v1/batch" => json!({"batch": [{"type": "track", "event": "E", "userId": "u"}]}),
+                p if p.starts_with("/v1/streams/") => event(1),
+                _ => segment,
+            };
             let req = match method.as_str() {
                 "get" => http.get(&url),
-                "post" => http.post(&url).bearer_auth(KEY).json(&event(1)),
+                "post" => http.post(&url).bearer_auth(KEY).json(&body),
                 other => anyhow::bail!("unexpected method {other}"),
             };
             let status = req.send().await?.status();

@@ -118,7 +118,20 @@ fn consumer(c: &mut Criterion) {
             black_box(out.len())
         });
     });
-    // What the consumer's pipeline does: one decoder per writer schema per batch.
+    // The same rows through Avro values, as the consumer wrote them before the transcoder.
+    g.bench_function("value_path/1000", |b| {
+        let datum = path.datum_reader().expect("datum reader");
+        let mut out = Vec::with_capacity(1024 * 1024);
+        b.iter(|| {
+            out.clear();
+            for e in &encoded {
+                path.row_by_value(&datum, black_box(&e.payload), &mut out)
+                    .expect("row");
+            }
+            black_box(out.len())
+        });
+    });
+    // What the consumer's pipeline does: one decoder per writer schema per batch (the transcoder, here).
     g.bench_function("batch_decoder/1000", |b| {
         let mut out = Vec::with_capacity(1024 * 1024);
         b.iter(|| {

@@ -135,6 +135,27 @@ impl ConsumerPath {
             .map_err(anyhow::Error::from)
     }
 
+    /// The row of one framed message the way the consumer wrote it before the transcoder: an Avro value decoded
+    /// with a reader prepared once, then encoded from the value (the baseline the transcoder is measured against).
+    pub fn row_by_value(
+        &self,
+        datum: &apache_avro::reader::datum::GenericDatumReader<'_>,
+        framed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let (_, mut body) = sluice_schemas::wire::unframe(framed)?;
+        let value = datum.read_value(&mut body)?;
+        self.plan.encode(&value, out)?;
+        Ok(())
+    }
+
+    /// A datum reader for the writer schema, for [`ConsumerPath::row_by_value`].
+    pub fn datum_reader(
+        &self,
+    ) -> anyhow::Result<apache_avro::reader::datum::GenericDatumReader<'_>> {
+        Ok(apache_avro::reader::datum::GenericDatumReader::builder(&self.schema).build()?)
+    }
+
     /// The consumer's per-batch decoder for messages framed with `writer_id` (its name tables built once).
     pub fn decoder(&self, writer_id: u32) -> anyhow::Result<RowDecoder<'_>> {
         RowDecoder::new(writer_id, &self.schema, &self.reader).map_err(anyhow::Error::from)
@@ -179,6 +200,15 @@ mod tests {
         }
         assert!(rows.len() > 50 * 40, "rows carry every field");
         assert_eq!(rows, same, "both decoders write the same rows");
+        // The transcoder (the writer is the reader here) writes exactly what the value path writes.
+        let datum = consumer.datum_reader().expect("datum reader");
+        let mut by_value = Vec::new();
+        for e in &encoded {
+            consumer
+                .row_by_value(&datum, &e.payload, &mut by_value)
+                .expect("row");
+        }
+        assert_eq!(rows, by_value, "transcoded rows equal value-path rows");
         let ddl = consumer.create_table_sql("db.t").expect("ddl");
         assert!(ddl.starts_with("CREATE TABLE IF NOT EXISTS db.t"));
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::ResolvedSchema;
-use sluice_schemas::clickhouse::{Capabilities, RowPlan};
+use sluice_schemas::clickhouse::{Capabilities, RowPlan, Transcoder};
 use sluice_schemas::wire;
 
 /// Why one message's bytes did not become a row.
@@ -137,6 +137,8 @@ pub struct RowDecoder<'a> {
     reader: &'a Reader,
     /// The reader's named types, when values must be resolved to it.
     reader_names: Option<ResolvedSchema<'a>>,
+    /// Avro bytes straight to RowBinary, when the writer is the reader and the plan's shapes allow it.
+    transcoder: Option<Transcoder>,
 }
 
 impl<'a> RowDecoder<'a> {
@@ -151,7 +153,13 @@ impl<'a> RowDecoder<'a> {
             .map_err(|e| DecodeError::WriterSchema(e.to_string()))?;
         // Registry ids are immutable: a reader registered under the writer's id is the writer's schema, so decoded
         // values already have the reader's shape and resolving them would only repeat a quarter of the work.
-        let reader_names = if reader.id == Some(writer_id) {
+        let same_schema = reader.id == Some(writer_id);
+        let transcoder = if same_schema {
+            reader.plan.transcoder(writer)
+        } else {
+            None
+        };
+        let reader_names = if same_schema {
             None
         } else {
             Some(
@@ -164,6 +172,7 @@ impl<'a> RowDecoder<'a> {
             datum,
             reader,
             reader_names,
+            transcoder,
         })
     }
 
@@ -175,6 +184,13 @@ impl<'a> RowDecoder<'a> {
                 framed: id,
                 decoder: self.writer_id,
             });
+        }
+        // The fast path builds no values; when it refuses a message, the value path below decides, so a poison
+        // message gets the same class and message it always did.
+        if let Some(t) = &self.transcoder
+            && t.transcode(body, out).is_ok()
+        {
+            return Ok(());
         }
         let mut rest = body;
         let value = self

@@ -33,15 +33,18 @@
 //! Top-level map keys are written sorted, so redelivered copies of an event encode to identical bytes.
 //!
 //! The module is split by job: [`mapping`] turns a schema into column encodings, [`ddl`] writes the SQL that creates
-//! or widens a table, and [`rowbinary`] writes decoded values as RowBinary rows.
+//! or widens a table, [`rowbinary`] writes decoded values as RowBinary rows, and [`transcode`] writes Avro bytes
+//! straight to RowBinary when the message's writer schema is the plan's own.
 
 mod ddl;
 mod mapping;
 mod rowbinary;
 mod server;
+mod transcode;
 
 pub use ddl::{add_column_sql, quote_ident};
 pub use server::Capabilities;
+pub use transcode::{TranscodeError, Transcoder};
 
 use std::collections::HashMap;
 

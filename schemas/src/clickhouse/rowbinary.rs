@@ -77,7 +77,7 @@ pub(super) fn write_varint(mut n: u64, out: &mut Vec<u8>) {
     }
 }
 
-fn write_bytes(b: &[u8], out: &mut Vec<u8>) {
+pub(super) fn write_bytes(b: &[u8], out: &mut Vec<u8>) {
     write_varint(b.len() as u64, out);
     out.extend_from_slice(b);
 }
@@ -125,7 +125,7 @@ fn write_top_map(
 const DATETIME64_SECONDS: std::ops::RangeInclusive<i64> = -2_208_988_800..=10_413_791_999;
 
 /// `t`, in ticks of 10^-`from` seconds, as ticks of 10^-`to` seconds (truncated towards the past).
-fn ticks(field: &str, t: i64, from: u32, to: u32) -> Result<i64, EncodeError> {
+pub(super) fn ticks(field: &str, t: i64, from: u32, to: u32) -> Result<i64, EncodeError> {
     let seconds = t.div_euclid(10i64.pow(from));
     if !DATETIME64_SECONDS.contains(&seconds) {
         return Err(out_of_range(
@@ -152,7 +152,7 @@ fn decimal_width(precision: usize) -> usize {
 }
 
 /// The unscaled value of a decimal as `Decimal(precision, _)` holds it: 4, 8, 16 or 32 bytes, little-endian.
-fn write_decimal_bin(
+pub(super) fn write_decimal_bin(
     field: &str,
     bytes: &[u8],
     precision: usize,
@@ -182,7 +182,7 @@ fn write_decimal_bin(
     Ok(())
 }
 
-fn seconds(field: &str, v: i64, per_second: i64) -> Result<u32, EncodeError> {
+pub(super) fn seconds(field: &str, v: i64, per_second: i64) -> Result<u32, EncodeError> {
     let s = v.div_euclid(per_second);
     u32::try_from(s).map_err(|_| out_of_range(field, format!("{s}s since epoch"), "DateTime"))
 }
@@ -372,13 +372,13 @@ fn enc_name(enc: &Enc) -> &'static str {
 }
 
 /// ClickHouse's UUID in RowBinary: the high then the low 64 bits, each little-endian.
-fn write_uuid(u: &uuid::Uuid, out: &mut Vec<u8>) {
+pub(super) fn write_uuid(u: &uuid::Uuid, out: &mut Vec<u8>) {
     let (hi, lo) = u.as_u64_pair();
     out.extend_from_slice(&hi.to_le_bytes());
     out.extend_from_slice(&lo.to_le_bytes());
 }
 
-fn write_default(enc: &Enc, out: &mut Vec<u8>) {
+pub(super) fn write_default(enc: &Enc, out: &mut Vec<u8>) {
     match enc {
         Enc::Str
         | Enc::LowCardStr

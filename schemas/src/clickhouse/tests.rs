@@ -3,6 +3,7 @@
 use apache_avro::types::Value;
 
 use super::rowbinary::{decimal_text, write, write_varint};
+use super::transcode::TranscodeError;
 use super::*;
 use crate::catalog;
 
@@ -393,4 +394,225 @@ fn native_values_are_written_as_clickhouse_reads_them() {
     want.extend_from_slice(&[1, b'b']);
     want.extend_from_slice(&2i64.to_le_bytes());
     assert_eq!(out, want);
+}
+
+/// Avro bytes of `value` written with `schema`.
+fn avro_bytes(schema: &Schema, value: Value) -> Vec<u8> {
+    apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .expect("writer")
+        .write_value_to_vec(value)
+        .expect("encodes")
+}
+
+const EVERY_TYPE: &str = r#"{"type":"record","name":"All","namespace":"t","fields":[
+    {"name":"id","type":{"type":"string","logicalType":"uuid"}},
+    {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"us","type":{"type":"long","logicalType":"timestamp-micros"}},
+    {"name":"b","type":"boolean"},{"name":"i","type":"int"},{"name":"l","type":"long"},
+    {"name":"f","type":"float"},{"name":"d","type":"double"},{"name":"by","type":"bytes"},
+    {"name":"s","type":"string"},
+    {"name":"e","type":{"type":"enum","name":"Color","symbols":["RED","GREEN"]}},
+    {"name":"maybe_e","type":["null","Color"],"default":null},
+    {"name":"fx","type":{"type":"fixed","name":"Four","size":4}},
+    {"name":"day","type":{"type":"int","logicalType":"date"}},
+    {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+    {"name":"opt","type":["null","long"],"default":null},
+    {"name":"opt_rev","type":["string","null"]},
+    {"name":"arr","type":{"type":"array","items":["null","long"]}},
+    {"name":"nested","type":{"type":"record","name":"Inner","fields":[{"name":"x","type":"int"},{"name":"m","type":{"type":"map","values":"int"}}]}},
+    {"name":"maybe_arr","type":["null",{"type":"array","items":"string"}],"default":null},
+    {"name":"tags","type":{"type":"map","values":"string"}},
+    {"name":"maybe_tags","type":["null",{"type":"map","values":"long"}],"default":null},
+    {"name":"again","type":"Inner"}
+]}"#;
+
+fn every_type_value(variant: u8) -> Value {
+    let map = |pairs: &[(&str, Value)]| {
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    };
+    let null = || Value::Union(0, Box::new(Value::Null));
+    let inner = Value::Record(vec![
+        ("x".into(), Value::Int(3)),
+        (
+            "m".into(),
+            map(&[
+                ("b", Value::Int(2)),
+                ("a", Value::Int(1)),
+                ("c", Value::Int(-7)),
+            ]),
+        ),
+    ]);
+    Value::Record(vec![
+        (
+            "id".into(),
+            Value::Uuid(
+                uuid::Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").expect("uuid"),
+            ),
+        ),
+        ("ts".into(), Value::TimestampMillis(1_700_000_000_123)),
+        ("us".into(), Value::TimestampMicros(1_700_000_000_123_456)),
+        ("b".into(), Value::Boolean(variant == 0)),
+        ("i".into(), Value::Int(-5 - i32::from(variant))),
+        ("l".into(), Value::Long(1 << 40)),
+        ("f".into(), Value::Float(1.5)),
+        ("d".into(), Value::Double(-2.25)),
+        ("by".into(), Value::Bytes(vec![0, 159, 146, 150])),
+        ("s".into(), Value::String("héllo 🚀".into())),
+        ("e".into(), Value::Enum(1, "GREEN".into())),
+        (
+            "maybe_e".into(),
+            if variant == 0 {
+                null()
+            } else {
+                Value::Union(1, Box::new(Value::Enum(0, "RED".into())))
+            },
+        ),
+        ("fx".into(), Value::Fixed(4, b"abcd".to_vec())),
+        ("day".into(), Value::Date(19_000)),
+        (
+            "dec".into(),
+            Value::Decimal(apache_avro::Decimal::from(vec![0xfb, 0x1e])),
+        ),
+        (
+            "opt".into(),
+            if variant == 0 {
+                Value::Union(1, Box::new(Value::Long(9)))
+            } else {
+                null()
+            },
+        ),
+        (
+            "opt_rev".into(),
+            if variant == 0 {
+                Value::Union(1, Box::new(Value::Null))
+            } else {
+                Value::Union(0, Box::new(Value::String("x".into())))
+            },
+        ),
+        (
+            "arr".into(),
+            Value::Array(vec![null(), Value::Union(1, Box::new(Value::Long(7)))]),
+        ),
+        ("nested".into(), inner.clone()),
+        (
+            "maybe_arr".into(),
+            if variant == 0 {
+                null()
+            } else {
+                Value::Union(1, Box::new(Value::Array(vec![Value::String("q".into())])))
+            },
+        ),
+        (
+            "tags".into(),
+            map(&[
+                ("z", Value::String("1".into())),
+                ("y", Value::String("2".into())),
+                ("", Value::String("e".into())),
+            ]),
+        ),
+        (
+            "maybe_tags".into(),
+            if variant == 0 {
+                null()
+            } else {
+                Value::Union(
+                    1,
+                    Box::new(map(&[("k", Value::Long(5)), ("a", Value::Long(-1))])),
+                )
+            },
+        ),
+        ("again".into(), inner),
+    ])
+}
+
+#[test]
+fn the_transcoder_writes_what_the_value_path_writes_on_both_mappings() {
+    let schema = Schema::parse_str(EVERY_TYPE).expect("parses");
+    for caps in [Capabilities::LEGACY, Capabilities::CURRENT] {
+        for plan in [
+            RowPlan::for_server(&schema, caps).expect("maps"),
+            RowPlan::for_server(&schema, caps)
+                .expect("maps")
+                .with_source_columns(),
+        ] {
+            let transcoder = plan.transcoder(&schema).expect("every field is covered");
+            for variant in [0, 1] {
+                let value = every_type_value(variant);
+                let avro = avro_bytes(&schema, value.clone());
+                let (mut by_value, mut by_bytes) = (Vec::new(), Vec::new());
+                plan.encode(&value, &mut by_value).expect("value path");
+                transcoder
+                    .transcode(&avro, &mut by_bytes)
+                    .expect("transcodes");
+                assert_eq!(by_bytes, by_value, "{caps:?} variant {variant}");
+            }
+        }
+    }
+    // A plan fitted to a legacy table still transcodes, field by field.
+    let current = RowPlan::for_server(&schema, Capabilities::CURRENT).expect("maps");
+    let legacy = RowPlan::from_schema(&schema).expect("maps");
+    let existing: Vec<(String, String)> = legacy
+        .columns()
+        .into_iter()
+        .map(|c| (c.name, c.ty))
+        .collect();
+    let fitted = current.fit(&existing);
+    let value = every_type_value(1);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    fitted.encode(&value, &mut a).expect("value path");
+    fitted
+        .transcoder(&schema)
+        .expect("covered")
+        .transcode(&avro_bytes(&schema, value), &mut b)
+        .expect("transcodes");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn the_transcoder_refuses_bad_bytes_and_leaves_the_buffer_as_it_was() {
+    let schema = Schema::parse_str(EVERY_TYPE).expect("parses");
+    let plan = RowPlan::from_schema(&schema).expect("maps");
+    let t = plan.transcoder(&schema).expect("covered");
+    let good = avro_bytes(&schema, every_type_value(0));
+    let mut out = vec![42];
+    for cut in [0, 1, 5, good.len() / 2, good.len() - 1] {
+        assert!(t.transcode(&good[..cut], &mut out).is_err(), "cut at {cut}");
+        assert_eq!(out, [42]);
+    }
+    let mut long = good.clone();
+    long.push(0);
+    assert_eq!(
+        t.transcode(&long, &mut out),
+        Err(TranscodeError::Trailing(1))
+    );
+    // A timestamp before 1970 does not fit DateTime: the value path calls that unrepresentable too.
+    let mut early = every_type_value(0);
+    if let Value::Record(fields) = &mut early {
+        fields[1].1 = Value::TimestampMillis(-1_000);
+    }
+    assert!(matches!(
+        t.transcode(&avro_bytes(&schema, early), &mut out),
+        Err(TranscodeError::Unrepresentable(_))
+    ));
+    assert_eq!(out, [42]);
+}
+
+#[test]
+fn shapes_only_the_value_path_writes_get_no_transcoder() {
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"U","fields":[{"name":"either","type":["int","string"]}]}"#,
+    )
+    .expect("parses");
+    let plan = RowPlan::from_schema(&schema).expect("maps");
+    assert!(plan.transcoder(&schema).is_none());
+    let other =
+        Schema::parse_str(r#"{"type":"record","name":"V","fields":[{"name":"x","type":"int"}]}"#)
+            .expect("parses");
+    assert!(plan.transcoder(&other).is_none(), "not the plan's schema");
 }

@@ -2,6 +2,7 @@
 //! ClickHouse limits, and the stack benchmark that sets Sluice's figures beside them.
 
 pub mod clickhouse;
+pub mod cpu;
 pub mod events;
 pub mod limits;
 pub mod loadgen;

@@ -7,9 +7,10 @@ use std::time::Duration;
 use sluice_benches::report::{Row, per_s};
 use tokio::time::Instant;
 
-use crate::harness::{Bench, DATABASE};
+use crate::harness::{Bench, DATABASE, cpu_row};
 use crate::report::ratio_row;
 use crate::say;
+use sluice_benches::cpu::CpuMeter;
 
 impl Bench {
     /// The drain row: the consumer's rate on `topic` against `insert_limit`, or why it was not measured.
@@ -40,13 +41,19 @@ impl Bench {
         }
     }
 
-    /// Starts a consumer on the pre-filled topic and times the rows arriving in ClickHouse.
+    /// Starts a consumer on the pre-filled topic and times the rows arriving in ClickHouse; also reports the CPU the
+    /// consumer and ClickHouse spent per row.
     async fn drain_rate(&mut self, topic: &str) -> anyhow::Result<f64> {
         let table = format!("{DATABASE}.{}", self.name("drain"));
         let expected = self.args.events as u64;
         let started = Instant::now();
         let mut svc = self.start_consumer(topic, &table).await?;
         let perf = self.perf(&svc, "consumer-drain");
+        let mut processes = vec![("consumer", svc.pid())];
+        if let Some(pid) = self.stack_pid("clickhouse") {
+            processes.push(("ClickHouse", pid));
+        }
+        let cpu = CpuMeter::start(&processes);
         say(&format!(
             "drain: consumer ready after {:.1} s; waiting for {expected} rows in {table}",
             started.elapsed().as_secs_f64()
@@ -88,6 +95,7 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        let used = cpu.stop();
         if let Some(p) = perf {
             p.stop().await;
         }
@@ -104,6 +112,13 @@ impl Bench {
         say(&format!(
             "drain: {n} rows, {} from the first visible batch to 90% of the rows",
             per_s(rate, "rows")
+        ));
+        self.cpu_rows.push(cpu_row(
+            "CPU per row while draining (consumer; ClickHouse's insert work beside it)",
+            &used,
+            n,
+            1.5,
+            "consumer ≤ 1.5 µs",
         ));
         self.notes.push(format!(
             "Drain: {n} rows; first rows visible {:.1} s after the consumer started, all after {:.1} s (rate timed from the first batch to 90% of the rows; the last partial batch waits batch.max_wait_ms).",

@@ -41,6 +41,8 @@ pub(crate) struct Bench {
     pub(crate) tables: Vec<String>,
     /// Remarks printed under the table.
     pub(crate) notes: Vec<String>,
+    /// CPU-per-item rows a phase measured beside its own row.
+    pub(crate) cpu_rows: Vec<sluice_benches::report::Row>,
 }
 
 impl Bench {
@@ -80,6 +82,7 @@ impl Bench {
             topics: Vec::new(),
             tables: Vec::new(),
             notes: Vec::new(),
+            cpu_rows: Vec::new(),
             args,
         })
     }
@@ -92,5 +95,41 @@ impl Bench {
     /// A topic, table or group name unique to this run, so runs never read each other's data.
     pub(crate) fn name(&self, what: &str) -> String {
         format!("bench_{}_{what}", self.id)
+    }
+}
+
+impl Bench {
+    /// The pid `scripts/stack` recorded for `service` (broker, clickhouse), when it runs one.
+    pub(crate) fn stack_pid(&self, service: &str) -> Option<u32> {
+        let run = self.args.config_dir.join("../.stack/run");
+        std::fs::read_to_string(run.join(format!("{service}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// A row of CPU time per item for each process, with a target on the first one.
+pub(crate) fn cpu_row(
+    what: &str,
+    used: &[(String, f64)],
+    items: u64,
+    target_us: f64,
+    target: &str,
+) -> sluice_benches::report::Row {
+    use sluice_benches::report::{Row, Verdict};
+    let first = used.first().map(|(_, s)| s * 1e6 / items.max(1) as f64);
+    Row {
+        what: what.into(),
+        sluice: sluice_benches::cpu::per_item(used, items),
+        limit: "—".into(),
+        ratio: None,
+        target: target.into(),
+        verdict: match first {
+            Some(us) if us <= target_us => Verdict::Met,
+            Some(_) => Verdict::Missed,
+            None => Verdict::Failed("no CPU figures (process gone?)".into()),
+        },
     }
 }

@@ -10,9 +10,10 @@ use sluice_benches::report::{Row, Verdict, per_s};
 use sluice_benches::services::Service;
 
 use crate::Figures;
-use crate::harness::Bench;
+use crate::harness::{Bench, cpu_row};
 use crate::report::ratio_row;
 use crate::say;
+use sluice_benches::cpu::CpuMeter;
 
 impl Bench {
     /// Flat out, then half of it, then single events, on one producer; records the maximum in `figures` and adds
@@ -53,7 +54,13 @@ impl Bench {
         .await?;
         say(&format!("ingest: flat out for {} s", self.args.duration));
         let perf = self.perf(svc, "producer-max");
+        let mut processes = vec![("producer", svc.pid())];
+        if let Some(pid) = self.stack_pid("broker") {
+            processes.push(("broker", pid));
+        }
+        let cpu = CpuMeter::start(&processes);
         let max = loadgen::run(self.load(svc, "events", None, self.args.duration), None).await;
+        let used = cpu.stop();
         if let Some(p) = perf {
             p.stop().await;
         }
@@ -79,6 +86,13 @@ impl Bench {
                 "events",
                 0.5,
                 "≥ 50% of the produce limit",
+            ));
+            rows.push(cpu_row(
+                "CPU per accepted event at max ingest (the load generator not counted)",
+                &used,
+                max.events_accepted,
+                3.5,
+                "producer ≤ 3.5 µs",
             ));
             let half = max_rate / 2.0;
             say(&format!(

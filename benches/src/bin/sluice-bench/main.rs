@@ -118,6 +118,7 @@ impl Bench {
                 self.drain(&drain_topic, topic_filled, figures.insert_limit)
                     .await,
             );
+            rows.append(&mut self.cpu_rows);
         }
         // The HTTP phases never use the encoded events: give their memory back before the services run flat out.
         drop(payloads);

@@ -64,12 +64,16 @@ pub(crate) struct Args {
     /// Code version to record (e.g. `git describe --always --dirty`).
     #[arg(long, default_value = "unknown")]
     pub(crate) commit: String,
-    /// Phases to run, comma-separated: produce,insert,consume,drain,ingest,freshness,overload.
+    /// Phases to run, comma-separated: produce,insert,consume,drain,rounds,ingest,freshness,overload (`rounds`:
+    /// the produce/ingest and insert/drain pairs again, `--rounds` times each, interleaved, as medians).
     #[arg(
         long,
-        default_value = "produce,insert,consume,drain,ingest,freshness,overload"
+        default_value = "produce,insert,consume,drain,rounds,ingest,freshness,overload"
     )]
     pub(crate) phases: String,
+    /// How many interleaved runs of each pair the `rounds` phase makes.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
     /// Criterion's output directory (`target/criterion`): its hot-path figures are added to the table.
     #[arg(long)]
     pub(crate) criterion_dir: Option<PathBuf>,
@@ -82,11 +86,12 @@ pub(crate) struct Args {
 }
 
 /// Every phase, in the order they run.
-pub(crate) const PHASES: [&str; 7] = [
+pub(crate) const PHASES: [&str; 8] = [
     "produce",
     "insert",
     "consume",
     "drain",
+    "rounds",
     "ingest",
     "freshness",
     "overload",
@@ -102,6 +107,10 @@ impl Args {
         anyhow::ensure!(
             self.overload_duration > 0.0 && self.overload_duration <= 600.0,
             "bad --overload-duration"
+        );
+        anyhow::ensure!(
+            (1..=9).contains(&self.rounds),
+            "--rounds must be between 1 and 9"
         );
         // A typo would otherwise silently skip the phase someone meant to measure.
         if let Some(unknown) = self

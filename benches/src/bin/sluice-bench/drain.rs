@@ -23,7 +23,7 @@ impl Bench {
         let target = "≥ 70% of the insert limit";
         let what = "Consumer drain of a pre-filled topic";
         let result = if topic_filled {
-            self.drain_rate(topic).await
+            self.drain_rate(topic, "drain").await
         } else {
             Err(anyhow::anyhow!("needs the produce phase to fill the topic"))
         };
@@ -43,8 +43,8 @@ impl Bench {
 
     /// Starts a consumer on the pre-filled topic and times the rows arriving in ClickHouse; also reports the CPU the
     /// consumer and ClickHouse spent per row.
-    async fn drain_rate(&mut self, topic: &str) -> anyhow::Result<f64> {
-        let table = format!("{DATABASE}.{}", self.name("drain"));
+    pub(crate) async fn drain_rate(&mut self, topic: &str, what: &str) -> anyhow::Result<f64> {
+        let table = format!("{DATABASE}.{}", self.name(what));
         let expected = self.args.events as u64;
         let started = Instant::now();
         let mut svc = self.start_consumer(topic, &table).await?;

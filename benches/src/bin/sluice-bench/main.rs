@@ -20,6 +20,7 @@ mod drain;
 mod freshness;
 mod harness;
 mod ingest;
+mod interleaved;
 mod overload;
 mod raw_limits;
 mod report;
@@ -76,7 +77,10 @@ impl Bench {
         let mut figures = Figures::default();
         // One topic serves produce, consume and drain: the raw produce limit is also what fills it for the others.
         let drain_topic = self.name("drain");
-        let needs_payloads = self.phase("produce") || self.phase("insert") || self.phase("drain");
+        let needs_payloads = self.phase("produce")
+            || self.phase("insert")
+            || self.phase("drain")
+            || self.phase("rounds");
         let payloads = if needs_payloads {
             match self.payloads(&drain_topic).await {
                 Ok(p) => Some(p),
@@ -101,7 +105,7 @@ impl Bench {
                 }
             }
             if self.phase("insert") {
-                match self.insert_limit(payloads).await {
+                match self.insert_limit(payloads, "raw").await {
                     Ok(t) => {
                         figures.insert_limit = Some(t.per_second());
                         rows.push(raw_limits::insert_row(&t));
@@ -119,6 +123,12 @@ impl Bench {
                     .await,
             );
             rows.append(&mut self.cpu_rows);
+        }
+        if self.phase("rounds")
+            && let Some(p) = &payloads
+        {
+            let rounds = self.args.rounds;
+            rows.extend(self.interleaved(p, rounds).await);
         }
         // The HTTP phases never use the encoded events: give their memory back before the services run flat out.
         drop(payloads);

@@ -99,14 +99,15 @@ impl Bench {
         Ok(t)
     }
 
-    /// Bulk-inserts the payloads' rows with `clickhouse-client` into a table like the consumer's, and checks the
-    /// table then holds exactly that many rows.
+    /// Bulk-inserts the payloads' rows with `clickhouse-client` into a fresh table like the consumer's (named by
+    /// `what`), and checks the table then holds exactly that many rows.
     pub(crate) async fn insert_limit(
         &mut self,
         payloads: &[Encoded],
+        what: &str,
     ) -> anyhow::Result<Throughput> {
         let rows = limits::rows_of(payloads)?;
-        let table = format!("{DATABASE}.{}", self.name("raw"));
+        let table = format!("{DATABASE}.{}", self.name(what));
         self.tables.push(table.clone());
         say(&format!(
             "raw insert: {} rows ({} MiB RowBinary) into {table}",

@@ -110,6 +110,10 @@ min_rows = {min_rows}
 max_bytes = {max_bytes}
 max_wait_ms = {max_wait_ms}
 
+# Its once-a-second snapshots would be CPU the consumer's per-row figure counts.
+[dashboard]
+enabled = false
+
 [[streams]]
 topic = "{topic}"
 table = "{table}"

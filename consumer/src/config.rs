@@ -49,6 +49,9 @@ pub struct Config {
     /// The live dashboard on the ops port (`/dashboard`).
     #[serde(default)]
     pub dashboard: DashboardSettings,
+    /// The Parquet lake sink (`sluice-consumer lake`).
+    #[serde(default)]
+    pub lake: crate::lake::LakeSettings,
 }
 
 /// The live dashboard: it shows tenant data (the last rows landed, dead letters), so it is off on a non-loopback
@@ -93,6 +96,7 @@ impl Default for Config {
             retry: RetrySettings::default(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             dashboard: DashboardSettings::default(),
+            lake: crate::lake::LakeSettings::default(),
         }
     }
 }

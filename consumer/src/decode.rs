@@ -132,13 +132,85 @@ pub fn decode_row(
 /// Turns messages written with one writer schema into rows for one reader, with the schemas' name tables built
 /// once rather than per message.
 pub struct RowDecoder<'a> {
-    writer_id: u32,
-    datum: GenericDatumReader<'a>,
+    values: ValueDecoder<'a>,
     reader: &'a Reader,
-    /// The reader's named types, when values must be resolved to it.
-    reader_names: Option<ResolvedSchema<'a>>,
     /// Avro bytes straight to RowBinary, when the writer is the reader and the plan's shapes allow it.
     transcoder: Option<Transcoder>,
+}
+
+/// Framed Avro bytes → a value of the reader schema, for one writer schema.
+pub struct ValueDecoder<'a> {
+    writer_id: u32,
+    datum: GenericDatumReader<'a>,
+    reader: &'a Schema,
+    /// The reader's named types, when values must be resolved to it.
+    reader_names: Option<ResolvedSchema<'a>>,
+}
+
+impl<'a> ValueDecoder<'a> {
+    /// A decoder for values framed with `writer_id`, whose schema is `writer`, resolved to `reader`.
+    /// `reader_id` is the reader's registry id when it has one.
+    pub fn new(
+        writer_id: u32,
+        writer: &'a Schema,
+        reader: &'a Schema,
+        reader_id: Option<u32>,
+    ) -> Result<Self, DecodeError> {
+        let datum = GenericDatumReader::builder(writer)
+            .build()
+            .map_err(|e| DecodeError::WriterSchema(e.to_string()))?;
+        // Registry ids are immutable: a reader registered under the writer's id is the writer's schema, so decoded
+        // values already have the reader's shape and resolving them would only repeat a quarter of the work.
+        let reader_names = if reader_id == Some(writer_id) {
+            None
+        } else {
+            Some(
+                ResolvedSchema::try_from(reader)
+                    .map_err(|e| DecodeError::ReaderSchema(e.to_string()))?,
+            )
+        };
+        Ok(Self {
+            writer_id,
+            datum,
+            reader,
+            reader_names,
+        })
+    }
+
+    /// Unframes `value`, checks its writer id and decodes it.
+    pub fn decode(&self, value: &[u8]) -> Result<apache_avro::types::Value, DecodeError> {
+        let body = self.body(value)?;
+        self.decode_body(body)
+    }
+
+    fn body<'v>(&self, value: &'v [u8]) -> Result<&'v [u8], DecodeError> {
+        let (id, body) = unframe(value)?;
+        if id != self.writer_id {
+            return Err(DecodeError::WrongWriter {
+                framed: id,
+                decoder: self.writer_id,
+            });
+        }
+        Ok(body)
+    }
+
+    /// Decodes an unframed Avro body.
+    fn decode_body(&self, body: &[u8]) -> Result<apache_avro::types::Value, DecodeError> {
+        let mut rest = body;
+        let value = self
+            .datum
+            .read_value(&mut rest)
+            .map_err(|e| DecodeError::Avro(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes(rest.len()));
+        }
+        match &self.reader_names {
+            None => Ok(value),
+            Some(names) => value
+                .resolve_with_names(self.reader, names.get_names())
+                .map_err(|e| DecodeError::Unresolvable(e.to_string())),
+        }
+    }
 }
 
 impl<'a> RowDecoder<'a> {
@@ -148,43 +220,22 @@ impl<'a> RowDecoder<'a> {
         writer: &'a Schema,
         reader: &'a Reader,
     ) -> Result<Self, DecodeError> {
-        let datum = GenericDatumReader::builder(writer)
-            .build()
-            .map_err(|e| DecodeError::WriterSchema(e.to_string()))?;
-        // Registry ids are immutable: a reader registered under the writer's id is the writer's schema, so decoded
-        // values already have the reader's shape and resolving them would only repeat a quarter of the work.
-        let same_schema = reader.id == Some(writer_id);
-        let transcoder = if same_schema {
+        let values = ValueDecoder::new(writer_id, writer, &reader.schema, reader.id)?;
+        let transcoder = if reader.id == Some(writer_id) {
             reader.plan.transcoder(writer)
         } else {
             None
         };
-        let reader_names = if same_schema {
-            None
-        } else {
-            Some(
-                ResolvedSchema::try_from(reader.schema.as_ref())
-                    .map_err(|e| DecodeError::ReaderSchema(e.to_string()))?,
-            )
-        };
         Ok(Self {
-            writer_id,
-            datum,
+            values,
             reader,
-            reader_names,
             transcoder,
         })
     }
 
     /// Decodes one framed value and appends its row to `out` (left untouched on error).
     pub fn decode(&self, value: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let (id, body) = unframe(value)?;
-        if id != self.writer_id {
-            return Err(DecodeError::WrongWriter {
-                framed: id,
-                decoder: self.writer_id,
-            });
-        }
+        let body = self.values.body(value)?;
         // The fast path builds no values; when it refuses a message, the value path below decides, so a poison
         // message gets the same class and message it always did.
         if let Some(t) = &self.transcoder
@@ -192,20 +243,7 @@ impl<'a> RowDecoder<'a> {
         {
             return Ok(());
         }
-        let mut rest = body;
-        let value = self
-            .datum
-            .read_value(&mut rest)
-            .map_err(|e| DecodeError::Avro(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(DecodeError::TrailingBytes(rest.len()));
-        }
-        let value = match &self.reader_names {
-            None => value,
-            Some(names) => value
-                .resolve_with_names(&self.reader.schema, names.get_names())
-                .map_err(|e| DecodeError::Unresolvable(e.to_string()))?,
-        };
+        let value = self.values.decode_body(body)?;
         self.reader
             .plan
             .encode(&value, out)

@@ -4,7 +4,8 @@
 //! Modules follow a message's path: `source` (Kafka, rebalances) → `batch` → `decode` (Avro to a row) and `rows`
 //! (the one decode loop; `predecode` runs it ahead while the last batch is inserted) → `flush` (the steps of one
 //! attempt: writers, tables, decode, insert into `sink::clickhouse`, dead-letter to `dlq`) → `offsets` (what may be
-//! committed). `verdict` alone decides retry or dead-letter; `pipeline` drives the loop.
+//! committed). `verdict` alone decides retry or dead-letter; `pipeline` drives the loop. `lake` is the second
+//! destination: the same streams as Parquet files, in a group of its own.
 
 pub mod batch;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod decode;
 pub mod dlq;
 pub mod error;
 pub mod flush;
+pub mod lake;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;

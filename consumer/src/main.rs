@@ -24,8 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Consume until SIGTERM (the default).
+    /// Consume into ClickHouse until SIGTERM (the default).
     Run,
+    /// Write the streams as Parquet files to the lake (`[lake]`) until SIGTERM, in a group of its own.
+    Lake,
     /// Work with dead letters.
     Dlq {
         #[command(subcommand)]
@@ -76,9 +78,20 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => run(config).await,
+            Command::Lake => lake(config).await,
             Command::Dlq { action } => dlq(config, action).await,
         }
     })
+}
+
+async fn lake(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.lake.listen)
+        .await
+        .with_context(|| format!("binding {}", config.lake.listen))?;
+    tracing::info!(listen = %config.lake.listen, "lake ops endpoints up");
+    let shutdown = sluice_runtime::shutdown::on_signal();
+    sluice_consumer::lake::serve(config, listener, shutdown).await?;
+    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -197,6 +197,12 @@ impl Offsets {
         })
     }
 
+    /// Which assignment of `topic`'s `partition` is current (it changes on every assignment and rewind); `None`
+    /// while it is not assigned.
+    pub fn generation(&self, topic: &str, partition: i32) -> Option<u64> {
+        self.partition(topic, partition).map(|p| p.generation)
+    }
+
     /// Whether the receipt still belongs to the current assignment of its partition.
     pub fn is_current(&self, r: &Receipt) -> bool {
         self.partition(&r.topic, r.partition)

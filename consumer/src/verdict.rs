@@ -29,6 +29,12 @@ pub enum Failure {
     /// The DLQ producer did not get an acknowledgement.
     #[error("dead-letter produce: {0}")]
     DeadLetter(Error),
+    /// The lake's storage failed.
+    #[error("lake storage: {0}")]
+    Storage(#[from] crate::lake::store::StoreError),
+    /// The lake could not build a segment's files (a schema it cannot map, say).
+    #[error("lake: {0}")]
+    Lake(String),
     /// An attempt ended with messages neither inserted nor dead-lettered and no failure to show for it.
     #[error("{0} messages are still pending")]
     Unsettled(usize),
@@ -43,6 +49,8 @@ impl Failure {
             Failure::Decode(_) => "decode",
             Failure::DeadLetter(_) => "dlq",
             Failure::Unsettled(_) => "pending",
+            Failure::Storage(_) => "storage",
+            Failure::Lake(_) => "lake",
         }
     }
 }
@@ -65,7 +73,11 @@ pub fn verdict(failure: &Failure) -> Verdict {
         }
         Failure::Registry(RegistryError::Unavailable(_)) => Verdict::Retry,
         Failure::Decode(e) => Verdict::DeadLetter(decode_class(e)),
-        Failure::Table(_) | Failure::DeadLetter(_) | Failure::Unsettled(_) => Verdict::Retry,
+        Failure::Table(_)
+        | Failure::DeadLetter(_)
+        | Failure::Unsettled(_)
+        | Failure::Storage(_)
+        | Failure::Lake(_) => Verdict::Retry,
     }
 }
 

@@ -483,18 +483,43 @@ pub struct Process {
 impl Process {
     /// Writes `config` as TOML (on a free port) and starts the binary with it.
     pub fn start(config: &Config) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = free_addr()?;
+        Self::spawn(to_toml(config, addr), addr, &[])
+    }
+
+    /// Starts `sluice-consumer lake` with `config` and its `[lake]` section (on a free port).
+    pub fn start_lake(config: &Config) -> anyhow::Result<Self> {
+        let addr = free_addr()?;
+        let l = &config.lake;
+        let options: Vec<String> = l
+            .options
+            .iter()
+            .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+            .collect();
+        let toml = format!(
+            "{}\n[lake]\nurl = {}\ngroup_id = {}\nlisten = {}\nmax_rows = {}\nmax_bytes = {}\nmax_age_ms = {}\n\n[lake.options]\n{}\n",
+            to_toml(config, free_addr()?),
+            q(&l.url),
+            q(&l.group_id),
+            q(&addr.to_string()),
+            l.max_rows,
+            l.max_bytes,
+            l.max_age_ms,
+            options.join("\n"),
+        );
+        Self::spawn(toml, addr, &["lake"])
+    }
+
+    fn spawn(toml: String, addr: SocketAddr, args: &[&str]) -> anyhow::Result<Self> {
         let config_path = std::env::temp_dir().join(format!("{}.toml", unique("consumer_cfg")));
-        std::fs::write(&config_path, to_toml(config, addr))?;
+        std::fs::write(&config_path, toml)?;
         let log = std::fs::File::create(config_path.with_extension("log"))?;
         let mut cmd = Command::new(sluice_tests::service_binary("sluice-consumer")?);
         for k in sluice_tests::sluice_vars() {
             cmd.env_remove(k);
         }
         let child = cmd
+            .args(args)
             .env("SLUICE_CONFIG", &config_path)
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdin(Stdio::null())
@@ -545,6 +570,14 @@ impl Drop for Process {
         let _ = std::fs::remove_file(&self.config_path);
         let _ = std::fs::remove_file(self.config_path.with_extension("log"));
     }
+}
+
+/// A free loopback port.
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 fn q(s: &str) -> String {

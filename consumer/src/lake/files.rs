@@ -1,0 +1,246 @@
+//! A segment's messages → Parquet files, one per `date=/hour=` directory, plus the letters of the messages that
+//! could not be decoded. Pure CPU work, run off the async runtime; the same messages and reader schema always
+//! give byte-identical files, which is what lets a redone segment overwrite its earlier copy harmlessly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rdkafka::message::Message;
+
+use super::columns::{ColumnError, Columns};
+use super::layout::hour_dir;
+use super::settings::Compression;
+use crate::decode::{DecodeError, ValueDecoder, writer_id};
+use crate::dlq::{ErrorClass, Letter};
+use crate::registry::RegistryError;
+use crate::source::Received;
+use crate::verdict::{Failure, Verdict, verdict};
+
+/// The schema a stream's files are written with.
+#[derive(Clone)]
+pub struct FileSchema {
+    /// Registry id, when the reader came from the registry.
+    pub id: Option<u32>,
+    /// The Avro reader schema.
+    pub schema: Arc<Schema>,
+    /// Its columns.
+    pub columns: Arc<Columns>,
+    /// Index of the field whose time names the Hive directory, if any.
+    pub partition_field: Option<usize>,
+}
+
+impl FileSchema {
+    /// The file schema of `schema`, partitioned by its field `partition_by` (when present).
+    pub fn new(
+        id: Option<u32>,
+        schema: Arc<Schema>,
+        partition_by: Option<&str>,
+    ) -> Result<Self, ColumnError> {
+        let columns = Columns::for_schema(&schema)?;
+        let partition_field = match (schema.as_ref(), partition_by) {
+            (Schema::Record(r), Some(name)) => r.fields.iter().position(|f| f.name == name),
+            _ => None,
+        };
+        Ok(Self {
+            id,
+            schema,
+            columns: Arc::new(columns),
+            partition_field,
+        })
+    }
+}
+
+/// One file's contents, before it is published.
+#[derive(Debug)]
+pub struct File {
+    /// Its `date=…/hour=…` directory.
+    pub hour: String,
+    /// The Parquet bytes.
+    pub bytes: bytes::Bytes,
+    /// Rows in it.
+    pub rows: usize,
+}
+
+/// What a segment became.
+#[derive(Debug, Default)]
+pub struct Built {
+    /// Its files, by directory.
+    pub files: Vec<File>,
+    /// Messages (by index in the segment) that go to the DLQ instead.
+    pub letters: Vec<(usize, Letter)>,
+}
+
+/// Builds the files of `messages`. `writers` holds the writer schema of every framed message (or the registry's
+/// reason why it has none).
+pub fn build(
+    messages: &[Received],
+    writers: &HashMap<u32, Result<Arc<Schema>, RegistryError>>,
+    target: &FileSchema,
+    compression: Compression,
+) -> Result<Built, ColumnError> {
+    let mut built = Built::default();
+    let mut decoders: Decoders<'_> = HashMap::new();
+    let mut rows: BTreeMap<String, Vec<(usize, Value)>> = BTreeMap::new();
+    for (i, r) in messages.iter().enumerate() {
+        let decoded = decode_one(r.message.payload(), writers, target, &mut decoders);
+        match decoded {
+            Ok(value) => {
+                let hour = hour_dir(target.partition_field.and_then(|f| millis(&value, f)));
+                rows.entry(hour).or_default().push((i, value));
+            }
+            Err(refused) => built.letters.push((i, refused.letter())),
+        }
+    }
+    for (hour, group) in rows {
+        let (kept, bad) = checked(&target.columns, group);
+        built.letters.extend(bad);
+        if kept.is_empty() {
+            continue;
+        }
+        let values: Vec<&Value> = kept.iter().map(|(_, v)| v).collect();
+        let batch = target.columns.batch(&values)?;
+        let bytes = parquet_bytes(&batch, compression)?;
+        built.files.push(File {
+            hour,
+            bytes,
+            rows: values.len(),
+        });
+    }
+    built.letters.sort_by_key(|(i, _)| *i);
+    Ok(built)
+}
+
+type Decoders<'w> = HashMap<u32, Result<ValueDecoder<'w>, DecodeError>>;
+
+fn decode_one<'w>(
+    payload: Option<&[u8]>,
+    writers: &'w HashMap<u32, Result<Arc<Schema>, RegistryError>>,
+    target: &'w FileSchema,
+    decoders: &mut Decoders<'w>,
+) -> Result<Value, Refused> {
+    let id = writer_id(payload)?;
+    let writer = match writers.get(&id) {
+        Some(Ok(w)) => w,
+        Some(Err(e)) => return Err(Refused::Failure(Failure::Registry(e.clone()))),
+        None => return Err(Refused::Missing(id)),
+    };
+    let decoder = decoders
+        .entry(id)
+        .or_insert_with(|| ValueDecoder::new(id, writer, &target.schema, target.id));
+    match decoder {
+        Ok(d) => Ok(d.decode(payload.unwrap_or_default())?),
+        Err(e) => Err(e.clone().into()),
+    }
+}
+
+/// Why a message did not become a row.
+enum Refused {
+    Failure(Failure),
+    /// No writer schema was looked up for it (a bug upstream; retried rather than dead-lettered).
+    Missing(u32),
+}
+
+impl From<Failure> for Refused {
+    fn from(f: Failure) -> Self {
+        Refused::Failure(f)
+    }
+}
+
+impl From<DecodeError> for Refused {
+    fn from(e: DecodeError) -> Self {
+        Refused::Failure(Failure::Decode(e))
+    }
+}
+
+impl Refused {
+    fn letter(self) -> Letter {
+        match self {
+            Refused::Failure(f) => {
+                let class = match verdict(&f) {
+                    Verdict::DeadLetter(class) => class,
+                    // Only decode and unknown-schema failures reach here; both dead-letter.
+                    Verdict::Retry => ErrorClass::Undecodable,
+                };
+                Letter {
+                    class,
+                    message: f.to_string(),
+                }
+            }
+            Refused::Missing(id) => Letter {
+                class: ErrorClass::UnknownSchema,
+                message: format!("schema id {id} was not looked up"),
+            },
+        }
+    }
+}
+
+/// Something about the message at this index of the segment.
+type Indexed<T> = (usize, T);
+
+/// Splits off the rows whose values do not fit their columns (a value the reader schema allows always does; this
+/// keeps one odd row from failing the whole file).
+fn checked(
+    columns: &Columns,
+    group: Vec<(usize, Value)>,
+) -> (Vec<Indexed<Value>>, Vec<Indexed<Letter>>) {
+    let all: Vec<&Value> = group.iter().map(|(_, v)| v).collect();
+    if columns.batch(&all).is_ok() {
+        return (group, Vec::new());
+    }
+    let mut kept = Vec::new();
+    let mut bad = Vec::new();
+    for (i, v) in group {
+        match columns.batch(&[&v]) {
+            Ok(_) => kept.push((i, v)),
+            Err(e) => bad.push((
+                i,
+                Letter {
+                    class: ErrorClass::Unrepresentable,
+                    message: e.to_string(),
+                },
+            )),
+        }
+    }
+    (kept, bad)
+}
+
+/// The partition timestamp of a record, in milliseconds.
+fn millis(record: &Value, field: usize) -> Option<i64> {
+    let Value::Record(fields) = record else {
+        return None;
+    };
+    let mut v = &fields.get(field)?.1;
+    while let Value::Union(_, inner) = v {
+        v = inner;
+    }
+    match v {
+        Value::TimestampMillis(t) | Value::LocalTimestampMillis(t) | Value::Long(t) => Some(*t),
+        Value::TimestampMicros(t) | Value::LocalTimestampMicros(t) => Some(t.div_euclid(1_000)),
+        Value::TimestampNanos(t) | Value::LocalTimestampNanos(t) => Some(t.div_euclid(1_000_000)),
+        Value::Date(d) => Some(i64::from(*d) * 86_400_000),
+        _ => None,
+    }
+}
+
+fn parquet_bytes(
+    batch: &arrow_array::RecordBatch,
+    compression: Compression,
+) -> Result<bytes::Bytes, ColumnError> {
+    let codec = match compression {
+        Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::default()),
+        Compression::Snappy => ParquetCompression::SNAPPY,
+        Compression::None => ParquetCompression::UNCOMPRESSED,
+    };
+    let props = WriterProperties::builder().set_compression(codec).build();
+    let parquet = |e: parquet::errors::ParquetError| ColumnError::Schema(format!("parquet: {e}"));
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).map_err(parquet)?;
+    writer.write(batch).map_err(parquet)?;
+    let out = writer.into_inner().map_err(parquet)?;
+    Ok(bytes::Bytes::from(out))
+}

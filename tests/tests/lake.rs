@@ -15,6 +15,7 @@ use producer_support::{KEY, Producer, client};
 use rdkafka::message::{Headers, Message};
 use serde_json::{Value as Json, json};
 use sluice_consumer::Config;
+use sluice_consumer::lake::store::Lake;
 use sluice_tests::{clickhouse, eventually, init_tracing, unique};
 use uuid::Uuid;
 
@@ -363,44 +364,30 @@ async fn wait_lake_committed(s: &Setup, group: &str) -> anyhow::Result<()> {
     .await
 }
 
-/// Files under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
 /// Returns as soon as a segment is published but not committed: its manifest (deleted once its offsets are
 /// committed) is there and so is one of its files.
-async fn segment_in_flight(dir: &Path) -> anyhow::Result<()> {
+async fn segment_in_flight(lake: &Lake) -> anyhow::Result<()> {
+    let layout = lake.layout();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let segments = layout.manifests_of("events");
     loop {
-        let bounds: Vec<String> = files_under(&dir.join("_sluice/segments"))
+        let bounds: Vec<String> = lake
+            .paths(&segments)
+            .await?
             .iter()
-            .filter_map(|p| {
-                p.file_name()?
-                    .to_str()?
-                    .strip_suffix(".json")
-                    .map(str::to_owned)
-            })
+            .filter_map(|p| p.filename()?.strip_suffix(".json").map(str::to_owned))
             .collect();
         if !bounds.is_empty() {
-            let published = files_under(&dir.join("events")).iter().any(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                bounds
-                    .iter()
-                    .any(|b| name.ends_with(&format!("-{b}.parquet")))
-            });
+            let published = lake
+                .paths(&layout.table_dir("events"))
+                .await?
+                .iter()
+                .any(|p| {
+                    let name = p.filename().unwrap_or_default();
+                    bounds
+                        .iter()
+                        .any(|b| name.ends_with(&format!("-{b}.parquet")))
+                });
             if published {
                 return Ok(());
             }
@@ -437,11 +424,83 @@ fn assert_only_parquet(table_dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_five_times_under_load_leaves_every_row_once_and_no_partial_file()
 -> anyhow::Result<()> {
-    init_tracing();
-    let s = Setup::new("lake_kill").await?;
     let dir = lake_dir("lake_kill");
-    let root = dir.display().to_string();
+    let target = Target {
+        url: dir.display().to_string(),
+        dir: Some(dir.clone()),
+        options: BTreeMap::new(),
+        env: Vec::new(),
+    };
+    kill_9_five_times("lake_kill", target).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The S3-compatible server `scripts/test` starts (SeaweedFS, built from the Go module proxy).
+fn s3_endpoint() -> anyhow::Result<String> {
+    std::env::var("SLUICE_TEST_S3_ENDPOINT").map_err(|_| {
+        anyhow::anyhow!(
+            "SLUICE_TEST_S3_ENDPOINT is not set: run `make test`, which starts scripts/s3-server"
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_kill_9_five_times_under_load_leaves_every_row_once() -> anyhow::Result<()> {
+    let endpoint = s3_endpoint()?;
+    let url = format!("s3://sluice-lake/{}", unique("lake_s3"));
+    let options = BTreeMap::from(
+        [
+            ("aws_endpoint", endpoint.as_str()),
+            ("aws_access_key_id", "sluice"),
+            ("aws_secret_access_key", "sluice-secret"),
+            ("aws_region", "us-east-1"),
+            ("aws_allow_http", "true"),
+            ("aws_virtual_hosted_style_request", "false"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let env = [
+        ("SLUICE_S3_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "sluice"),
+        ("AWS_SECRET_ACCESS_KEY", "sluice-secret"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec();
+    kill_9_five_times(
+        "lake_s3",
+        Target {
+            url,
+            dir: None,
+            options,
+            env,
+        },
+    )
+    .await
+}
+
+/// Where a kill test's lake is.
+struct Target {
+    /// `lake.url`, and the reader's root.
+    url: String,
+    /// The local directory, when it is one (then no stray file may sit beside the data).
+    dir: Option<PathBuf>,
+    /// `lake.options`.
+    options: BTreeMap<String, String>,
+    /// The reader's environment.
+    env: Vec<(String, String)>,
+}
+
+async fn kill_9_five_times(prefix: &str, target: Target) -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new(prefix).await?;
+    let root = target.url.clone();
+    let env = target.env.clone();
     let mut config = lake_config(&s, &root);
+    config.lake.options = target.options.clone();
+    // The test looks into the lake through the sink's own store: one code path for a directory and a bucket.
+    let lake = Lake::open(&config.lake)?;
     // Files cut by age, not by count: after a restart the backlog would be cut elsewhere, so only the recorded
     // bounds of the segments in flight keep their rows from landing twice.
     config.lake.max_rows = 100_000;
@@ -483,7 +542,7 @@ async fn kill_9_five_times_under_load_leaves_every_row_once_and_no_partial_file(
         .map_err(|e| anyhow::anyhow!("round {round}: {e}\n{}", p.log()))?;
         if round % 2 == 0 {
             // Right inside the window that matters: a segment's files are published, its offsets not committed.
-            segment_in_flight(&dir)
+            segment_in_flight(&lake)
                 .await
                 .map_err(|e| anyhow::anyhow!("round {round}: {e}\n{}", p.log()))?;
         } else {
@@ -491,9 +550,11 @@ async fn kill_9_five_times_under_load_leaves_every_row_once_and_no_partial_file(
         }
         p.kill9()?;
         redone += p.log().matches("redoing segments").count();
-        assert_only_parquet(&dir.join("events"));
+        if let Some(dir) = &target.dir {
+            assert_only_parquet(&dir.join("events"));
+        }
         // Whatever the kill left, the files there now are whole (pyarrow opens each) and hold no row twice.
-        let view = read_lake(&root, "events", &[]).await?;
+        let view = read_lake(&root, "events", &env).await?;
         let ids = view.ids();
         assert_eq!(
             ids.len(),
@@ -506,11 +567,11 @@ async fn kill_9_five_times_under_load_leaves_every_row_once_and_no_partial_file(
     assert!(sent.len() >= 500, "a real load: {} events", sent.len());
     let last = Process::start_lake(&config)?;
     wait_ready(last.addr).await?;
-    let view = wait_lake_rows(&root, "events", sent.len(), &[], || last.log()).await?;
+    let view = wait_lake_rows(&root, "events", sent.len(), &env, || last.log()).await?;
     view.assert_exactly(&sent);
     redone += last.log().matches("redoing segments").count();
     eprintln!(
-        "lake kill -9 x5: {} rows in {} files; {redone} restarts redid recorded segments",
+        "lake kill -9 x5 ({root}): {} rows in {} files; {redone} restarts redid recorded segments",
         view.rows.len(),
         view.files.len()
     );
@@ -526,7 +587,6 @@ async fn kill_9_five_times_under_load_leaves_every_row_once_and_no_partial_file(
     ch.stop().await?;
     producer.stop().await?;
     s.cleanup().await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -72,6 +72,11 @@ impl Layout {
         self.under(table)
     }
 
+    /// Where the manifests of every segment written to `table` are.
+    pub fn manifests_of(&self, table: &str) -> Path {
+        self.under(&format!("_sluice/segments/{table}"))
+    }
+
     /// Where the manifests of `topic`'s `partition` (written to `table`) are.
     pub fn manifest_dir(&self, table: &str, topic: &str, partition: i32) -> Path {
         self.under(&format!("_sluice/segments/{table}/{topic}/{partition}"))

@@ -123,6 +123,12 @@ impl Lake {
             .collect())
     }
 
+    /// Every object under `dir`.
+    pub async fn paths(&self, dir: &Path) -> Result<Vec<Path>, StoreError> {
+        let listed: Vec<_> = self.store.list(Some(dir)).try_collect().await?;
+        Ok(listed.into_iter().map(|m| m.location).collect())
+    }
+
     /// Deletes `path`; one already gone is fine.
     pub async fn delete(&self, path: &Path) -> Result<(), StoreError> {
         match self.store.delete(path).await {

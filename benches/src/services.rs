@@ -45,6 +45,19 @@ impl Service {
         port: u16,
         dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with_args(name, binary, &[], config, env, port, dir).await
+    }
+
+    /// Like [`Service::start`], with command-line `args` (a subcommand).
+    pub async fn start_with_args(
+        name: &str,
+        binary: &Path,
+        args: &[&str],
+        config: &Path,
+        env: &[(String, String)],
+        port: u16,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(binary.exists(), "{} is not built", binary.display());
         anyhow::ensure!(config.exists(), "{} does not exist", config.display());
         tokio::fs::create_dir_all(dir).await?;
@@ -58,7 +71,8 @@ impl Service {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("SLUICE_CONFIG", config)
+        cmd.args(args)
+            .env("SLUICE_CONFIG", config)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",

@@ -64,11 +64,11 @@ pub(crate) struct Args {
     /// Code version to record (e.g. `git describe --always --dirty`).
     #[arg(long, default_value = "unknown")]
     pub(crate) commit: String,
-    /// Phases to run, comma-separated: produce,insert,consume,drain,rounds,ingest,freshness,overload (`rounds`:
+    /// Phases to run, comma-separated: produce,insert,consume,drain,lake,rounds,ingest,freshness,overload (`rounds`:
     /// the produce/ingest and insert/drain pairs again, `--rounds` times each, interleaved, as medians).
     #[arg(
         long,
-        default_value = "produce,insert,consume,drain,rounds,ingest,freshness,overload"
+        default_value = "produce,insert,consume,drain,lake,rounds,ingest,freshness,overload"
     )]
     pub(crate) phases: String,
     /// How many interleaved runs of each pair the `rounds` phase makes.
@@ -86,11 +86,12 @@ pub(crate) struct Args {
 }
 
 /// Every phase, in the order they run.
-pub(crate) const PHASES: [&str; 8] = [
+pub(crate) const PHASES: [&str; 9] = [
     "produce",
     "insert",
     "consume",
     "drain",
+    "lake",
     "rounds",
     "ingest",
     "freshness",

@@ -13,13 +13,14 @@ use crate::say;
 use sluice_benches::cpu::CpuMeter;
 
 impl Bench {
-    /// The drain row: the consumer's rate on `topic` against `insert_limit`, or why it was not measured.
+    /// The drain row: the consumer's rate on `topic` against `insert_limit`, or why it was not measured; and the
+    /// rate, for the lake row to compare with.
     pub(crate) async fn drain(
         &mut self,
         topic: &str,
         topic_filled: bool,
         insert_limit: Option<f64>,
-    ) -> Row {
+    ) -> (Row, Option<f64>) {
         let target = "≥ 70% of the insert limit";
         let what = "Consumer drain of a pre-filled topic";
         let result = if topic_filled {
@@ -28,16 +29,19 @@ impl Bench {
             Err(anyhow::anyhow!("needs the produce phase to fill the topic"))
         };
         match result {
-            Ok(rate) => ratio_row(
-                what,
-                per_s(rate, "rows"),
-                rate,
-                insert_limit,
-                "rows",
-                0.7,
-                target,
+            Ok(rate) => (
+                ratio_row(
+                    what,
+                    per_s(rate, "rows"),
+                    rate,
+                    insert_limit,
+                    "rows",
+                    0.7,
+                    target,
+                ),
+                Some(rate),
             ),
-            Err(e) => Row::failed(what, target, &e),
+            Err(e) => (Row::failed(what, target, &e), None),
         }
     }
 

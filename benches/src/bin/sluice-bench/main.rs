@@ -2,7 +2,7 @@
 //!
 //! 1. the raw produce limit: N Avro payloads straight to the broker with rdkafka (same settings as the producer);
 //! 2. the raw insert limit: the same rows bulk-inserted by `clickhouse-client` into an identical table;
-//! 3. Sluice's consumer draining that pre-filled topic into ClickHouse;
+//! 3. Sluice's consumer draining that pre-filled topic into ClickHouse, then the lake sink draining it as Parquet;
 //! 4. Sluice's HTTP ingest flat out, then at half that rate (events/s, ack latency);
 //! 5. end-to-end freshness at half load: HTTP 202 → row visible in ClickHouse;
 //! 6. the producer's memory under 10× overload (VmRSS / VmHWM from /proc);
@@ -11,7 +11,7 @@
 //! The producer and consumer run as real processes from the binaries next to this one (`target/<profile>/`).
 //! Every phase is bounded in time; a phase that fails is reported as "not measured" and the rest still run.
 //!
-//! One module per phase (`raw_limits`, `drain`, `ingest`, `single_event`, `freshness`, `overload`), each adding
+//! One module per phase (`raw_limits`, `drain`, `lake`, `ingest`, `single_event`, `freshness`, `overload`), each adding
 //! its methods to the shared [`harness::Bench`]; [`Bench::run_phases`] below decides which run and in what order,
 //! since later phases compare against the figures of earlier ones.
 
@@ -21,6 +21,7 @@ mod freshness;
 mod harness;
 mod ingest;
 mod interleaved;
+mod lake;
 mod overload;
 mod raw_limits;
 mod report;
@@ -80,6 +81,7 @@ impl Bench {
         let needs_payloads = self.phase("produce")
             || self.phase("insert")
             || self.phase("drain")
+            || self.phase("lake")
             || self.phase("rounds");
         let payloads = if needs_payloads {
             match self.payloads(&drain_topic).await {
@@ -117,11 +119,17 @@ impl Bench {
         if self.phase("consume") && topic_filled {
             rows.push(self.consume_limit(&drain_topic).await);
         }
+        let mut drain_rate = None;
         if self.phase("drain") {
-            rows.push(
-                self.drain(&drain_topic, topic_filled, figures.insert_limit)
-                    .await,
-            );
+            let (row, rate) = self
+                .drain(&drain_topic, topic_filled, figures.insert_limit)
+                .await;
+            rows.push(row);
+            drain_rate = rate;
+            rows.append(&mut self.cpu_rows);
+        }
+        if self.phase("lake") {
+            rows.push(self.lake(&drain_topic, topic_filled, drain_rate).await);
             rows.append(&mut self.cpu_rows);
         }
         if self.phase("rounds")

@@ -150,6 +150,33 @@ partitions = {PARTITIONS}
         Ok(svc)
     }
 
+    /// Starts `sluice-consumer lake` on `topic`, writing Parquet under `lake_dir` in a group of its own.
+    pub(crate) async fn start_lake(
+        &mut self,
+        topic: &str,
+        lake_dir: &std::path::Path,
+    ) -> anyhow::Result<Service> {
+        let port = free_port()?;
+        let table = format!("{DATABASE}.{}", self.name("lake"));
+        let mut config = self.consumer_config(free_port()?, topic, &table)?;
+        config.push_str(&format!(
+            "\n[lake]\nurl = \"{}\"\ngroup_id = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n",
+            lake_dir.display(),
+            self.name(&format!("lake_{topic}")),
+        ));
+        self.topics.push(format!("{topic}.dlq"));
+        let dir = self.work_dir.join(format!("lake-{topic}"));
+        tokio::fs::create_dir_all(&dir).await?;
+        let config_path = dir.join("consumer.toml");
+        tokio::fs::write(&config_path, config).await?;
+        let bin = self.bin_dir.join("sluice-consumer");
+        let mut svc =
+            Service::start_with_args("lake", &bin, &["lake"], &config_path, &[], port, &dir)
+                .await?;
+        svc.wait_ready(Duration::from_secs(60)).await?;
+        Ok(svc)
+    }
+
     /// A producer from `producer.toml`, serving its `events` stream on a free port and writing to `topic`.
     pub(crate) async fn start_producer(&mut self, topic: &str) -> anyhow::Result<Service> {
         let port = free_port()?;

@@ -663,3 +663,177 @@ fn to_array<const N: usize>(bytes: &[u8]) -> [u8; N] {
     out.copy_from_slice(&bytes[..N]);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::Decimal;
+    use arrow_array::cast::AsArray;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    const RICH: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[
+        {"name":"id","type":{"type":"string","logicalType":"uuid"}},
+        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"local","type":{"type":"long","logicalType":"local-timestamp-micros"}},
+        {"name":"day","type":{"type":"int","logicalType":"date"}},
+        {"name":"tod","type":{"type":"int","logicalType":"time-millis"}},
+        {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}},
+        {"name":"kind","type":{"type":"enum","name":"Kind","symbols":["A","B"]}},
+        {"name":"hash","type":{"type":"fixed","name":"H","size":4}},
+        {"name":"tags","type":{"type":"array","items":"string"}},
+        {"name":"props","type":{"type":"map","values":"long"}},
+        {"name":"note","type":["null","string"],"default":null},
+        {"name":"inner","type":["null",{"type":"record","name":"In","fields":[{"name":"n","type":"int"}]}],"default":null},
+        {"name":"again","type":["null","In"],"default":null},
+        {"name":"either","type":["null","int","string"],"default":null},
+        {"name":"ok","type":"boolean"},
+        {"name":"ratio","type":"double"}
+    ]}"#;
+
+    fn row(i: i32, with_optionals: bool) -> Value {
+        let opt = |v: Value| {
+            if with_optionals {
+                Value::Union(1, Box::new(v))
+            } else {
+                Value::Union(0, Box::new(Value::Null))
+            }
+        };
+        Value::Record(vec![
+            (
+                "id".into(),
+                Value::Uuid(uuid::Uuid::from_u128(i as u128 + 1)),
+            ),
+            (
+                "at".into(),
+                Value::TimestampMillis(1_764_691_200_123 + i64::from(i)),
+            ),
+            ("local".into(), Value::LocalTimestampMicros(5)),
+            ("day".into(), Value::Date(20_424)),
+            ("tod".into(), Value::TimeMillis(1_000)),
+            (
+                "price".into(),
+                Value::Decimal(Decimal::from(
+                    (-1250i64 - i64::from(i)).to_be_bytes().to_vec(),
+                )),
+            ),
+            ("kind".into(), Value::Enum(1, "B".into())),
+            ("hash".into(), Value::Fixed(4, vec![1, 2, 3, 4])),
+            (
+                "tags".into(),
+                Value::Array(vec![Value::String("x".into()), Value::String("y".into())]),
+            ),
+            (
+                "props".into(),
+                Value::Map(
+                    [
+                        ("b".to_string(), Value::Long(2)),
+                        ("a".to_string(), Value::Long(1)),
+                    ]
+                    .into(),
+                ),
+            ),
+            ("note".into(), opt(Value::String(format!("n{i}")))),
+            (
+                "inner".into(),
+                opt(Value::Record(vec![("n".into(), Value::Int(i))])),
+            ),
+            (
+                "again".into(),
+                opt(Value::Record(vec![("n".into(), Value::Int(-i))])),
+            ),
+            (
+                "either".into(),
+                if with_optionals {
+                    Value::Union(2, Box::new(Value::String("s".into())))
+                } else {
+                    Value::Union(0, Box::new(Value::Null))
+                },
+            ),
+            ("ok".into(), Value::Boolean(i % 2 == 0)),
+            ("ratio".into(), Value::Double(0.5)),
+        ])
+    }
+
+    #[test]
+    fn every_mapped_type_survives_a_parquet_round_trip() {
+        let schema = Avro::parse_str(RICH).expect("schema");
+        let columns = Columns::for_schema(&schema).expect("maps");
+        let rows = [row(0, true), row(1, false), row(2, true)];
+        let refs: Vec<&Value> = rows.iter().collect();
+        let batch = columns.batch(&refs).expect("batch");
+        let types: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect();
+        assert_eq!(types[1], "Timestamp(ms, \"UTC\")");
+        assert_eq!(types[2], "Timestamp(µs)");
+        assert_eq!(types[5], "Decimal128(10, 2)");
+        assert!(types[9].starts_with("Map("), "{}", types[9]);
+        assert_eq!(
+            types[13], "Utf8",
+            "a union of two non-null types is its JSON"
+        );
+
+        let bytes =
+            super::super::files::parquet_bytes(&batch, super::super::settings::Compression::Zstd)
+                .expect("parquet");
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("reader");
+        let uuid_logical = builder
+            .metadata()
+            .file_metadata()
+            .schema_descr()
+            .column(0)
+            .logical_type_ref()
+            .cloned();
+        assert_eq!(
+            uuid_logical,
+            Some(parquet::basic::LogicalType::Uuid),
+            "Parquet's UUID type"
+        );
+        let back: Vec<RecordBatch> = builder
+            .build()
+            .expect("reader")
+            .collect::<Result<_, _>>()
+            .expect("reads");
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].num_rows(), 3);
+        for (i, (a, b)) in batch.columns().iter().zip(back[0].columns()).enumerate() {
+            assert_eq!(
+                a.as_ref(),
+                b.as_ref(),
+                "column {} round-trips",
+                batch.schema().field(i).name()
+            );
+        }
+        let prices = back[0].column(5).as_primitive::<Decimal128Type>();
+        assert_eq!(prices.value(0), -1250, "-12.50 exactly");
+        let props = back[0].column(9).as_map();
+        assert_eq!(
+            props.keys().as_string::<i32>().value(0),
+            "a",
+            "keys sorted: the same map makes the same file"
+        );
+        assert!(back[0].column(10).is_null(1) && back[0].column(11).is_null(1));
+        assert_eq!(back[0].column(13).as_string::<i32>().value(0), "\"s\"");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_shape_is_an_error_not_a_panic() {
+        let schema = Avro::parse_str(RICH).expect("schema");
+        let columns = Columns::for_schema(&schema).expect("maps");
+        let Value::Record(mut fields) = row(0, true) else {
+            unreachable!()
+        };
+        fields[1].1 = Value::String("soon".into());
+        let bad = Value::Record(fields);
+        let err = columns.batch(&[&bad]).expect_err("refused");
+        assert!(
+            matches!(err, ColumnError::Value { ref field, .. } if field == "at"),
+            "{err}"
+        );
+        let not_record = Avro::parse_str(r#""string""#).expect("schema");
+        assert!(Columns::for_schema(&not_record).is_err());
+    }
+}

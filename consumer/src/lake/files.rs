@@ -227,7 +227,7 @@ fn millis(record: &Value, field: usize) -> Option<i64> {
     }
 }
 
-fn parquet_bytes(
+pub(super) fn parquet_bytes(
     batch: &arrow_array::RecordBatch,
     compression: Compression,
 ) -> Result<bytes::Bytes, ColumnError> {

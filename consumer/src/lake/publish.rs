@@ -80,7 +80,7 @@ pub type Outcomes = Vec<Outcome>;
 
 impl Publisher {
     /// Tries `segment` once; hands it back with every message's outcome, or with why it must be tried again.
-    pub async fn attempt(&mut self, segment: Segment) -> (Segment, Result<Outcomes, Failure>) {
+    pub async fn attempt(&mut self, mut segment: Segment) -> (Segment, Result<Outcomes, Failure>) {
         let started = Instant::now();
         let Some(stream) = self.streams.get(&segment.tp.topic) else {
             let n = segment.messages.len();
@@ -114,7 +114,7 @@ impl Publisher {
             Ok(b) => b,
             Err(e) => return (segment, Err(Failure::Lake(e.to_string()))),
         };
-        let result = self.publish(&segment, &table, &built).await;
+        let result = self.publish(&mut segment, &table, &built).await;
         if result.is_ok() {
             let bytes = built.files.iter().map(|f| f.bytes.len()).sum();
             let rows = built.files.iter().map(|f| f.rows).sum();
@@ -132,7 +132,12 @@ impl Publisher {
     }
 
     /// Manifest, dead letters, files: in that order, so no file exists whose bounds are not on record.
-    async fn publish(&self, segment: &Segment, table: &str, built: &Built) -> Result<(), Failure> {
+    async fn publish(
+        &self,
+        segment: &mut Segment,
+        table: &str,
+        built: &Built,
+    ) -> Result<(), Failure> {
         let layout = self.lake.layout();
         let tp = &segment.tp;
         let bounds = segment.bounds();
@@ -163,6 +168,9 @@ impl Publisher {
             .unwrap_or_default();
         for (i, letter) in &built.letters {
             let m = &segment.messages[*i].message;
+            if segment.lettered.contains(&m.offset()) {
+                continue;
+            }
             self.dlq
                 .send(dlq_topic, m, letter)
                 .await
@@ -174,6 +182,8 @@ impl Publisher {
                 m.offset(),
                 &letter.message,
             );
+            let offset = m.offset();
+            segment.lettered.insert(offset);
         }
         for (path, file) in paths.iter().zip(&built.files) {
             self.lake.put(path, file.bytes.clone()).await?;

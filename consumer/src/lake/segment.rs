@@ -35,6 +35,8 @@ pub struct Segment {
     opened: Instant,
     /// The manifest bounds it must end at, when it redoes a segment from before a restart.
     pinned: Option<Bounds>,
+    /// Offsets whose dead letters the DLQ acknowledged, so a retried attempt does not send them again.
+    pub lettered: std::collections::HashSet<i64>,
 }
 
 impl Segment {
@@ -142,6 +144,7 @@ impl Segments {
             bytes: 0,
             opened: now,
             pinned: pin,
+            lettered: Default::default(),
         });
         open.messages.push(r);
         open.bytes += bytes;

@@ -66,7 +66,8 @@ impl Lake {
             });
         }
         let parsed = url::Url::parse(url).map_err(|e| config(e.to_string()))?;
-        let (store, root) = object_store::parse_url_opts(&parsed, settings.options.iter())?;
+        let (store, root) = object_store::parse_url_opts(&parsed, settings.options.iter())
+            .map_err(|e| config(e.to_string()))?;
         Ok(Self {
             store: Arc::from(store),
             layout: Layout::new(root),
@@ -141,5 +142,77 @@ impl Lake {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.store.list_with_delimiter(None).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> LakeSettings {
+        LakeSettings {
+            url: url.into(),
+            ..LakeSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_is_written_whole_and_listed_back() {
+        let dir = std::env::temp_dir().join(format!("sluice-lake-{}", uuid::Uuid::new_v4()));
+        let lake = Lake::open(&settings(&dir.display().to_string())).expect("opens");
+        let b = Bounds { first: 3, last: 9 };
+        let manifest = lake.layout().manifest("t", "topic", 0, b);
+        lake.put(&manifest, bytes::Bytes::from_static(b"{}"))
+            .await
+            .expect("put");
+        let dir_path = lake.layout().manifest_dir("t", "topic", 0);
+        assert_eq!(lake.manifests(&dir_path).await.expect("lists"), vec![b]);
+        assert!(
+            lake.paths(&lake.layout().staging_dir())
+                .await
+                .expect("lists")
+                .is_empty(),
+            "staging renamed away"
+        );
+        assert_eq!(
+            lake.sweep_staging(std::time::Duration::ZERO)
+                .await
+                .expect("sweeps"),
+            0
+        );
+        lake.delete(&manifest).await.expect("deletes");
+        lake.delete(&manifest)
+            .await
+            .expect("a second delete is fine");
+        lake.ping().await.expect("answers");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_a_configuration_error() {
+        let err = Lake::open(&settings("ftp://host/x"))
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().starts_with("lake.url ftp://host/x: "),
+            "{err}"
+        );
+        assert!(
+            LakeSettings {
+                max_rows: 0,
+                ..LakeSettings::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            LakeSettings {
+                max_buffer_bytes: 1,
+                ..LakeSettings::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(LakeSettings::default().validate().is_ok());
     }
 }

@@ -348,11 +348,11 @@ fn build(c: &Col, values: &[Option<&Value>]) -> Result<ArrayRef, String> {
             }
             Ok(Arc::new(b.finish()))
         }
-        Kind::I32 => scalar(vals(), Int32Builder::new(), |v| match v {
+        Kind::I32 => scalar(vals(), Int32Builder::with_capacity(values.len()), |v| match v {
             Value::Int(x) => Some(*x),
             _ => None,
         }),
-        Kind::I64 => scalar(vals(), Int64Builder::new(), |v| match v {
+        Kind::I64 => scalar(vals(), Int64Builder::with_capacity(values.len()), |v| match v {
             Value::Long(x) => Some(*x),
             _ => None,
         }),
@@ -365,7 +365,7 @@ fn build(c: &Col, values: &[Option<&Value>]) -> Result<ArrayRef, String> {
             _ => None,
         }),
         Kind::Binary => {
-            let mut b = BinaryBuilder::new();
+            let mut b = BinaryBuilder::with_capacity(values.len(), values.len() * 16);
             for v in vals() {
                 match v {
                     None => b.append_null(),
@@ -376,7 +376,7 @@ fn build(c: &Col, values: &[Option<&Value>]) -> Result<ArrayRef, String> {
             Ok(Arc::new(b.finish()))
         }
         Kind::Utf8 => {
-            let mut b = StringBuilder::new();
+            let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
             for v in vals() {
                 match v {
                     None => b.append_null(),
@@ -388,7 +388,7 @@ fn build(c: &Col, values: &[Option<&Value>]) -> Result<ArrayRef, String> {
             Ok(Arc::new(b.finish()))
         }
         Kind::Json => {
-            let mut b = StringBuilder::new();
+            let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
             for v in vals() {
                 match v {
                     None => b.append_null(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
+use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -85,35 +86,39 @@ pub fn build(
 ) -> Result<Built, ColumnError> {
     let mut built = Built::default();
     let mut decoders: Decoders<'_> = HashMap::new();
-    let mut rows: BTreeMap<String, Vec<(usize, Value)>> = BTreeMap::new();
+    // Keyed by the hour since the epoch: the directory name is formatted once per file, not once per row.
+    let mut rows: BTreeMap<Option<i64>, Vec<(usize, Value)>> = BTreeMap::new();
     for (i, r) in messages.iter().enumerate() {
         let decoded = decode_one(r.message.payload(), writers, target, &mut decoders);
         match decoded {
             Ok(value) => {
-                let hour = hour_dir(target.partition_field.and_then(|f| millis(&value, f)));
+                let hour = target
+                    .partition_field
+                    .and_then(|f| millis(&value, f))
+                    .map(|ms| ms.div_euclid(HOUR_MS));
                 rows.entry(hour).or_default().push((i, value));
             }
             Err(refused) => built.letters.push((i, refused.letter())),
         }
     }
     for (hour, group) in rows {
-        let (kept, bad) = checked(&target.columns, group);
+        let (batch, bad) = checked(&target.columns, group)?;
         built.letters.extend(bad);
-        if kept.is_empty() {
+        let Some(batch) = batch else {
             continue;
-        }
-        let values: Vec<&Value> = kept.iter().map(|(_, v)| v).collect();
-        let batch = target.columns.batch(&values)?;
+        };
         let bytes = parquet_bytes(&batch, compression)?;
         built.files.push(File {
-            hour,
+            hour: hour_dir(hour.map(|h| h * HOUR_MS)),
             bytes,
-            rows: values.len(),
+            rows: batch.num_rows(),
         });
     }
     built.letters.sort_by_key(|(i, _)| *i);
     Ok(built)
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 type Decoders<'w> = HashMap<u32, Result<ValueDecoder<'w>, DecodeError>>;
 
@@ -182,23 +187,23 @@ impl Refused {
 /// Something about the message at this index of the segment.
 type Indexed<T> = (usize, T);
 
-/// Splits off the rows whose values do not fit their columns (a value the reader schema allows always does; this
-/// keeps one odd row from failing the whole file).
+/// The batch of a group's rows, without those whose values do not fit their columns (a value the reader schema
+/// allows always does; this keeps one odd row from failing the whole file). Built once when every row fits.
 fn checked(
     columns: &Columns,
     group: Vec<(usize, Value)>,
-) -> (Vec<Indexed<Value>>, Vec<Indexed<Letter>>) {
+) -> Result<(Option<RecordBatch>, Vec<Indexed<Letter>>), ColumnError> {
     let all: Vec<&Value> = group.iter().map(|(_, v)| v).collect();
-    if columns.batch(&all).is_ok() {
-        return (group, Vec::new());
+    if let Ok(batch) = columns.batch(&all) {
+        return Ok((Some(batch), Vec::new()));
     }
     let mut kept = Vec::new();
     let mut bad = Vec::new();
-    for (i, v) in group {
-        match columns.batch(&[&v]) {
-            Ok(_) => kept.push((i, v)),
+    for (i, v) in &group {
+        match columns.batch(&[v]) {
+            Ok(_) => kept.push(v),
             Err(e) => bad.push((
-                i,
+                *i,
                 Letter {
                     class: ErrorClass::Unrepresentable,
                     message: e.to_string(),
@@ -206,7 +211,10 @@ fn checked(
             )),
         }
     }
-    (kept, bad)
+    if kept.is_empty() {
+        return Ok((None, bad));
+    }
+    Ok((Some(columns.batch(&kept)?), bad))
 }
 
 /// The partition timestamp of a record, in milliseconds.
@@ -228,7 +236,7 @@ fn millis(record: &Value, field: usize) -> Option<i64> {
 }
 
 pub(super) fn parquet_bytes(
-    batch: &arrow_array::RecordBatch,
+    batch: &RecordBatch,
     compression: Compression,
 ) -> Result<bytes::Bytes, ColumnError> {
     let codec = match compression {

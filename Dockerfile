@@ -28,7 +28,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin sluice-producer --bin sluice-consumer --bin sluice-registry \
- && mkdir -p /out \
+ && mkdir -p /out /out/lake \
  && cp target/release/sluice-producer target/release/sluice-consumer target/release/sluice-registry /out/
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -59,6 +59,8 @@ FROM runtime AS consumer
 COPY --from=build /out/sluice-consumer /usr/local/bin/sluice-consumer
 COPY config/consumer.toml /etc/sluice/consumer.toml
 ENV SLUICE_CONFIG=/etc/sluice/consumer.toml
+# `sluice-consumer lake` writes here by default in a container; a volume mounted on it starts with this owner.
+COPY --chown=10001:10001 --from=build /out/lake /var/lib/sluice/lake
 EXPOSE 8082
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8082/healthz"]

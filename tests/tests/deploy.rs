@@ -23,6 +23,8 @@ use sluice_tests::unique;
 const PRODUCER_PORT: u16 = 8080;
 const REGISTRY_PORT: u16 = 8081;
 const CONSUMER_PORT: u16 = 8082;
+/// The lake sink's ops port (`lake.listen`).
+const LAKE_PORT: u16 = 8083;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -65,6 +67,8 @@ struct Deployed {
     file: Option<String>,
     /// The container's environment (only `SLUICE_*` matters to the loader; the rest is passed as it would be).
     env: Vec<(String, String)>,
+    /// The consumer image run as `sluice-consumer lake` (its `[lake]` keys matter, not ClickHouse's).
+    lake: bool,
 }
 
 impl Deployed {
@@ -97,6 +101,8 @@ impl Deployed {
 struct Loaded {
     producer: Vec<(String, sluice_producer::Config)>,
     consumer: Vec<(String, sluice_consumer::config::Config)>,
+    /// Consumer images run as the lake sink.
+    lake: Vec<(String, sluice_consumer::config::Config)>,
     registry: Vec<(String, sluice_registry::RegistryConfig)>,
 }
 
@@ -114,10 +120,16 @@ fn load_all(deployed: &[Deployed], problems: &mut Vec<String>) -> Loaded {
                 .load::<sluice_registry::RegistryConfig>()
                 .map(|c| loaded.registry.push((d.origin.clone(), c))),
             Service::Consumer => d.load::<sluice_consumer::config::Config>().and_then(|c| {
-                c.validate().map_err(|e| {
-                    anyhow::anyhow!("{}: consumer config is rejected: {e}", d.origin)
-                })?;
-                loaded.consumer.push((d.origin.clone(), c));
+                c.validate()
+                    .and_then(|()| if d.lake { c.lake.validate() } else { Ok(()) })
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: consumer config is rejected: {e}", d.origin)
+                    })?;
+                if d.lake {
+                    loaded.lake.push((d.origin.clone(), c));
+                } else {
+                    loaded.consumer.push((d.origin.clone(), c));
+                }
                 Ok(())
             }),
         };
@@ -269,11 +281,17 @@ fn compose_deployed(compose: &Compose) -> anyhow::Result<Vec<Deployed>> {
                     service.name()
                 )
             })?;
+        let command: Vec<String> = svc
+            .get("command")
+            .and_then(Value::as_sequence)
+            .map(|c| c.iter().filter_map(str_of).collect())
+            .unwrap_or_default();
         out.push(Deployed {
             origin: format!("docker-compose.yml service {name}"),
             service,
             file: Some(file),
             env,
+            lake: command.first().is_some_and(|c| c == "lake"),
         });
     }
     Ok(out)
@@ -305,6 +323,15 @@ fn check_compose(compose: &Compose) -> anyhow::Result<Vec<String>> {
         if !is_service(&c.registry_url) {
             problems.push(format!(
                 "{origin}: registry_url {} names no compose service",
+                c.registry_url
+            ));
+        }
+    }
+    for (origin, c) in &loaded.lake {
+        expect_listen(&mut problems, origin, c.lake.listen, LAKE_PORT);
+        if !is_service(&c.registry_url) {
+            problems.push(format!(
+                "{origin}: {} names no compose service",
                 c.registry_url
             ));
         }
@@ -649,6 +676,7 @@ impl Rendering {
                 service,
                 file: Some(file),
                 env,
+                lake: false,
             });
         }
         Ok(out)

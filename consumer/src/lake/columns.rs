@@ -348,14 +348,22 @@ fn build(c: &Col, values: &[Option<&Value>]) -> Result<ArrayRef, String> {
             }
             Ok(Arc::new(b.finish()))
         }
-        Kind::I32 => scalar(vals(), Int32Builder::with_capacity(values.len()), |v| match v {
-            Value::Int(x) => Some(*x),
-            _ => None,
-        }),
-        Kind::I64 => scalar(vals(), Int64Builder::with_capacity(values.len()), |v| match v {
-            Value::Long(x) => Some(*x),
-            _ => None,
-        }),
+        Kind::I32 => scalar(
+            vals(),
+            Int32Builder::with_capacity(values.len()),
+            |v| match v {
+                Value::Int(x) => Some(*x),
+                _ => None,
+            },
+        ),
+        Kind::I64 => scalar(
+            vals(),
+            Int64Builder::with_capacity(values.len()),
+            |v| match v {
+                Value::Long(x) => Some(*x),
+                _ => None,
+            },
+        ),
         Kind::F32 => scalar(vals(), Float32Builder::new(), |v| match v {
             Value::Float(x) => Some(*x),
             _ => None,

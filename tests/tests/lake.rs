@@ -63,12 +63,15 @@ impl LakeView {
 
 async fn read_lake(root: &str, table: &str, env: &[(String, String)]) -> anyhow::Result<LakeView> {
     let script = sluice_tests::kafka::project_root().join("tests/fixtures/python/lake_read.py");
-    let out = tokio::process::Command::new(python())
+    let run = tokio::process::Command::new(python())
         .arg(script)
         .args([root, table])
         .envs(env.iter().cloned())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
         .await
+        .map_err(|_| anyhow::anyhow!("the lake reader did not finish within 120 s"))?
         .map_err(|e| anyhow::anyhow!("running {} (SLUICE_TEST_LAKE_PYTHON): {e}", python()))?;
     anyhow::ensure!(
         out.status.success(),

@@ -22,13 +22,17 @@ async fn confluent_python_serializer_writes_what_the_consumer_lands() -> anyhow:
 
     let script = project_root().join("tests/fixtures/python/confluent_avro_producer.py");
     let schema = project_root().join("schemas/avro/event.avsc");
-    let out = tokio::process::Command::new(python())
+    let run = tokio::process::Command::new(python())
         .arg(&script)
         .args([&kafka_bootstrap(), &registry_url(), &s.topic])
         .arg(&schema)
         .arg("50")
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // Bounded: a peer that hangs fails the test instead of the whole run.
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
         .await
+        .map_err(|_| anyhow::anyhow!("the Confluent Python producer did not finish within 120 s"))?
         .map_err(|e| anyhow::anyhow!("running {} (SLUICE_TEST_PYTHON): {e}", python()))?;
     anyhow::ensure!(
         out.status.success(),

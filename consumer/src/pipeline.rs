@@ -6,7 +6,7 @@
 //! a failed attempt pauses the partitions and retries the pending messages with backoff, polling the consumer
 //! meanwhile so the group membership and rebalances keep working.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use crate::registry::SchemaRegistry;
 use crate::rows::Decoded;
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::source::Received;
-use crate::source::kafka::{SourceConsumer, SourceContext, commit_sync, set_paused};
+use crate::source::kafka::{Paused, SourceConsumer, SourceContext, commit_sync};
 
 /// What the pipeline is made of.
 pub struct Parts {
@@ -62,7 +62,7 @@ pub struct Pipeline {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
     cfg: Config,
-    paused: HashSet<TopicPartition>,
+    paused: Paused,
     /// What the read loop may decode ahead with.
     snapshot: SharedSnapshot,
     /// Once shutting down, when retrying stops: one grace period for the flush in flight and the last one together.
@@ -90,7 +90,7 @@ impl Pipeline {
             metrics: parts.metrics,
             ready: parts.ready,
             cfg,
-            paused: HashSet::new(),
+            paused: Paused::default(),
             give_up_at: None,
         }
     }
@@ -232,10 +232,7 @@ impl Pipeline {
                         // fetch queue joins this flush and its partition is paused too.
                         if let Some(r) = msg.ok().and_then(|m| receive(&self.context, &self.metrics, &m)) {
                             let tp = TopicPartition::new(r.receipt.topic(), r.receipt.partition());
-                            if self.paused.insert(tp.clone()) {
-                                set_paused(&self.consumer, &[tp], true);
-                                self.metrics.paused_partitions(self.paused.len());
-                            }
+                            self.paused.pause_one(&self.consumer, &self.context, tp);
                             entries.push(Entry::new(r));
                         }
                     }
@@ -254,33 +251,11 @@ impl Pipeline {
     }
 
     fn pause_assigned(&mut self) {
-        let assigned = self.context.offsets().assigned();
-        let new: Vec<TopicPartition> = assigned
-            .into_iter()
-            .filter(|tp| !self.paused.contains(tp))
-            .collect();
-        if new.is_empty() {
-            return;
-        }
-        set_paused(&self.consumer, &new, true);
-        self.paused.extend(new);
-        self.metrics.paused_partitions(self.paused.len());
+        self.paused.pause_assigned(&self.consumer, &self.context);
     }
 
     fn resume_paused(&mut self) {
-        if self.paused.is_empty() {
-            return;
-        }
-        let assigned: HashSet<TopicPartition> =
-            self.context.offsets().assigned().into_iter().collect();
-        let resume: Vec<TopicPartition> = self
-            .paused
-            .drain()
-            .filter(|tp| assigned.contains(tp))
-            .collect();
-        set_paused(&self.consumer, &resume, false);
-        tracing::info!(partitions = resume.len(), "resumed after recovery");
-        self.metrics.paused_partitions(0);
+        self.paused.resume(&self.consumer, &self.context);
     }
 
     /// Commits every position that moved; a failure is logged and the positions are retried with the next commit.

@@ -20,7 +20,7 @@ pub mod segment;
 pub mod settings;
 pub mod store;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -38,7 +38,7 @@ use crate::dlq::DlqProducer;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::SchemaRegistry;
-use crate::source::kafka::subscribe;
+use crate::source::kafka::{Paused, subscribe};
 use metrics::LakeMetrics;
 use publish::{LakeStream, Publisher};
 use run::LakeLoop;
@@ -195,7 +195,7 @@ pub async fn serve(
         ready,
         queue: VecDeque::new(),
         published: Vec::new(),
-        paused: HashSet::new(),
+        paused: Paused::default(),
     };
     writer.run(shutdown.clone()).await;
     shutdown.cancel();

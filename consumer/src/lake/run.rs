@@ -21,7 +21,7 @@ use super::segment::{Segment, Segments};
 use crate::metrics::Metrics;
 use crate::offsets::TopicPartition;
 use crate::source::Received;
-use crate::source::kafka::{SourceConsumer, SourceContext, commit_sync, set_paused};
+use crate::source::kafka::{Paused, SourceConsumer, SourceContext, commit_sync};
 
 /// The running lake writer.
 pub struct LakeLoop {
@@ -46,7 +46,7 @@ pub struct LakeLoop {
     /// Manifests of published segments, deleted once their offsets are committed.
     pub published: Vec<(TopicPartition, Bounds, Path)>,
     /// Partitions paused while a publish is retried.
-    pub paused: HashSet<TopicPartition>,
+    pub paused: Paused,
 }
 
 impl LakeLoop {
@@ -239,35 +239,11 @@ impl LakeLoop {
     }
 
     fn pause_assigned(&mut self) {
-        let new: Vec<TopicPartition> = self
-            .context
-            .offsets()
-            .assigned()
-            .into_iter()
-            .filter(|tp| !self.paused.contains(tp))
-            .collect();
-        if new.is_empty() {
-            return;
-        }
-        set_paused(&self.consumer, &new, true);
-        self.paused.extend(new);
-        self.metrics.paused_partitions(self.paused.len());
+        self.paused.pause_assigned(&self.consumer, &self.context);
     }
 
     fn resume_paused(&mut self) {
-        if self.paused.is_empty() {
-            return;
-        }
-        let assigned: HashSet<TopicPartition> =
-            self.context.offsets().assigned().into_iter().collect();
-        let resume: Vec<TopicPartition> = self
-            .paused
-            .drain()
-            .filter(|tp| assigned.contains(tp))
-            .collect();
-        set_paused(&self.consumer, &resume, false);
-        tracing::info!(partitions = resume.len(), "resumed after recovery");
-        self.metrics.paused_partitions(0);
+        self.paused.resume(&self.consumer, &self.context);
     }
 
     /// Forgets the segments of partitions no longer assigned.

@@ -179,5 +179,63 @@ pub fn set_paused(consumer: &SourceConsumer, tps: &[TopicPartition], paused: boo
     }
 }
 
+/// The partitions a loop paused while it retries: all assigned ones at once, and resumed together once it is
+/// through (those revoked meanwhile are left alone).
+#[derive(Debug, Default)]
+pub struct Paused(std::collections::HashSet<TopicPartition>);
+
+impl Paused {
+    /// Pauses every assigned partition not paused yet.
+    pub fn pause_assigned(&mut self, consumer: &SourceConsumer, context: &SourceContext) {
+        let new: Vec<TopicPartition> = context
+            .offsets()
+            .assigned()
+            .into_iter()
+            .filter(|tp| !self.0.contains(tp))
+            .collect();
+        self.pause(consumer, context, new);
+    }
+
+    /// Pauses `tp` (a partition whose message arrived while paused ones are retried).
+    pub fn pause_one(
+        &mut self,
+        consumer: &SourceConsumer,
+        context: &SourceContext,
+        tp: TopicPartition,
+    ) {
+        if !self.0.contains(&tp) {
+            self.pause(consumer, context, vec![tp]);
+        }
+    }
+
+    fn pause(
+        &mut self,
+        consumer: &SourceConsumer,
+        context: &SourceContext,
+        tps: Vec<TopicPartition>,
+    ) {
+        if tps.is_empty() {
+            return;
+        }
+        set_paused(consumer, &tps, true);
+        self.0.extend(tps);
+        context.metrics.paused_partitions(self.0.len());
+    }
+
+    /// Resumes what is paused and still assigned.
+    pub fn resume(&mut self, consumer: &SourceConsumer, context: &SourceContext) {
+        if self.0.is_empty() {
+            return;
+        }
+        let assigned: std::collections::HashSet<TopicPartition> =
+            context.offsets().assigned().into_iter().collect();
+        let resume: Vec<TopicPartition> =
+            self.0.drain().filter(|tp| assigned.contains(tp)).collect();
+        set_paused(consumer, &resume, false);
+        tracing::info!(partitions = resume.len(), "resumed after recovery");
+        context.metrics.paused_partitions(0);
+    }
+}
+
 /// How long librdkafka may take to leave the group on close.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);

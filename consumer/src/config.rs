@@ -153,6 +153,9 @@ impl Config {
                 "retry.initial_backoff_ms must be positive and at most retry.max_backoff_ms".into(),
             );
         }
+        if let Some(cluster) = &self.clickhouse.cluster {
+            cluster.validate()?;
+        }
         Ok(())
     }
 }
@@ -207,6 +210,9 @@ pub struct ClickHouseSettings {
     /// Timeout of one INSERT or DDL statement, in milliseconds. Default 30000.
     #[serde(default = "default_ch_timeout_ms")]
     pub timeout_ms: u64,
+    /// A ClickHouse cluster (`remote_servers`) to write to instead of the one server at `url`.
+    #[serde(default)]
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Default for ClickHouseSettings {
@@ -217,8 +223,96 @@ impl Default for ClickHouseSettings {
             user: default_ch_user(),
             password: String::new(),
             timeout_ms: default_ch_timeout_ms(),
+            cluster: None,
         }
     }
+}
+
+/// A sharded, replicated ClickHouse: replicated local tables on every node, a `Distributed` table over them, rows
+/// sent to the shard their Kafka partition names (README: Clusters).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The cluster's name in the servers' `remote_servers`: DDL runs `ON CLUSTER` it and the `Distributed` tables
+    /// read through it.
+    pub name: String,
+    /// One entry per shard, in the order of `remote_servers`: its replicas' HTTP URLs, comma-separated. A row of
+    /// Kafka partition `p` goes to shard `p % shards.len()`, to whichever of its replicas answers.
+    pub shards: Vec<String>,
+    /// ZooKeeper path of each local table; `{database}` and `{table}` are filled in by Sluice, `{shard}` by the
+    /// server's macros. Default `/clickhouse/tables/{shard}/{database}/{table}`.
+    #[serde(default = "default_replica_path")]
+    pub replica_path: String,
+    /// Name of each stream's local (replicated) table: the stream's table name plus this. Default `_local`.
+    #[serde(default = "default_local_suffix")]
+    pub local_suffix: String,
+    /// How long `ON CLUSTER` DDL waits for every node, in milliseconds; past it the nodes still missing run it
+    /// when they return (ClickHouse keeps the task queued). Default 20000.
+    #[serde(default = "default_ddl_timeout_ms")]
+    pub ddl_timeout_ms: u64,
+}
+
+impl ClusterSettings {
+    /// Each shard's replica URLs.
+    pub fn replicas(&self) -> Vec<Vec<String>> {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !plain(&self.name) {
+            return Err(format!(
+                "clickhouse.cluster.name {:?} must be a plain cluster name (letters, digits, _ and -)",
+                self.name
+            ));
+        }
+        if self.shards.is_empty() {
+            return Err("clickhouse.cluster.shards must list at least one shard".into());
+        }
+        if let Some(i) = self.replicas().iter().position(Vec::is_empty) {
+            return Err(format!(
+                "clickhouse.cluster.shards[{i}] names no replica URL"
+            ));
+        }
+        if !plain(&self.local_suffix) {
+            return Err(
+                "clickhouse.cluster.local_suffix must be a non-empty plain name suffix".into(),
+            );
+        }
+        if self.replica_path.contains('\'') || !self.replica_path.starts_with('/') {
+            return Err(format!(
+                "clickhouse.cluster.replica_path {:?} must be an absolute ZooKeeper path without quotes",
+                self.replica_path
+            ));
+        }
+        if self.ddl_timeout_ms < 1000 {
+            return Err("clickhouse.cluster.ddl_timeout_ms must be at least 1000".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_replica_path() -> String {
+    "/clickhouse/tables/{shard}/{database}/{table}".into()
+}
+fn default_local_suffix() -> String {
+    "_local".into()
+}
+fn default_ddl_timeout_ms() -> u64 {
+    20_000
 }
 
 /// One topic routed to one table.
@@ -493,5 +587,47 @@ mod tests {
         let mut cfg = Config::default();
         cfg.streams.push(cfg.streams[0].clone());
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn a_cluster_is_set_from_variables_and_checked() {
+        let env = vec![
+            (
+                "SLUICE_CLICKHOUSE__CLUSTER__NAME".to_string(),
+                "prod".to_string(),
+            ),
+            (
+                "SLUICE_CLICKHOUSE__CLUSTER__SHARDS".to_string(),
+                "http://a:8123,http://b:8123 http://c:8123,http://d:8123".to_string(),
+            ),
+        ];
+        let cfg: Config = load_from(None, env).expect("loads");
+        cfg.validate().expect("valid");
+        let cluster = cfg.clickhouse.cluster.expect("a cluster");
+        assert_eq!(
+            cluster.replicas(),
+            [
+                vec!["http://a:8123".to_string(), "http://b:8123".to_string()],
+                vec!["http://c:8123".to_string(), "http://d:8123".to_string()],
+            ]
+        );
+        assert_eq!(
+            cluster.replica_path,
+            "/clickhouse/tables/{shard}/{database}/{table}"
+        );
+        // Other strings are not split into lists.
+        let env = vec![("SLUICE_GROUP_ID".to_string(), "a b".to_string())];
+        let cfg: Config = load_from(None, env).expect("loads");
+        assert_eq!(cfg.group_id, "a b");
+
+        let mut bad = cluster.clone();
+        bad.shards = vec![" , ".into()];
+        assert!(bad.validate().is_err(), "a shard without replicas");
+        let mut bad = cluster.clone();
+        bad.name = "prod; DROP".into();
+        assert!(bad.validate().is_err(), "a name that is not an identifier");
+        let mut bad = cluster;
+        bad.replica_path = "clickhouse/'x'".into();
+        assert!(bad.validate().is_err(), "a path with quotes");
     }
 }

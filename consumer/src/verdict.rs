@@ -118,7 +118,7 @@ const BAD_DATA: &[u32] = &[
 
 /// Only codes that say "this data is bad" reject; a network error, a timeout, an overloaded server, and any code
 /// not listed (including ones newer servers add) are retried.
-fn insert_verdict(err: &clickhouse::error::Error) -> Verdict {
+pub fn insert_verdict(err: &clickhouse::error::Error) -> Verdict {
     match err {
         clickhouse::error::Error::BadResponse(text) => match clickhouse_code(text) {
             Some(code) if BAD_DATA.contains(&code) => Verdict::DeadLetter(ErrorClass::Rejected),

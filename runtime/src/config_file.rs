@@ -50,6 +50,10 @@ where
             .prefix_separator("_")
             .separator(ENV_SEPARATOR)
             .try_parsing(true)
+            // The one list a variable sets: a cluster's shards, space-separated (each a comma-separated replica
+            // list), e.g. SLUICE_CLICKHOUSE__CLUSTER__SHARDS="http://a:8123,http://b:8123 http://c:8123,http://d:8123".
+            .list_separator(" ")
+            .with_list_parse_key("clickhouse.cluster.shards")
             .source(Some(vars)),
     );
     let cfg = builder.build().map_err(|e| ConfigError(e.to_string()))?;

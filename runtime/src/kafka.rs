@@ -23,6 +23,10 @@ pub struct KafkaSettings {
     /// Replication factor of topics Sluice creates (use 3 on a real cluster).
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
+    /// `min.insync.replicas` of topics Sluice creates (use 2 with a replication factor of 3); unset, the broker's
+    /// default.
+    #[serde(default)]
+    pub min_insync_replicas: Option<i32>,
 }
 
 impl Default for KafkaSettings {
@@ -31,6 +35,7 @@ impl Default for KafkaSettings {
             bootstrap_servers: default_bootstrap(),
             client: BTreeMap::new(),
             replication_factor: default_replication(),
+            min_insync_replicas: None,
         }
     }
 }
@@ -72,17 +77,24 @@ pub async fn ensure_topics(
     topics: &[TopicSpec<'_>],
 ) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = settings.client_config().create()?;
+    let min_insync = settings.min_insync_replicas.map(|n| n.to_string());
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            t.config.iter().fold(
+            let topic = t.config.iter().fold(
                 NewTopic::new(
                     t.name,
                     t.partitions,
                     TopicReplication::Fixed(settings.replication_factor),
                 ),
                 |nt, (k, v)| nt.set(k, v),
-            )
+            );
+            match &min_insync {
+                Some(n) if !t.config.iter().any(|(k, _)| *k == "min.insync.replicas") => {
+                    topic.set("min.insync.replicas", n)
+                }
+                _ => topic,
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

@@ -40,17 +40,29 @@ pub(super) async fn isolating<S: RowSink>(
     }
     let columns = rows.reader.plan.insert_columns();
     let tokens = sink.capabilities().dedup_token;
-    for block in blocks(refs, entries, tokens) {
+    let routed = sink.routes_by_partition();
+    let mut failed = None;
+    for block in blocks(refs, entries, tokens || routed) {
         if let Some(f) = bisecting(sink, stream, &columns, &block, tokens, entries, judged).await {
-            return Some(f);
+            // On a cluster the next block may be another shard's: one shard down does not hold back the others'
+            // rows (nothing is committed until every row of the batch is in either way).
+            if !routed {
+                return Some(f);
+            }
+            failed.get_or_insert(f);
         }
     }
-    None
+    failed
 }
 
-/// The rows in insert blocks: one block, or with tokens one per partition in offset order.
-fn blocks<'a>(mut refs: Vec<RowRef<'a>>, entries: &[Entry], tokens: bool) -> Vec<Vec<RowRef<'a>>> {
-    if !tokens {
+/// The rows in insert blocks: one block, or `per_partition` one per partition in offset order (for tokens, and
+/// for a cluster's shards).
+fn blocks<'a>(
+    mut refs: Vec<RowRef<'a>>,
+    entries: &[Entry],
+    per_partition: bool,
+) -> Vec<Vec<RowRef<'a>>> {
+    if !per_partition {
         return vec![refs];
     }
     let position = |r: &RowRef<'_>| {
@@ -99,8 +111,9 @@ async fn bisecting<S: RowSink>(
             continue;
         }
         let token = if tokens { token(entries, part) } else { None };
+        let partition = entries[part[0].index].received.message.partition();
         let failure = match sink
-            .insert(&stream.table, columns, part, token.as_deref())
+            .insert(&stream.table, columns, part, token.as_deref(), partition)
             .await
         {
             Ok(()) => {

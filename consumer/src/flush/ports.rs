@@ -18,17 +18,25 @@ use crate::sink::clickhouse::insert::RowRef;
 /// Where rows go.
 pub trait RowSink: Send + Sync {
     /// One INSERT of `rows` into `table`'s `columns`: all land or none; with `token`, a block the server already
-    /// has under that token is dropped.
+    /// has under that token is dropped. `partition` is the Kafka partition of the rows when
+    /// [`RowSink::routes_by_partition`] (every row of the block is from it), else that of the first row.
     fn insert(
         &self,
         table: &str,
         columns: &str,
         rows: &[RowRef<'_>],
         token: Option<&str>,
+        partition: i32,
     ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send;
 
     /// What the server accepts, as last detected.
     fn capabilities(&self) -> Capabilities;
+
+    /// Whether where a block goes depends on its Kafka partition (a cluster's shards), so every block must hold
+    /// one partition's rows.
+    fn routes_by_partition(&self) -> bool {
+        false
+    }
 
     /// Creates the table when missing and adds the columns of `plan` it lacks.
     fn ensure_table(
@@ -78,12 +86,17 @@ impl RowSink for ClickHouseSink {
         columns: &str,
         rows: &[RowRef<'_>],
         token: Option<&str>,
+        partition: i32,
     ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
-        ClickHouseSink::insert(self, table, columns, rows, token)
+        ClickHouseSink::insert(self, table, columns, rows, token, partition)
     }
 
     fn capabilities(&self) -> Capabilities {
         ClickHouseSink::capabilities(self)
+    }
+
+    fn routes_by_partition(&self) -> bool {
+        self.cluster().is_some()
     }
 
     fn ensure_table(

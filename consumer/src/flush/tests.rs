@@ -38,6 +38,9 @@ struct FakeClickHouse {
     tokens: bool,
     land_then_time_out: AtomicU32,
     seen_tokens: Mutex<Vec<String>>,
+    /// A cluster: blocks are routed by partition; each INSERT's partition argument and row count are kept.
+    routes: bool,
+    routed: Mutex<Vec<(i32, usize)>>,
 }
 
 fn is_bad(row: &[u8]) -> bool {
@@ -51,8 +54,15 @@ impl RowSink for Shared<FakeClickHouse> {
         _columns: &str,
         rows: &[RowRef<'_>],
         token: Option<&str>,
+        partition: i32,
     ) -> Result<(), clickhouse::error::Error> {
         self.inserts.fetch_add(1, Ordering::SeqCst);
+        if self.routes {
+            self.routed
+                .lock()
+                .expect("lock")
+                .push((partition, rows.len()));
+        }
         assert_eq!(
             token.is_some(),
             self.tokens,
@@ -94,6 +104,10 @@ impl RowSink for Shared<FakeClickHouse> {
             return Err(clickhouse::error::Error::TimedOut);
         }
         Ok(())
+    }
+
+    fn routes_by_partition(&self) -> bool {
+        self.routes
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -591,4 +605,40 @@ async fn bisected_blocks_get_tokens_of_their_own() {
     );
     assert_eq!(h.landed(), 3);
     assert_eq!(h.letters(), vec![("t.dlq".into(), 3, ErrorClass::Rejected)]);
+}
+
+#[tokio::test]
+async fn on_a_cluster_every_block_holds_one_partition_and_names_it() {
+    let mut h = Harness::on(
+        &["t"],
+        FakeClickHouse {
+            routes: true,
+            ..FakeClickHouse::default()
+        },
+    );
+    // Interleaved as a fetch delivers them: 0, 1, 0, 1, …
+    let mut entries: Vec<Entry> = (0..10)
+        .map(|o| {
+            let payload = h.framed(&format!("e{o}"), o);
+            h.entry("t", (o % 2) as i32, o / 2, payload)
+        })
+        .collect();
+    h.flush.attempt(&mut entries, None).await.expect("flushes");
+    assert_eq!(h.landed(), 10);
+    let mut routed = h.clickhouse.routed.lock().expect("lock").clone();
+    routed.sort();
+    assert_eq!(
+        routed,
+        [(0, 5), (1, 5)],
+        "one block per partition, sent with its partition"
+    );
+    let rows = h.clickhouse.rows.lock().expect("lock").clone();
+    let ids: Vec<&[u8]> = rows.iter().map(|(_, r)| &r[1..3]).collect();
+    assert_eq!(
+        ids,
+        [
+            b"e0", b"e2", b"e4", b"e6", b"e8", b"e1", b"e3", b"e5", b"e7", b"e9"
+        ],
+        "each block in offset order"
+    );
 }

@@ -42,7 +42,9 @@ mod rowbinary;
 mod server;
 mod transcode;
 
-pub use ddl::{add_column_sql, quote_ident};
+pub use ddl::{
+    ClusterTable, add_column_on_cluster_sql, add_column_sql, create_distributed_sql, quote_ident,
+};
 pub use server::Capabilities;
 pub use transcode::{TranscodeError, Transcoder};
 

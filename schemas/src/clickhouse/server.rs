@@ -8,6 +8,9 @@
 //! | `Bool`                                    | 21.12  | the release that added the type                             |
 //! | `Map(String, T)`                          | 22.3   | first LTS where `Map` needs no experimental setting         |
 //! | `insert_deduplication_token`              | 22.3   | added in 22.2; 22.3 is the first LTS that has it            |
+//! | column comments on replicated tables      | 20.1   | 18.16 refuses the second replica of a table whose columns   |
+//! |                                           |        | have comments ("structure in ZooKeeper is too different");  |
+//! |                                           |        | tested only there, so the first release we map newer types  |
 //!
 //! Unions other than `[null, T]` stay `String` JSON on every server: `Variant` and `JSON` were experimental until
 //! 24.x/25.x and their RowBinary shapes changed meanwhile.
@@ -25,6 +28,8 @@ pub struct Capabilities {
     pub map_type: bool,
     /// The `insert_deduplication_token` setting and `non_replicated_deduplication_window`.
     pub dedup_token: bool,
+    /// `COMMENT` on the columns of a replicated table.
+    pub replicated_comments: bool,
 }
 
 impl Capabilities {
@@ -35,6 +40,7 @@ impl Capabilities {
         bool_type: false,
         map_type: false,
         dedup_token: false,
+        replicated_comments: false,
     };
 
     /// Everything this module knows of.
@@ -44,6 +50,7 @@ impl Capabilities {
         bool_type: true,
         map_type: true,
         dedup_token: true,
+        replicated_comments: true,
     };
 
     /// What a server of `major.minor` accepts.
@@ -55,6 +62,7 @@ impl Capabilities {
             bool_type: at_least(21, 12),
             map_type: at_least(22, 3),
             dedup_token: at_least(22, 3),
+            replicated_comments: at_least(20, 1),
         }
     }
 

@@ -616,3 +616,43 @@ fn shapes_only_the_value_path_writes_get_no_transcoder() {
             .expect("parses");
     assert!(plan.transcoder(&other).is_none(), "not the plan's schema");
 }
+
+#[test]
+fn cluster_tables_are_replicated_locals_under_a_distributed_table() {
+    let order = ["tenant".to_string(), "event_id".to_string()];
+    let cluster = super::ClusterTable {
+        name: "sluice".into(),
+        local: "sluice.events_local".into(),
+        zk_path: "/clickhouse/tables/{shard}/sluice/events_local".into(),
+    };
+    let spec = TableSpec {
+        table: "sluice.events",
+        order_by: &order,
+        partition_by: Some("occurred_at"),
+        dedup_window: Some(1000),
+    };
+    let local = event_plan()
+        .create_replicated_sql(&spec, &cluster, 1000, false)
+        .expect("ddl");
+    assert!(
+        !local.contains("COMMENT"),
+        "18.16 refuses comments on a replica: {local}"
+    );
+    assert!(
+        local.starts_with("CREATE TABLE IF NOT EXISTS sluice.events_local ON CLUSTER sluice ("),
+        "{local}"
+    );
+    assert!(
+        local.ends_with(
+            ") ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/sluice/events_local', '{replica}') \
+             PARTITION BY toYYYYMM(`occurred_at`) ORDER BY (`tenant`, `event_id`) SETTINGS replicated_deduplication_window = 1000"
+        ),
+        "{local}"
+    );
+    assert!(!local.contains("non_replicated"), "{local}");
+    assert_eq!(
+        super::create_distributed_sql("sluice.events", &cluster),
+        "CREATE TABLE IF NOT EXISTS sluice.events ON CLUSTER sluice AS sluice.events_local \
+         ENGINE = Distributed(sluice, sluice, events_local)"
+    );
+}

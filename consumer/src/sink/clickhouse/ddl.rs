@@ -1,7 +1,13 @@
 //! Creating a stream's table from its reader schema and widening it when a newer schema adds fields; on a server
 //! with insert deduplication tokens, with a window that covers every retry.
+//!
+//! On a cluster every statement runs `ON CLUSTER`: ClickHouse queues it in ZooKeeper and each node runs it, a node
+//! that is down when it returns. The same statement sent to each node in turn would leave a node that was down
+//! without the table or the column until the consumer happened to run again.
 
-use sluice_schemas::clickhouse::{Column, RowPlan, TableSpec, add_column_sql};
+use sluice_schemas::clickhouse::{
+    Column, RowPlan, TableSpec, add_column_on_cluster_sql, add_column_sql, create_distributed_sql,
+};
 
 use super::ClickHouseSink;
 use crate::error::Error;
@@ -33,8 +39,12 @@ pub struct Widened {
     pub plan: RowPlan,
 }
 
+/// ClickHouse's TIMEOUT_EXCEEDED: an `ON CLUSTER` statement some node has not run within the DDL timeout.
+const DDL_TIMEOUT_CODE: u32 = 159;
+
 impl ClickHouseSink {
-    /// Creates the database and table when missing, then adds any column of `plan` the table lacks.
+    /// Creates the database and table when missing, then adds any column of `plan` the table lacks. On a cluster:
+    /// the replicated local table and the `Distributed` table over it, on every node.
     pub async fn ensure_table(
         &self,
         plan: &RowPlan,
@@ -45,16 +55,47 @@ impl ClickHouseSink {
             spec.dedup_window = Some(DEDUP_WINDOW);
         }
         let (db, _) = split(spec.table)?;
-        self.client
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
-            .execute()
+        let on_cluster = self
+            .cluster()
+            .map(|c| format!(" ON CLUSTER {}", c.name()))
+            .unwrap_or_default();
+        self.run_ddl(&format!("CREATE DATABASE IF NOT EXISTS {db}{on_cluster}"))
             .await?;
-        let create = plan.create_table_sql(&spec)?;
-        self.client.query(&create).execute().await?;
-        if caps.dedup_token {
-            self.check_dedup_window(spec.table).await?;
+        if let Some(cluster) = self.cluster() {
+            let table = cluster.table(spec.table);
+            self.run_ddl(&plan.create_replicated_sql(
+                &spec,
+                &table,
+                DEDUP_WINDOW,
+                caps.replicated_comments,
+            )?)
+            .await?;
+            self.run_ddl(&create_distributed_sql(spec.table, &table))
+                .await?;
+        } else {
+            self.run_ddl(&plan.create_table_sql(&spec)?).await?;
+            if caps.dedup_token {
+                self.check_dedup_window(spec.table).await?;
+            }
         }
         self.add_missing_columns(spec.table, plan).await
+    }
+
+    /// Runs one DDL statement. On a cluster, a statement that some node did not run within the DDL timeout is
+    /// not a failure: it stays queued for that node, and inserts routed there are retried (on the shard's other
+    /// replica first) until the node has run it.
+    async fn run_ddl(&self, sql: &str) -> Result<(), Error> {
+        match self.node().await?.query(sql).execute().await {
+            Ok(()) => Ok(()),
+            Err(clickhouse::error::Error::BadResponse(text))
+                if self.cluster().is_some()
+                    && crate::verdict::clickhouse_code(&text) == Some(DDL_TIMEOUT_CODE) =>
+            {
+                tracing::warn!(statement = %sql.lines().next().unwrap_or(sql), answer = %text, "a node has not run this DDL yet; it stays queued for it");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Warns when a table that existed before has a smaller deduplication window than retries need: tokens that
@@ -62,7 +103,8 @@ impl ClickHouseSink {
     async fn check_dedup_window(&self, table: &str) -> Result<(), Error> {
         let (db, name) = split(table)?;
         let engine: String = self
-            .client
+            .node()
+            .await?
             .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = ?")
             .bind(db)
             .bind(name)
@@ -81,25 +123,50 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    /// The table's columns and types, in order; empty when the table does not exist.
+    /// The table's columns and types, in order; empty when the table does not exist (on a cluster: on the node
+    /// metadata queries go to).
     pub async fn columns(&self, table: &str) -> Result<Vec<(String, String)>, Error> {
-        let (db, name) = split(table)?;
-        let rows: Vec<ColumnRow> = self
-            .client
-            .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
-            .bind(db)
-            .bind(name)
-            .fetch_all()
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.name, r.ty)).collect())
+        columns_on(&self.node().await?, table).await
     }
 
     /// Adds the columns of `plan` that `table` lacks; refuses (changing nothing) if a shared column's type differs.
     ///
-    /// ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`, so two replicas may race here: a column that appeared
-    /// meanwhile is re-checked rather than reported.
+    /// On a cluster, the local tables get them `ON CLUSTER`; the `Distributed` table gets them node by node,
+    /// because 18.16 refuses `ON CLUSTER` for a table that is not replicated on a cluster whose shards are
+    /// (code 371). A node that is down then keeps its old `Distributed` columns until the consumer next checks the
+    /// table (at start-up and on every new reader): reads through it simply lack the new column meanwhile.
     pub async fn add_missing_columns(&self, table: &str, plan: &RowPlan) -> Result<Widened, Error> {
-        let existing = self.columns(table).await?;
+        let Some(cluster) = self.cluster() else {
+            return self.widen(&self.client, table, None, plan).await;
+        };
+        let local = cluster.table(table).local;
+        let widened = self
+            .widen(&self.node().await?, &local, Some(cluster.name()), plan)
+            .await?;
+        for replica in cluster.nodes() {
+            match self
+                .widen(&replica.client, table, None, &widened.plan)
+                .await
+            {
+                Ok(_) | Err(Error::Mapping(_)) => {}
+                Err(e) => {
+                    tracing::warn!(node = %replica.url, table, error = %e, "could not widen this node's Distributed table; it is checked again at the next start-up or schema change");
+                }
+            }
+        }
+        Ok(widened)
+    }
+
+    /// ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`, so two consumers may race here: a column that appeared
+    /// meanwhile is re-checked rather than reported.
+    async fn widen(
+        &self,
+        client: &clickhouse::Client,
+        table: &str,
+        cluster: Option<&str>,
+        plan: &RowPlan,
+    ) -> Result<Widened, Error> {
+        let existing = columns_on(client, table).await?;
         let plan = plan.fit(&existing);
         let missing = missing_columns(&existing, &plan.columns()).map_err(Error::Mapping)?;
         let mut widened = Widened {
@@ -107,23 +174,45 @@ impl ClickHouseSink {
             plan,
         };
         for column in missing {
-            match self
-                .client
-                .query(&add_column_sql(table, &column))
-                .execute()
-                .await
-            {
+            let result = match cluster {
+                Some(c) => {
+                    let comments = self.capabilities().replicated_comments;
+                    self.run_ddl(&add_column_on_cluster_sql(table, c, &column, comments))
+                        .await
+                }
+                None => client
+                    .query(&add_column_sql(table, &column))
+                    .execute()
+                    .await
+                    .map_err(Error::from),
+            };
+            match result {
                 Ok(()) => widened.added.push(column.name.clone()),
                 Err(e) => {
-                    let now = self.columns(table).await?;
+                    let now = columns_on(client, table).await?;
                     if !now.iter().any(|(n, _)| *n == column.name) {
-                        return Err(e.into());
+                        return Err(e);
                     }
                 }
             }
         }
         Ok(widened)
     }
+}
+
+/// `table`'s columns and types on the server of `client`, in order; empty when it does not exist there.
+async fn columns_on(
+    client: &clickhouse::Client,
+    table: &str,
+) -> Result<Vec<(String, String)>, Error> {
+    let (db, name) = split(table)?;
+    let rows: Vec<ColumnRow> = client
+        .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+        .bind(db)
+        .bind(name)
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.name, r.ty)).collect())
 }
 
 /// The columns of `wanted` absent from `existing`; an error naming the first column whose type differs.

@@ -31,18 +31,60 @@ pub fn insert_sql(table: &str, columns: &str, token: Option<&str>) -> String {
 }
 
 impl ClickHouseSink {
-    /// One `INSERT INTO table (columns) FORMAT RowBinary` of `rows`, deduplicated by `token` when given.
+    /// One `INSERT INTO table (columns) FORMAT RowBinary` of `rows`, deduplicated by `token` when given. On a
+    /// cluster the rows go to the local table of the shard Kafka partition `partition` names, to the replica that
+    /// took the last insert, then to the others in turn while the failure is one waiting could fix.
     pub async fn insert(
         &self,
         table: &str,
         columns: &str,
         rows: &[RowRef<'_>],
         token: Option<&str>,
+        partition: i32,
+    ) -> Result<(), clickhouse::error::Error> {
+        let Some(cluster) = self.cluster() else {
+            return self
+                .insert_into(&self.client, table, table, columns, rows, token)
+                .await;
+        };
+        let local = cluster.table(table).local;
+        let shard = cluster.shard_of(partition);
+        let mut failed = None;
+        for (i, replica) in shard.in_order() {
+            match self
+                .insert_into(&replica.client, table, &local, columns, rows, token)
+                .await
+            {
+                Ok(()) => {
+                    shard.prefer(i);
+                    return Ok(());
+                }
+                Err(e) if crate::verdict::insert_verdict(&e) == crate::verdict::Verdict::Retry => {
+                    // The copy a failed replica may have written is dropped by the next one: a shard's replicas
+                    // share its block hashes in ZooKeeper.
+                    tracing::warn!(replica = %replica.url, table = %local, partition, error = %e, "insert failed on a replica; trying the next");
+                    failed = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failed
+            .unwrap_or_else(|| clickhouse::error::Error::Custom("a shard with no replica".into())))
+    }
+
+    /// The INSERT itself, on `client`, into `into`; metrics are kept under the stream's `table`.
+    async fn insert_into(
+        &self,
+        client: &clickhouse::Client,
+        table: &str,
+        into: &str,
+        columns: &str,
+        rows: &[RowRef<'_>],
+        token: Option<&str>,
     ) -> Result<(), clickhouse::error::Error> {
         let started = Instant::now();
-        let sql = insert_sql(table, columns, token);
-        let mut insert = self
-            .client
+        let sql = insert_sql(into, columns, token);
+        let mut insert = client
             .insert_formatted_with(sql)
             .with_timeouts(Some(self.timeout), Some(self.timeout));
         let mut buf = BytesMut::with_capacity(CHUNK.min(rows.iter().map(|r| r.bytes.len()).sum()));

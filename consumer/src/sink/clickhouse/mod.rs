@@ -1,6 +1,8 @@
-//! The ClickHouse sink: the server's version and what it accepts, table DDL (`ddl`) and RowBinary inserts
-//! (`insert`). What a failure means is [`crate::verdict`]'s to decide.
+//! The ClickHouse sink: the server's version and what it accepts, table DDL (`ddl`), RowBinary inserts
+//! (`insert`) and, on a cluster, its shards and replicas (`cluster`). What a failure means is
+//! [`crate::verdict`]'s to decide.
 
+pub mod cluster;
 pub mod ddl;
 pub mod insert;
 
@@ -12,11 +14,15 @@ use sluice_schemas::clickhouse::Capabilities;
 use crate::config::ClickHouseSettings;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use cluster::Topology;
 
-/// A ClickHouse HTTP client configured for the local 18.16 server and current ones alike.
+/// A ClickHouse HTTP client configured for the local 18.16 server and current ones alike, or for every node of a
+/// cluster.
 #[derive(Clone)]
 pub struct ClickHouseSink {
+    /// The one server's client; on a cluster, the first node's (metadata goes to [`ClickHouseSink::node`]).
     client: clickhouse::Client,
+    cluster: Option<Arc<Topology>>,
     timeout: Duration,
     metrics: Metrics,
     /// What the server accepts, as last asked ([`ClickHouseSink::detect_server`]); legacy until then.
@@ -28,14 +34,29 @@ impl ClickHouseSink {
     pub fn new(settings: &ClickHouseSettings, metrics: Metrics) -> Self {
         // Validation needs server features 18.16 lacks; compression stays off because 18.16's compressed HTTP
         // framing is not what the crate expects.
-        let client = clickhouse::Client::default()
-            .with_url(&settings.url)
-            .with_user(&settings.user)
-            .with_password(&settings.password)
-            .with_validation(false)
-            .with_compression(clickhouse::Compression::None);
+        let client = |url: &str| {
+            clickhouse::Client::default()
+                .with_url(url)
+                .with_user(&settings.user)
+                .with_password(&settings.password)
+                .with_validation(false)
+                .with_compression(clickhouse::Compression::None)
+        };
+        let cluster = settings.cluster.as_ref().map(|c| {
+            // `ON CLUSTER` DDL waits this long for every node, then answers with the ones still missing; they run
+            // it from the queue when they come back.
+            let ddl_timeout = c.ddl_timeout_ms.div_ceil(1000).to_string();
+            Arc::new(Topology::new(c, |url| {
+                client(url).with_setting("distributed_ddl_task_timeout", ddl_timeout.as_str())
+            }))
+        });
+        let first = settings
+            .cluster
+            .as_ref()
+            .and_then(|c| c.replicas().into_iter().flatten().next());
         Self {
-            client,
+            client: client(first.as_deref().unwrap_or(&settings.url)),
+            cluster,
             timeout: Duration::from_millis(settings.timeout_ms),
             metrics,
             caps: Arc::new(RwLock::new(Capabilities::LEGACY)),
@@ -45,7 +66,12 @@ impl ClickHouseSink {
     /// Asks the server its version and remembers what it accepts; called at start-up and whenever tables are
     /// checked again after a failure, so a server upgraded behind a reconnect is noticed.
     pub async fn detect_server(&self) -> Result<Capabilities, Error> {
-        let version: String = self.client.query("SELECT version()").fetch_one().await?;
+        let version: String = self
+            .node()
+            .await?
+            .query("SELECT version()")
+            .fetch_one()
+            .await?;
         let caps = Capabilities::of_version_text(&version).ok_or_else(|| {
             Error::Config(format!("ClickHouse answered version() with {version:?}"))
         })?;
@@ -74,7 +100,7 @@ impl ClickHouseSink {
             cols.join(", "),
             quote_ident(order)
         );
-        let mut cursor = self.client.query(&sql).fetch_bytes("JSONEachRow")?;
+        let mut cursor = self.node().await?.query(&sql).fetch_bytes("JSONEachRow")?;
         let mut bytes = Vec::new();
         while let Some(chunk) = cursor.next().await? {
             bytes.extend_from_slice(&chunk);
@@ -90,9 +116,27 @@ impl ClickHouseSink {
         *self.caps.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `Ok` when the server answers a trivial query.
+    /// The cluster, when the sink writes to one.
+    pub fn cluster(&self) -> Option<&Topology> {
+        self.cluster.as_deref()
+    }
+
+    /// Where DDL and metadata queries go: the one server, or the first node of the cluster that answers.
+    pub async fn node(&self) -> Result<clickhouse::Client, Error> {
+        match &self.cluster {
+            None => Ok(self.client.clone()),
+            Some(c) => Ok(c.live_node().await?.client.clone()),
+        }
+    }
+
+    /// `Ok` when the server (on a cluster: some node) answers a trivial query.
     pub async fn ping(&self) -> Result<(), clickhouse::error::Error> {
-        let one: u8 = self.client.query("SELECT 1").fetch_one().await?;
+        let client = match self.node().await {
+            Ok(c) => c,
+            Err(Error::ClickHouse(e)) => return Err(e),
+            Err(e) => return Err(clickhouse::error::Error::Custom(e.to_string())),
+        };
+        let one: u8 = client.query("SELECT 1").fetch_one().await?;
         if one == 1 {
             Ok(())
         } else {

@@ -4,98 +4,20 @@
 //! everything reconnects by itself and every event that got a 202 is in ClickHouse exactly once through FINAL.
 
 mod consumer_support;
+mod http_load;
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
 use consumer_support::*;
+use http_load::{Load, Service};
 use serde_json::{Value as Json, json};
 use sluice_runtime::kafka::KafkaSettings;
 use sluice_tests::kafka::KafkaNode;
-use sluice_tests::{eventually, init_tracing, service_binary, unique};
-use tokio::process::{Child, Command};
-use tokio_util::sync::CancellationToken;
+use sluice_tests::{eventually, init_tracing, unique};
 
 const KEY: &str = "broker-restart-key";
-
-/// A real service binary with a config file of its own, answering on `base`.
-struct Service {
-    _child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Service {
-    /// Starts `binary` with `config` (TOML, `{port}` replaced by a free port) and waits for `/readyz`.
-    async fn start(binary: &str, config: &str) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let path = std::env::temp_dir().join(format!("{}.toml", unique(binary)));
-        std::fs::write(&path, config.replace("{port}", &port.to_string()))?;
-        let log = path.with_extension("log");
-        let out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(service_binary(binary)?);
-        for k in sluice_tests::sluice_vars() {
-            cmd.env_remove(k);
-        }
-        let child = cmd
-            .env("SLUICE_CONFIG", &path)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {binary}"))?;
-        let s = Self {
-            _child: child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let url = format!("{}/readyz", s.base);
-        eventually(
-            &format!("{binary} ready"),
-            Duration::from_secs(60),
-            || async {
-                Ok(reqwest::get(&url)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                    .then_some(()))
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", s.log()))?;
-        Ok(s)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// What the HTTP load saw.
-#[derive(Default)]
-struct Seen {
-    /// Ids of events answered 202.
-    accepted: Vec<String>,
-    /// Responses by status.
-    statuses: BTreeMap<u16, u64>,
-    /// Non-202 answers without a Retry-After header.
-    without_retry_after: u64,
-}
-
-fn batch(n: usize) -> Json {
-    Json::Array(
-        (0..n)
-            .map(|i| json!({"event_type": "restart", "occurred_at": 1_764_000_000_000i64 + i as i64, "user_id": format!("u-{i}")}))
-            .collect(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_kill_9_mid_load_then_restart_loses_no_202() -> anyhow::Result<()> {
@@ -151,74 +73,19 @@ streams = ["events"]
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", consumer.log()))?;
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = CancellationToken::new();
-    let url = format!("{}/v1/streams/events/events", producer.base);
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (seen, stop, url) = (seen.clone(), stop.clone(), url.clone());
-            tokio::spawn(async move {
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(20))
-                    .build()?;
-                while !stop.is_cancelled() {
-                    let r = http
-                        .post(&url)
-                        .bearer_auth(KEY)
-                        .json(&batch(10))
-                        .send()
-                        .await?;
-                    let status = r.status().as_u16();
-                    let retry_after = r.headers().contains_key("retry-after");
-                    let body: Json = r.json().await.unwrap_or(Json::Null);
-                    let ids: Vec<String> = body["event_ids"]
-                        .as_array()
-                        .map(|ids| {
-                            ids.iter()
-                                .filter_map(|v| v.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    anyhow::ensure!(
-                        status != 202 || !ids.is_empty(),
-                        "a 202 without event_ids: {body}"
-                    );
-                    {
-                        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        *seen.statuses.entry(status).or_default() += 1;
-                        if status == 202 {
-                            seen.accepted.extend(ids);
-                        } else if !retry_after {
-                            seen.without_retry_after += 1;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    let accepted = |seen: &Arc<Mutex<Seen>>| seen.lock().map(|s| s.accepted.len()).unwrap_or(0);
-    let unavailable = |seen: &Arc<Mutex<Seen>>| {
-        seen.lock()
-            .map(|s| s.statuses.get(&503).copied().unwrap_or(0))
-            .unwrap_or(0)
-    };
-
-    eventually(
-        "a load flowing before the kill",
-        Duration::from_secs(60),
-        || async { Ok((accepted(&seen) >= 300).then_some(())) },
-    )
-    .await?;
+    let load = Load::start(
+        &format!("{}/v1/streams/events/events", producer.base),
+        KEY,
+        4,
+    );
+    load.wait_more(300, Duration::from_secs(60)).await?;
     node.kill9().await?;
     let killed_at = tokio::time::Instant::now();
-    let before = accepted(&seen);
 
     eventually(
         "503s while the broker is down",
         Duration::from_secs(30),
-        || async { Ok((unavailable(&seen) >= 2).then_some(())) },
+        || async { Ok((load.count(503) >= 2).then_some(())) },
     )
     .await?;
     let readyz = eventually("/readyz to say why", Duration::from_secs(30), || async {
@@ -237,19 +104,15 @@ streams = ["events"]
 
     tokio::time::sleep_until(killed_at + Duration::from_secs(10)).await;
     node.restart().await?;
-    eventually(
-        "202s again after the restart",
-        Duration::from_secs(90),
-        || async { Ok((accepted(&seen) >= before + 300).then_some(())) },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\nproducer:\n{}", producer.log()))?;
-    stop.cancel();
-    for task in load {
-        task.await??;
-    }
-
-    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    load.wait_more(300, Duration::from_secs(90))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "202s again after the restart: {e}\nproducer:\n{}",
+                producer.log()
+            )
+        })?;
+    let seen = load.stop().await?;
     eprintln!(
         "broker kill -9: statuses {:?}, {} events accepted",
         seen.statuses,

@@ -569,6 +569,7 @@ async fn every_mapped_avro_type_round_trips_through_clickhouse() -> anyhow::Resu
             bytes: &row,
         }],
         None,
+        0,
     )
     .await?;
     let tsv = reqwest::Client::new()

@@ -593,7 +593,7 @@ fn to_toml(c: &Config, listen: SocketAddr) -> String {
         .map(|(k, v)| format!("{} = {}", q(k), q(v)))
         .collect();
     format!(
-        "listen = {}\ngroup_id = {}\ngroup_protocol = {}\nregistry_url = {}\nshutdown_grace_ms = {}\n\n[kafka]\nbootstrap_servers = {}\n\n[kafka.client]\n{}\n\n\
+        "listen = {}\ngroup_id = {}\ngroup_protocol = {}\nregistry_url = {}\nshutdown_grace_ms = {}\n\n[kafka]\nbootstrap_servers = {}\n{}\n[kafka.client]\n{}\n\n\
          [clickhouse]\nurl = {}\ntimeout_ms = {}\n\n[batch]\nmax_rows = {}\nmin_rows = {}\nmax_bytes = {}\nmax_wait_ms = {}\n\n\
          [retry]\ninitial_backoff_ms = {}\nmax_backoff_ms = {}\n\n[[streams]]\ntopic = {}\ntable = {}\ndlq_topic = {}\npartitions = {}\n",
         q(&listen.to_string()),
@@ -602,6 +602,7 @@ fn to_toml(c: &Config, listen: SocketAddr) -> String {
         q(&c.registry_url),
         c.shutdown_grace_ms,
         q(&c.kafka.bootstrap_servers),
+        replication_toml(c),
         client.join("\n"),
         q(&c.clickhouse.url),
         c.clickhouse.timeout_ms,
@@ -615,7 +616,31 @@ fn to_toml(c: &Config, listen: SocketAddr) -> String {
         q(&s.table),
         q(&s.dlq_topic()),
         s.partitions,
-    )
+    ) + &cluster_toml(c)
+}
+
+/// The `[kafka]` replication keys.
+fn replication_toml(c: &Config) -> String {
+    let mut out = format!("replication_factor = {}\n", c.kafka.replication_factor);
+    if let Some(n) = c.kafka.min_insync_replicas {
+        out += &format!("min_insync_replicas = {n}\n");
+    }
+    out
+}
+
+/// The `[clickhouse.cluster]` table, on a cluster.
+fn cluster_toml(c: &Config) -> String {
+    let mut out = String::new();
+    if let Some(cluster) = &c.clickhouse.cluster {
+        let shards: Vec<String> = cluster.shards.iter().map(|s| q(s)).collect();
+        out += &format!(
+            "\n[clickhouse.cluster]\nname = {}\nshards = [{}]\nddl_timeout_ms = {}\n",
+            q(&cluster.name),
+            shards.join(", "),
+            cluster.ddl_timeout_ms
+        );
+    }
+    out
 }
 
 /// A TCP proxy to ClickHouse that a test can cut (every open connection dropped, new ones closed at once) and

@@ -2,12 +2,13 @@
 //! offsets only after the rows (or their dead letters) are durable, and routes poison messages to a DLQ.
 //!
 //! Modules follow a message's path: `source` (Kafka, rebalances) → `batch` → `decode` (Avro to a row) and `rows`
-//! (the one decode loop; `predecode` runs it ahead while the last batch is inserted) → `flush` (the steps of one
-//! attempt: writers, tables, decode, insert into `sink::clickhouse`, dead-letter to `dlq`) → `offsets` (what may be
-//! committed). `verdict` alone decides retry or dead-letter; `pipeline` drives the loop. `lake` is the second
+//! (the one decode loop; `predecode` runs it ahead while the last batch is inserted) → `block_plan` (where a batch
+//! is cut into insert blocks, kept across a crash) → `flush` (the steps of one attempt: writers, tables, decode,
+//! insert into `sink::clickhouse`, dead-letter to `dlq`) → `offsets` (what may be committed). `verdict` alone decides retry or dead-letter; `pipeline` drives the loop. `lake` is the second
 //! destination: the same streams as Parquet files, in a group of its own.
 
 pub mod batch;
+pub mod block_plan;
 pub mod config;
 pub mod dashboard;
 pub mod decode;

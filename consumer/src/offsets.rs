@@ -229,6 +229,13 @@ impl Offsets {
         p.high_done = Some(p.high_done.map_or(r.offset, |h| h.max(r.offset)));
     }
 
+    /// The partition's lowest offset read and not yet done, or the one after the highest done: where the group
+    /// would resume if it committed now. `None` before anything was read.
+    pub fn next_pending(&self, topic: &str, partition: i32) -> Option<i64> {
+        let p = self.partition(topic, partition)?;
+        p.outstanding.first().copied().or(p.position())
+    }
+
     /// Positions that moved since the last commit.
     pub fn committable(&self) -> Vec<Position> {
         let mut out: Vec<Position> = self

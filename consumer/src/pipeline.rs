@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::Batch;
+use crate::block_plan::{self, BlockPlan};
 use crate::config::Config;
 use crate::dlq::DlqProducer;
 use crate::error::Error;
@@ -29,7 +30,9 @@ use crate::registry::SchemaRegistry;
 use crate::rows::Decoded;
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::source::Received;
-use crate::source::kafka::{Paused, SourceConsumer, SourceContext, commit_sync};
+use crate::source::kafka::{
+    Paused, SourceConsumer, SourceContext, commit_sync, commit_with_metadata, committed_plans,
+};
 
 /// What the pipeline is made of.
 pub struct Parts {
@@ -67,6 +70,8 @@ pub struct Pipeline {
     snapshot: SharedSnapshot,
     /// Once shutting down, when retrying stops: one grace period for the flush in flight and the last one together.
     give_up_at: Option<Instant>,
+    /// The assignment generation of each partition whose committed block plan was read (once per assignment).
+    plans_read: HashMap<block_plan::Key, u64>,
 }
 
 /// Messages decoded ahead at a time while a batch is read.
@@ -92,6 +97,7 @@ impl Pipeline {
             cfg,
             paused: Paused::default(),
             give_up_at: None,
+            plans_read: HashMap::new(),
         }
     }
 
@@ -187,6 +193,12 @@ impl Pipeline {
         let count = items.len();
         let started = Instant::now();
         let mut entries: Vec<Entry> = items.into_iter().map(Entry::new).collect();
+        let plan = if self.flush.dedups_blocks() {
+            self.plan_blocks(&entries).await
+        } else {
+            BlockPlan::default()
+        };
+        self.flush.set_plan(plan);
         let mut backoff = self.cfg.retry.backoff();
         let consumer = self.consumer.clone();
         loop {
@@ -248,6 +260,64 @@ impl Pipeline {
             commit_ms = (started.elapsed() - written).as_millis() as u64,
             "batch flushed"
         );
+    }
+
+    /// Where this batch's blocks end, one per partition unless a crashed owner's plan for the same position cut
+    /// it earlier; recorded with the group's offsets before anything is inserted (see [`crate::block_plan`]). A
+    /// plan that cannot be read or recorded is logged: the batch is then cut as if fresh, and copies of rows that
+    /// landed before a crash collapse in `FINAL` instead of being dropped by the server.
+    async fn plan_blocks(&mut self, entries: &[Entry]) -> BlockPlan {
+        let mut ranges: HashMap<block_plan::Key, (i64, i64)> = HashMap::new();
+        for e in entries {
+            let m = &e.received.message;
+            let o = m.offset();
+            ranges
+                .entry((m.topic().to_owned(), m.partition()))
+                .and_modify(|(first, last)| {
+                    *first = (*first).min(o);
+                    *last = (*last).max(o);
+                })
+                .or_insert((o, o));
+        }
+        // Only where the batch starts at the position the group would resume from: a plan is committed there.
+        let unread: Vec<(block_plan::Key, u64)> = {
+            let offsets = self.context.offsets();
+            ranges.retain(|(t, p), (first, _)| offsets.next_pending(t, *p) == Some(*first));
+            ranges
+                .keys()
+                .filter_map(|(t, p)| {
+                    let generation = offsets.generation(t, *p)?;
+                    (self.plans_read.get(&(t.clone(), *p)) != Some(&generation))
+                        .then(|| ((t.clone(), *p), generation))
+                })
+                .collect()
+        };
+        let prior = match committed_plans(
+            &self.consumer,
+            unread.iter().map(|(k, _)| k.clone()).collect(),
+        )
+        .await
+        {
+            Ok(prior) => {
+                self.plans_read.extend(unread);
+                if !prior.is_empty() {
+                    tracing::info!(
+                        partitions = prior.len(),
+                        "resuming at a crashed owner's block plan: its blocks are cut as they were"
+                    );
+                }
+                prior
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the committed block plans; cutting this batch as if fresh");
+                HashMap::new()
+            }
+        };
+        let plan = BlockPlan::for_batch(&ranges, &prior);
+        if let Err(e) = commit_with_metadata(&self.consumer, plan.metadata(&ranges)).await {
+            tracing::warn!(error = %e, "could not record the block plan; a batch rebuilt after a crash may be cut elsewhere");
+        }
+        plan
     }
 
     fn pause_assigned(&mut self) {

@@ -11,6 +11,7 @@ use rdkafka::message::Message;
 
 use super::ports::RowSink;
 use super::{Entry, Judged, Stream};
+use crate::block_plan::BlockPlan;
 use crate::offsets::Outcome;
 use crate::rows::TopicRows;
 use crate::sink::clickhouse::insert::RowRef;
@@ -25,6 +26,7 @@ pub(super) async fn isolating<S: RowSink>(
     rows: &TopicRows,
     entries: &mut [Entry],
     judged: &mut Judged,
+    plan: &BlockPlan,
 ) -> Option<Failure> {
     let refs: Vec<RowRef<'_>> = rows
         .rows
@@ -42,7 +44,7 @@ pub(super) async fn isolating<S: RowSink>(
     let tokens = sink.capabilities().dedup_token;
     let routed = sink.routes_by_partition();
     let mut failed = None;
-    for block in blocks(refs, entries, tokens || routed) {
+    for block in blocks(refs, entries, tokens || routed, plan) {
         if let Some(f) = bisecting(sink, stream, &columns, &block, tokens, entries, judged).await {
             // On a cluster the next block may be another shard's: one shard down does not hold back the others'
             // rows (nothing is committed until every row of the batch is in either way).
@@ -56,11 +58,12 @@ pub(super) async fn isolating<S: RowSink>(
 }
 
 /// The rows in insert blocks: one block, or `per_partition` one per partition in offset order (for tokens, and
-/// for a cluster's shards).
+/// for a cluster's shards), cut further where `plan` says a block ends.
 fn blocks<'a>(
     mut refs: Vec<RowRef<'a>>,
     entries: &[Entry],
     per_partition: bool,
+    plan: &BlockPlan,
 ) -> Vec<Vec<RowRef<'a>>> {
     if !per_partition {
         return vec![refs];
@@ -72,10 +75,18 @@ fn blocks<'a>(
     refs.sort_by_key(position);
     let mut out: Vec<Vec<RowRef<'a>>> = Vec::new();
     for r in refs {
+        let (partition, offset) = position(&r);
+        let same_block = out.last().and_then(|b| b.last()).is_some_and(|prev| {
+            let (prev_partition, prev_offset) = position(prev);
+            let topic = entries[r.index].received.message.topic();
+            prev_partition == partition
+                && !plan
+                    .ends(topic, partition)
+                    .iter()
+                    .any(|end| (prev_offset..offset).contains(end))
+        });
         match out.last_mut() {
-            Some(block) if block.first().map(|f| position(f).0) == Some(position(&r).0) => {
-                block.push(r)
-            }
+            Some(block) if same_block => block.push(r),
             _ => out.push(vec![r]),
         }
     }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use rdkafka::message::Message;
 
+use crate::block_plan::BlockPlan;
 use crate::decode::Reader;
 use crate::dlq::Letter;
 use crate::metrics::Metrics;
@@ -144,6 +145,8 @@ pub struct Flush<S, D, R> {
     metrics: Metrics,
     /// What the read loop may decode ahead with.
     snapshot: SharedSnapshot,
+    /// Where the batch being flushed is cut into blocks.
+    plan: BlockPlan,
 }
 
 impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
@@ -162,7 +165,19 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
             streams,
             metrics,
             snapshot: SharedSnapshot::default(),
+            plan: BlockPlan::default(),
         }
+    }
+
+    /// Whether the server drops a block identical to one it has (replicated tables, insert tokens): then the
+    /// pipeline plans where blocks end, so retries and rebuilt batches send the same blocks.
+    pub fn dedups_blocks(&self) -> bool {
+        self.sink.capabilities().dedup_token || self.sink.routes_by_partition()
+    }
+
+    /// Cuts the blocks of the batch about to be flushed where `plan` says.
+    pub fn set_plan(&mut self, plan: BlockPlan) {
+        self.plan = plan;
     }
 
     /// The snapshot this flush publishes after checking its streams.
@@ -239,7 +254,9 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
             let Some(stream) = self.streams.get_mut(topic) else {
                 continue;
             };
-            if let Some(f) = insert::isolating(&self.sink, stream, rows, entries, judged).await {
+            if let Some(f) =
+                insert::isolating(&self.sink, stream, rows, entries, judged, &self.plan).await
+            {
                 // The table may have been dropped or altered under us: check it again before the next try.
                 stream.table_ok = false;
                 judged.retry.get_or_insert(f);

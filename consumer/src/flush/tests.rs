@@ -642,3 +642,32 @@ async fn on_a_cluster_every_block_holds_one_partition_and_names_it() {
         "each block in offset order"
     );
 }
+
+#[tokio::test]
+async fn a_planned_cut_splits_a_partition_into_the_blocks_it_was_sent_as_before() {
+    let mut h = Harness::on(
+        &["t"],
+        FakeClickHouse {
+            routes: true,
+            ..FakeClickHouse::default()
+        },
+    );
+    // A crashed owner sent offsets 0..=3 as one block; the batch rebuilt after it reaches offset 9.
+    let prior = std::collections::HashMap::from([(
+        ("t".to_owned(), 0),
+        crate::block_plan::Recorded {
+            first: 0,
+            ends: vec![3],
+        },
+    )]);
+    let ranges = std::collections::HashMap::from([(("t".to_owned(), 0), (0, 9))]);
+    h.flush
+        .set_plan(crate::block_plan::BlockPlan::for_batch(&ranges, &prior));
+    let mut entries = h.good("t", 0..10);
+    h.flush.attempt(&mut entries, None).await.expect("flushes");
+    assert_eq!(
+        *h.clickhouse.routed.lock().expect("lock"),
+        [(0, 4), (0, 6)],
+        "the crashed owner's block again, then the rest"
+    );
+}

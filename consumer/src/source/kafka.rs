@@ -5,6 +5,7 @@
 //! revoke commits what is already done for the leaving partitions, synchronously, then forgets them; the
 //! pipeline drops their pending messages before its next insert or commit.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -161,6 +162,73 @@ pub async fn commit_sync(
         .await
         .map_err(|e| Error::Config(format!("commit task failed: {e}")))??;
     Ok(())
+}
+
+/// Commits each partition's `(key, offset, metadata)`: the position it already has, again, with a block plan.
+pub async fn commit_with_metadata(
+    consumer: &Arc<SourceConsumer>,
+    entries: Vec<(crate::block_plan::Key, i64, String)>,
+) -> Result<(), Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset, metadata) in &entries {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        if let Some(mut elem) = tpl.find_partition(topic, *partition) {
+            elem.set_metadata(metadata);
+        }
+    }
+    let consumer = consumer.clone();
+    tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+        .await
+        .map_err(|e| Error::Config(format!("commit task failed: {e}")))??;
+    Ok(())
+}
+
+/// The block plans committed with the group's offsets of `keys`, for those whose committed offset is the one the
+/// plan was made at (any other plan is stale).
+pub async fn committed_plans(
+    consumer: &Arc<SourceConsumer>,
+    keys: Vec<crate::block_plan::Key>,
+) -> Result<HashMap<crate::block_plan::Key, crate::block_plan::Recorded>, Error> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in &keys {
+        tpl.add_partition(topic, *partition);
+    }
+    let consumer = consumer.clone();
+    // librdkafka's metadata accessor panics on bytes that are not UTF-8 (some other tool's commit): a panic here
+    // ends the blocking task, which reads as "no plans" below.
+    let committed = tokio::task::spawn_blocking(move || {
+        consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(at) => Some((
+                            (e.topic().to_owned(), e.partition()),
+                            at,
+                            e.metadata().to_owned(),
+                        )),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+    })
+    .await
+    .map_err(|e| Error::Config(format!("reading committed offsets failed: {e}")))??;
+    Ok(committed
+        .into_iter()
+        .filter_map(|(key, at, metadata)| {
+            crate::block_plan::decode(&metadata)
+                .filter(|r| r.first == at)
+                .map(|r| (key, r))
+        })
+        .collect())
 }
 
 /// Pauses or resumes `tps` (those no longer assigned are skipped by librdkafka's error, which is logged).

@@ -2,7 +2,7 @@
 //! for the tests that kill infrastructure under load and then check that every 202 landed once.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -81,6 +81,34 @@ pub struct Seen {
     pub statuses: BTreeMap<u16, u64>,
     /// Non-202 answers without a Retry-After header.
     pub without_retry_after: u64,
+}
+
+impl Seen {
+    /// Checks what every answer under infrastructure trouble must be (202, or 503/429 with Retry-After) and that no
+    /// id was handed out twice; returns the ids of the 202s. Prints the tally under `what`.
+    pub fn accepted_ids(&self, what: &str) -> HashSet<String> {
+        eprintln!(
+            "{what}: statuses {:?}, {} events accepted",
+            self.statuses,
+            self.accepted.len()
+        );
+        assert!(
+            self.statuses.keys().all(|s| matches!(s, 202 | 503 | 429)),
+            "{what}: only 202, 503 or 429: {:?}",
+            self.statuses
+        );
+        assert_eq!(
+            self.without_retry_after, 0,
+            "{what}: every 503 or 429 carries Retry-After"
+        );
+        let ids: HashSet<String> = self.accepted.iter().cloned().collect();
+        assert_eq!(
+            ids.len(),
+            self.accepted.len(),
+            "{what}: the producer never hands out an id twice"
+        );
+        ids
+    }
 }
 
 /// `n` events of the bundled schema, `user_id` spread so they hash to every partition.

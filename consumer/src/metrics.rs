@@ -19,6 +19,7 @@ pub struct Metrics {
     insert_seconds: HistogramVec,
     lag: IntGaugeVec,
     retries: IntCounterVec,
+    failovers: IntCounterVec,
     paused: IntGauge,
     commits: IntCounterVec,
     schema_changes: IntCounterVec,
@@ -133,6 +134,12 @@ impl Metrics {
                 "Transient failures retried, by dependency",
                 &["what"],
             )?,
+            failovers: counter(
+                registry,
+                "sluice_consumer_replica_failovers_total",
+                "Inserts a ClickHouse replica failed and the next replica of its shard was tried, by shard",
+                &["shard"],
+            )?,
             paused,
             commits: counter(
                 registry,
@@ -187,6 +194,14 @@ impl Metrics {
         self.insert_seconds
             .with_label_values(&[table, "error"])
             .observe(took.as_secs_f64());
+    }
+
+    /// An insert failed on a replica of `shard` (0-based, in `clickhouse.cluster.shards` order), and the next one is
+    /// tried.
+    pub fn replica_failover(&self, shard: usize) {
+        self.failovers
+            .with_label_values(&[&(shard + 1).to_string()])
+            .inc();
     }
 
     /// The DLQ acknowledged a poison message.

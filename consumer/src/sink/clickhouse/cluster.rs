@@ -27,6 +27,8 @@ pub struct Replica {
 
 /// A shard's replicas and the one that last took an insert.
 pub struct Shard {
+    /// Its place in `clickhouse.cluster.shards`, 0-based.
+    pub index: usize,
     replicas: Vec<Replica>,
     preferred: AtomicUsize,
 }
@@ -58,7 +60,9 @@ impl Topology {
         let shards = settings
             .replicas()
             .into_iter()
-            .map(|urls| Shard {
+            .enumerate()
+            .map(|(index, urls)| Shard {
+                index,
                 replicas: urls
                     .into_iter()
                     .map(|url| Replica {

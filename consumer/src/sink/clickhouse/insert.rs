@@ -63,6 +63,7 @@ impl ClickHouseSink {
                     // The copy a failed replica may have written is dropped by the next one: a shard's replicas
                     // share its block hashes in ZooKeeper.
                     tracing::warn!(replica = %replica.url, table = %local, partition, error = %e, "insert failed on a replica; trying the next");
+                    self.metrics.replica_failover(shard.index);
                     failed = Some(e);
                 }
                 Err(e) => return Err(e),

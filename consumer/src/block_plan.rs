@@ -21,7 +21,8 @@ pub type Key = (String, i32);
 /// from the batch's first) up to and including its end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlockPlan {
-    ends: HashMap<Key, Vec<i64>>,
+    /// By topic, then partition: looked up per row without building a key.
+    ends: HashMap<String, HashMap<i32, Vec<i64>>>,
 }
 
 /// A plan as read back from a committed offset: the offset it was committed with and the block ends after it.
@@ -37,31 +38,33 @@ impl BlockPlan {
     /// The plan of a batch whose partitions hold `ranges` (first and last offset): one block per partition,
     /// except where `prior` (a crashed owner's plan, starting at the same first offset) cut it earlier.
     pub fn for_batch(ranges: &HashMap<Key, (i64, i64)>, prior: &HashMap<Key, Recorded>) -> Self {
-        let ends = ranges
-            .iter()
-            .map(|(key, &(first, last))| {
-                let mut ends: Vec<i64> = prior
-                    .get(key)
-                    .filter(|r| r.first == first)
-                    .map(|r| {
-                        r.ends
-                            .iter()
-                            .copied()
-                            .filter(|e| (first..last).contains(e))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                ends.push(last);
-                (key.clone(), ends)
-            })
-            .collect();
-        Self { ends }
+        let mut plan = Self::default();
+        for (key, &(first, last)) in ranges {
+            let mut ends: Vec<i64> = prior
+                .get(key)
+                .filter(|r| r.first == first)
+                .map(|r| {
+                    r.ends
+                        .iter()
+                        .copied()
+                        .filter(|e| (first..last).contains(e))
+                        .collect()
+                })
+                .unwrap_or_default();
+            ends.push(last);
+            plan.ends
+                .entry(key.0.clone())
+                .or_default()
+                .insert(key.1, ends);
+        }
+        plan
     }
 
     /// The block ends of `topic`'s partition `partition`; empty when the plan does not cover it (one block).
     pub fn ends(&self, topic: &str, partition: i32) -> &[i64] {
         self.ends
-            .get(&(topic.to_owned(), partition))
+            .get(topic)
+            .and_then(|p| p.get(&partition))
             .map_or(&[], Vec::as_slice)
     }
 
@@ -70,14 +73,16 @@ impl BlockPlan {
         let mut out: Vec<(Key, i64, String)> = self
             .ends
             .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .map(move |(partition, ends)| ((topic.clone(), *partition), ends))
+            })
             .filter_map(|(key, ends)| {
-                let (first, _) = ranges.get(key)?;
+                let (first, _) = ranges.get(&key)?;
                 let ends: Vec<String> = ends.iter().map(i64::to_string).collect();
-                Some((
-                    key.clone(),
-                    *first,
-                    format!("{PREFIX}{first}:{}", ends.join(",")),
-                ))
+                let metadata = format!("{PREFIX}{first}:{}", ends.join(","));
+                Some((key, *first, metadata))
             })
             .collect();
         out.sort();

@@ -74,17 +74,20 @@ fn blocks<'a>(
     };
     refs.sort_by_key(position);
     let mut out: Vec<Vec<RowRef<'a>>> = Vec::new();
+    // The planned ends of the partition of the block being filled, looked up once per partition.
+    let mut ends: &[i64] = &[];
     for r in refs {
         let (partition, offset) = position(&r);
-        let same_block = out.last().and_then(|b| b.last()).is_some_and(|prev| {
-            let (prev_partition, prev_offset) = position(prev);
-            let topic = entries[r.index].received.message.topic();
-            prev_partition == partition
-                && !plan
-                    .ends(topic, partition)
-                    .iter()
-                    .any(|end| (prev_offset..offset).contains(end))
-        });
+        let prev = out.last().and_then(|b| b.last()).map(position);
+        let same_block = match prev {
+            Some((prev_partition, prev_offset)) if prev_partition == partition => {
+                !ends.iter().any(|end| (prev_offset..offset).contains(end))
+            }
+            _ => {
+                ends = plan.ends(entries[r.index].received.message.topic(), partition);
+                false
+            }
+        };
         match out.last_mut() {
             Some(block) if same_block => block.push(r),
             _ => out.push(vec![r]),

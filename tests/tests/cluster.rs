@@ -488,7 +488,13 @@ async fn a_batch_rebuilt_after_a_consumer_kill_is_dropped_by_the_shard_it_landed
     let mut consumer = Process::start(&config)?;
     let local = format!("{}_local", s.table);
     // Partitions 0 and 2 are shard 1's: all their messages, and nothing else, land there.
-    let ends = s.committed_and_ends().await?;
+    // A fresh cluster's group coordinator may still be loading (NotCoordinator): asked until it answers.
+    let ends = eventually(
+        "the partitions' end offsets",
+        Duration::from_secs(60),
+        || async { Ok(Some(s.committed_and_ends().await?)) },
+    )
+    .await?;
     let shard1: i64 = ends
         .iter()
         .filter(|(p, _, _)| p % 2 == 0)
@@ -510,11 +516,13 @@ async fn a_batch_rebuilt_after_a_consumer_kill_is_dropped_by_the_shard_it_landed
     .map_err(|e| anyhow::anyhow!("{e}\n{}", consumer.log()))?;
     // Let it retry shard 2 a few times: nothing may be committed while any row of the batch is not in.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        s.committed_total().await?,
-        0,
-        "nothing committed past a shard that is down"
-    );
+    let committed = eventually(
+        "the group's committed offsets",
+        Duration::from_secs(60),
+        || async { Ok(Some(s.committed_total().await?)) },
+    )
+    .await?;
+    assert_eq!(committed, 0, "nothing committed past a shard that is down");
     let before = duplicated_blocks(0).await?;
     consumer.kill9()?;
     eprintln!("[cluster] consumer killed with {landed} rows on shard 1 and none committed");

@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the two hot paths, per event and per 1000-event batch:
-//! - producer: JSON event → validated Avro record → Confluent bytes (and the whole request body, parse included);
+//! - producer: JSON event → validated Avro record → Confluent bytes (and the whole request body, parse included, on
+//!   the tree path and on the direct path the handler takes for a valid body);
 //! - consumer: Confluent bytes → ClickHouse RowBinary row (`decode_row`, and with a reader prepared once per batch).
 //!
 //! `cargo bench -p sluice-benches --bench hot_paths` (add `-- --quick` for a fast pass).
@@ -64,6 +65,16 @@ fn producer(c: &mut Criterion) {
             }
         });
     });
+    // The handler's path for a valid body: straight from its bytes, no JSON tree (`stream::direct`).
+    g.bench_function("direct_body/1000", |b| {
+        b.iter(|| black_box(path.encode_body(black_box(&body), 10_000).expect("valid")));
+    });
+    let one = serde_json::to_vec(&events[0]).expect("json");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("direct_body/1", |b| {
+        b.iter(|| black_box(path.encode_body(black_box(&one), 10_000).expect("valid")));
+    });
+    g.throughput(Throughput::Elements(1000));
     g.bench_function("parse_validate_encode/1000", |b| {
         b.iter(|| {
             let parsed: Vec<Json> = serde_json::from_slice(black_box(&body)).expect("json");

@@ -1,5 +1,5 @@
 //! The hot paths under test, called through the services' own library code: JSON event → validated Avro →
-//! Confluent bytes (the producer's `stream`, `validate` and `encode`), and Confluent bytes → ClickHouse RowBinary
+//! Confluent bytes (the producer's `stream`, `validate` and `encode`, and the direct path from body bytes), and Confluent bytes → ClickHouse RowBinary
 //! (Avro decoding plus `sluice_schemas::clickhouse::RowPlan`, as the consumer does).
 //!
 //! Every benchmark goes through here, so when those APIs move only this file follows.
@@ -73,6 +73,26 @@ impl ProducerPath {
             });
         }
         Ok(out)
+    }
+
+    /// Encodes one request body straight from its bytes, as the ingest handler does for a valid body.
+    pub fn encode_body(&self, body: &[u8], max_events: usize) -> anyhow::Result<Vec<Encoded>> {
+        let server = ServerSide {
+            tenant: TENANT,
+            received_at: chrono::Utc::now(),
+            ids: IdSource::Mint,
+        };
+        let events = self
+            .stream
+            .encode_body(body, &server, self.limits, max_events)
+            .context("the direct path refused the body")?;
+        Ok(events
+            .into_iter()
+            .map(|e| Encoded {
+                key: e.key,
+                payload: e.payload,
+            })
+            .collect())
     }
 
     /// Validates one request's events into Avro values, without encoding them.

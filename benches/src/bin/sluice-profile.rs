@@ -11,8 +11,10 @@ use sluice_benches::payloads::{ConsumerPath, ProducerPath};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Path {
-    /// JSON body → parse → validate → Avro → Confluent bytes, per request of `--events`.
+    /// JSON body → parse → validate → Avro → Confluent bytes, per request of `--events` (the tree path).
     Producer,
+    /// JSON body bytes → Avro → Confluent bytes on the direct path the handler takes for a valid body.
+    ProducerDirect,
     /// Confluent bytes → RowBinary with a reader registered under the writers' id (one decoder per batch).
     Consumer,
     /// The same with the bundled fallback reader, so every value is resolved.
@@ -43,6 +45,12 @@ fn main() -> anyhow::Result<()> {
             for _ in 0..args.rounds {
                 let parsed: Vec<serde_json::Value> = serde_json::from_slice(black_box(&body))?;
                 black_box(producer.encode_batch(parsed)?);
+            }
+        }
+        Path::ProducerDirect => {
+            let body = serde_json::to_vec(&events)?;
+            for _ in 0..args.rounds {
+                black_box(producer.encode_body(black_box(&body), args.events)?);
             }
         }
         Path::Consumer | Path::ConsumerOtherReader => {

@@ -10,6 +10,7 @@
 //! in `scalar` (single values), `composite` (records, unions, arrays, maps) and `logical` (logical types).
 
 mod composite;
+pub mod direct;
 mod logical;
 mod scalar;
 #[cfg(test)]

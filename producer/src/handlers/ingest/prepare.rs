@@ -10,7 +10,7 @@ use crate::encode::Encoder;
 use crate::error::{ApiError, EventError};
 use crate::handlers::AppState;
 use crate::sink::OutRecord;
-use crate::stream::{IdSource, Prepared, ServerSide, Stream};
+use crate::stream::{Encoded, IdSource, Prepared, ServerSide, Stream};
 use crate::validate::ValidateLimits;
 
 /// Bodies above this are parsed, validated and encoded on the blocking pool, off the async workers.
@@ -89,22 +89,6 @@ impl BuildJob {
             input,
         } = self;
         let limits = &app.limits;
-        let items = match input {
-            Input::Body(body) => parse(body)?,
-            Input::Events(items) => items,
-        };
-        *count = items.len();
-        if items.is_empty() {
-            return Err(ApiError::EmptyBatch);
-        }
-        if items.len() > limits.max_batch_events {
-            return Err(ApiError::BatchTooLarge {
-                got: items.len(),
-                max: limits.max_batch_events,
-            });
-        }
-        let events = admission::admit_events(&app, items.len())?;
-
         let ids = match &idempotency {
             Some(k) => IdSource::Idempotency {
                 tenant: &tenant,
@@ -121,6 +105,39 @@ impl BuildJob {
         let vlimits = ValidateLimits {
             max_string_bytes: limits.max_string_bytes,
         };
+        let items = match input {
+            Input::Body(body) => {
+                // Valid bodies are written straight from their bytes; anything else takes the tree path below,
+                // which reports it.
+                if let Some(encoded) =
+                    stream.encode_body(&body, &server, vlimits, limits.max_batch_events)
+                {
+                    drop(body);
+                    *count = encoded.len();
+                    let events = admission::admit_events(&app, encoded.len())?;
+                    let (records, event_ids) = into_records(encoded, limits.max_message_bytes)?;
+                    return Ok(Built {
+                        records,
+                        event_ids,
+                        _events: events,
+                    });
+                }
+                parse(body)?
+            }
+            Input::Events(items) => items,
+        };
+        *count = items.len();
+        if items.is_empty() {
+            return Err(ApiError::EmptyBatch);
+        }
+        if items.len() > limits.max_batch_events {
+            return Err(ApiError::BatchTooLarge {
+                got: items.len(),
+                max: limits.max_batch_events,
+            });
+        }
+        let events = admission::admit_events(&app, items.len())?;
+
         let prepared = validate_all(&stream, items, &server, vlimits)?;
         let (records, event_ids) = encode_all(&stream, prepared, limits.max_message_bytes)?;
         Ok(Built {
@@ -183,7 +200,7 @@ fn validate_all(
     Ok(prepared)
 }
 
-/// Encodes every event to a record, and collects the events' ids.
+/// Encodes every event of the tree path, then frames them as the direct path does.
 fn encode_all(
     stream: &Stream,
     prepared: Vec<Prepared>,
@@ -191,25 +208,46 @@ fn encode_all(
 ) -> Result<(Vec<OutRecord>, Vec<String>), ApiError> {
     let encoder = Encoder::new(stream.schema(), stream.schema_id)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut records = Vec::with_capacity(prepared.len());
-    let mut event_ids = Vec::with_capacity(prepared.len());
-    for (index, p) in prepared.into_iter().enumerate() {
-        let payload = encoder
-            .encode(&p.value)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        // Checked before anything is sent, so an oversize event cannot leave half a batch written.
-        if payload.len() + p.key.len() > max_message_bytes {
-            return Err(ApiError::EventTooLarge {
-                index,
-                size: payload.len(),
-                max: max_message_bytes,
-            });
-        }
-        records.push(OutRecord {
-            key: p.key,
-            payload,
+    let encoded = prepared
+        .into_iter()
+        .map(|p| {
+            Ok(Encoded {
+                payload: encoder
+                    .encode(&p.value)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                event_id: p.event_id,
+                key: p.key,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    into_records(encoded, max_message_bytes)
+}
+
+/// The records for Kafka and the events' ids, once every event is known to fit in a message.
+fn into_records(
+    encoded: Vec<Encoded>,
+    max_message_bytes: usize,
+) -> Result<(Vec<OutRecord>, Vec<String>), ApiError> {
+    // Checked before anything is sent, so an oversize event cannot leave half a batch written.
+    if let Some((index, e)) = encoded
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.payload.len() + e.key.len() > max_message_bytes)
+    {
+        return Err(ApiError::EventTooLarge {
+            index,
+            size: e.payload.len(),
+            max: max_message_bytes,
         });
-        if let Some(id) = p.event_id {
+    }
+    let mut records = Vec::with_capacity(encoded.len());
+    let mut event_ids = Vec::with_capacity(encoded.len());
+    for e in encoded {
+        records.push(OutRecord {
+            key: e.key,
+            payload: e.payload,
+        });
+        if let Some(id) = e.event_id {
             event_ids.push(id);
         }
     }

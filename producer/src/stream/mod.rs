@@ -8,6 +8,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
+mod direct;
+
+pub use direct::Encoded;
+
 use crate::config::{ConfigProblem, FutureSkew, StreamConfig};
 use crate::validate::{self, FieldError, ValidateLimits};
 
@@ -30,6 +34,8 @@ pub struct Stream {
     event_id_field: Option<String>,
     received_at: Option<(String, TimeUnit)>,
     future: Option<FutureLimit>,
+    /// How events are written straight from the body's bytes, when every field of the schema allows it.
+    direct: Option<direct::EventPlan>,
 }
 
 /// The event-time field a stream uses when `occurred_at_field` is not set and its schema has this field.
@@ -53,11 +59,16 @@ impl FutureLimit {
         let Value::Record(fields) = value else {
             return Ok(());
         };
+        match fields.get_mut(self.index) {
+            Some((_, v)) => self.hold(v, received),
+            None => Ok(()),
+        }
+    }
+
+    /// Holds the field's own value `v` to `received` plus the allowed skew.
+    fn hold(&self, v: &mut Value, received: DateTime<Utc>) -> Result<(), Vec<FieldError>> {
         // A null in an optional field has no time to hold to the limit.
-        let Some(t) = fields
-            .get_mut(self.index)
-            .and_then(|(_, v)| timestamp_mut(v))
-        else {
+        let Some(t) = timestamp_mut(v) else {
             return Ok(());
         };
         let Some(now) = epoch_units(received, self.per_second) else {
@@ -112,6 +123,20 @@ enum TimeUnit {
     Micros,
     Nanos,
     Rfc3339,
+}
+
+impl TimeUnit {
+    /// `t` as the JSON a client would send for a field of this unit.
+    fn json(self, t: DateTime<Utc>) -> Json {
+        match self {
+            TimeUnit::Millis => Json::from(t.timestamp_millis()),
+            TimeUnit::Micros => Json::from(t.timestamp_micros()),
+            TimeUnit::Nanos => Json::from(t.timestamp_nanos_opt().unwrap_or(i64::MAX)),
+            TimeUnit::Rfc3339 => {
+                Json::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            }
+        }
+    }
 }
 
 /// How event ids are chosen for events that did not bring one.
@@ -319,7 +344,7 @@ impl Stream {
             .iter()
             .map(|(n, s)| (n.clone(), (*s).clone()))
             .collect();
-        Ok(Self {
+        let mut stream = Self {
             name: name.to_owned(),
             topic: cfg.topic.clone(),
             subject: cfg.subject(),
@@ -332,7 +357,10 @@ impl Stream {
             event_id_field,
             received_at,
             future,
-        })
+            direct: None,
+        };
+        stream.direct = direct::EventPlan::new(&stream);
+        Ok(stream)
     }
 
     /// The parsed schema.
@@ -378,16 +406,7 @@ impl Stream {
             obj.insert(f.clone(), Json::String(server.tenant.to_owned()));
         }
         if let Some((f, unit)) = &self.received_at {
-            let t = server.received_at;
-            let v = match unit {
-                TimeUnit::Millis => Json::from(t.timestamp_millis()),
-                TimeUnit::Micros => Json::from(t.timestamp_micros()),
-                TimeUnit::Nanos => Json::from(t.timestamp_nanos_opt().unwrap_or(i64::MAX)),
-                TimeUnit::Rfc3339 => {
-                    Json::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                }
-            };
-            obj.insert(f.clone(), v);
+            obj.insert(f.clone(), unit.json(server.received_at));
         }
         if let Some(f) = &self.event_id_field
             && obj.get(f).is_none_or(Json::is_null)

@@ -41,6 +41,10 @@ impl Batch {
     pub fn push(&mut self, r: Received) {
         if self.items.is_empty() {
             self.started = Some(Instant::now());
+            // Growing from nothing to a 50k-message batch copied it about sixteen times over; a batch that is
+            // flushed at all is mostly at least `min_rows` long.
+            self.items
+                .reserve(self.limits.min_rows.min(self.limits.max_rows).max(1));
         }
         self.bytes += size(&r);
         if let Some(ms) = r.message.timestamp().to_millis() {

@@ -168,6 +168,11 @@ impl Metrics {
         self.consumed.with_label_values(&[topic]).inc();
     }
 
+    /// The consumed-messages counter of `topic`, for a caller that counts many messages of one topic.
+    pub fn consumed_counter(&self, topic: &str) -> prometheus::IntCounter {
+        self.consumed.with_label_values(&[topic])
+    }
+
     /// A batch of `messages` is about to be flushed.
     pub fn batch_flushed(&self, messages: usize) {
         self.batch_rows.observe(messages as f64);

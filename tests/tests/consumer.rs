@@ -89,6 +89,31 @@ async fn n_events_land_once_and_offsets_reach_the_partition_ends() -> anyhow::Re
     Ok(())
 }
 
+/// A backlog read in bursts: the read loop takes up to 1000 ready messages at a time and stops a burst when the
+/// batch is full, so a message fetched and not handled would be a gap the commit passes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_read_in_bursts_lands_every_message_once() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_backlog").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let producer = producer()?;
+    let ids = ids(6_000);
+    send_events(&producer, &s.topic, schema_id, &ids).await?;
+
+    let mut config = s.config();
+    config.batch.max_rows = 1_700;
+    config.batch.min_rows = 1_700;
+    let consumer = InProcess::start(config).await?;
+    consumer.ready().await?;
+    s.wait_for_rows(6_000, Duration::from_secs(90)).await?;
+    s.assert_exactly(&ids).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert_eq!(s.committed_total().await?, 6_000, "every message committed");
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_dead_lettered_with_headers_and_replay_lands_it_after_the_fix()
 -> anyhow::Result<()> {

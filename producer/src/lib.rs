@@ -3,6 +3,7 @@
 //!
 //! A request travels `routes` → `handlers::ingest` → `stream` (server-side fields) → `validate` → `encode` → `sink`.
 
+pub mod allocator;
 pub mod auth;
 pub mod config;
 pub mod encode;

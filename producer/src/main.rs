@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    sluice_producer::allocator::return_memory_promptly();
+    sluice_producer::allocator::return_memory_soon();
     sluice_runtime::telemetry::init();
     let path = sluice_runtime::config_file::path_from_env_or(args.config);
     let config = sluice_producer::Config::load(path.as_deref())?;

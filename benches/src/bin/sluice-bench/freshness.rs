@@ -19,11 +19,11 @@ impl Bench {
     /// The freshness row at half of `ingest_max`, judged against p99 ≤ 2 s with every probe seen.
     pub(crate) async fn freshness(&mut self, ingest_max: Option<f64>) -> Row {
         let what = "End-to-end freshness at half load (202 → row visible)";
-        let target = "p99 ≤ 2 s";
+        let target = "p99 ≤ 1 s";
         let max = ingest_max.unwrap_or(0.0);
         match self.freshness_at(max / 2.0).await {
             Ok((lat, missing)) => {
-                let verdict = if missing == 0 && lat.count > 0 && lat.p99_ms <= 2000.0 {
+                let verdict = if missing == 0 && lat.count > 0 && lat.p99_ms <= 1000.0 {
                     Verdict::Met
                 } else {
                     Verdict::Missed

@@ -84,8 +84,8 @@ impl Bench {
                 max_rate,
                 figures.produce_limit,
                 "events",
-                0.5,
-                "≥ 50% of the produce limit",
+                0.6,
+                "≥ 60% of the produce limit",
             ));
             rows.push(cpu_row(
                 "CPU per accepted event at max ingest (the load generator not counted)",

@@ -149,7 +149,7 @@ impl Bench {
                 }
                 Err(e) => rows.push(Row::failed(
                     "Sluice HTTP ingest",
-                    "≥ 50% of the produce limit",
+                    "≥ 60% of the produce limit",
                     &e,
                 )),
             }

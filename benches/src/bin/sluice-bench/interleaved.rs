@@ -51,6 +51,26 @@ fn row(what: &str, sluice: &[f64], limit: &[f64], unit: &str, need: f64, target:
 }
 
 impl Bench {
+    /// Waits until ClickHouse runs no merge in the benchmark's database, or `limit` passes.
+    async fn wait_for_merges(&self, limit: Duration) {
+        let sql = format!(
+            "SELECT count() FROM system.merges WHERE database = '{}'",
+            crate::harness::DATABASE
+        );
+        let end = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < end {
+            match self.ch.query(&sql).await {
+                Ok(n) if n.trim() == "0" => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(e) => {
+                    say(&format!("merges: {e:#}"));
+                    return;
+                }
+            }
+        }
+        say("merges still running after the wait; draining beside them");
+    }
+
     /// Raw produce vs HTTP ingest flat out, then raw insert vs the consumer's drain, `rounds` times each, interleaved.
     pub(crate) async fn interleaved(&mut self, payloads: &[Encoded], rounds: usize) -> Vec<Row> {
         let (mut produce, mut ingest, mut insert, mut drain) = (vec![], vec![], vec![], vec![]);
@@ -99,6 +119,9 @@ impl Bench {
                 Ok(t) => insert.push(t.per_second()),
                 Err(e) => say(&format!("round {r}: raw insert failed: {e:#}")),
             }
+            // The insert's merges run on the same two cores: draining beside them measured 40% below a drain
+            // on a quiet server in the first interleaved run.
+            self.wait_for_merges(Duration::from_secs(60)).await;
             match self.drain_rate(topic, &format!("drain_round_{r}")).await {
                 Ok(rate) => drain.push(rate),
                 Err(e) => say(&format!("round {r}: drain failed: {e:#}")),

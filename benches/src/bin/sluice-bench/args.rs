@@ -64,11 +64,12 @@ pub(crate) struct Args {
     /// Code version to record (e.g. `git describe --always --dirty`).
     #[arg(long, default_value = "unknown")]
     pub(crate) commit: String,
-    /// Phases to run, comma-separated: produce,insert,consume,drain,lake,rounds,ingest,freshness,overload (`rounds`:
+    /// Phases to run, comma-separated: produce,insert,consume,drain,lake,kafka_engine,rounds,ingest,seed,freshness,overload
+    /// (`kafka_engine` and `seed`: the peers; `rounds`:
     /// the produce/ingest and insert/drain pairs again, `--rounds` times each, interleaved, as medians).
     #[arg(
         long,
-        default_value = "produce,insert,consume,drain,lake,rounds,ingest,freshness,overload"
+        default_value = "produce,insert,consume,drain,lake,kafka_engine,rounds,ingest,seed,freshness,overload"
     )]
     pub(crate) phases: String,
     /// How many interleaved runs of each pair the `rounds` phase makes.
@@ -86,14 +87,16 @@ pub(crate) struct Args {
 }
 
 /// Every phase, in the order they run.
-pub(crate) const PHASES: [&str; 9] = [
+pub(crate) const PHASES: [&str; 11] = [
     "produce",
     "insert",
     "consume",
     "drain",
     "lake",
+    "kafka_engine",
     "rounds",
     "ingest",
+    "seed",
     "freshness",
     "overload",
 ];

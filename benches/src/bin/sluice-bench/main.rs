@@ -2,7 +2,8 @@
 //!
 //! 1. the raw produce limit: N Avro payloads straight to the broker with rdkafka (same settings as the producer);
 //! 2. the raw insert limit: the same rows bulk-inserted by `clickhouse-client` into an identical table;
-//! 3. Sluice's consumer draining that pre-filled topic into ClickHouse, then the lake sink draining it as Parquet;
+//! 3. Sluice's consumer draining that pre-filled topic into ClickHouse, then the lake sink draining it as Parquet,
+//!    and ClickHouse's own Kafka engine draining the same events as JSONEachRow (a peer);
 //! 4. Sluice's HTTP ingest flat out, then at half that rate (events/s, ack latency);
 //! 5. end-to-end freshness at half load: HTTP 202 → row visible in ClickHouse;
 //! 6. the producer's memory under 10× overload (VmRSS / VmHWM from /proc);
@@ -21,6 +22,7 @@ mod freshness;
 mod harness;
 mod ingest;
 mod interleaved;
+mod kafka_engine;
 mod lake;
 mod overload;
 mod raw_limits;
@@ -82,6 +84,7 @@ impl Bench {
             || self.phase("insert")
             || self.phase("drain")
             || self.phase("lake")
+            || self.phase("kafka_engine")
             || self.phase("rounds");
         let payloads = if needs_payloads {
             match self.payloads(&drain_topic).await {
@@ -131,6 +134,11 @@ impl Bench {
         if self.phase("lake") {
             rows.push(self.lake(&drain_topic, topic_filled, drain_rate).await);
             rows.append(&mut self.cpu_rows);
+        }
+        if self.phase("kafka_engine")
+            && let Some(p) = &payloads
+        {
+            rows.extend(self.kafka_engine(p, drain_rate).await);
         }
         if self.phase("rounds")
             && let Some(p) = &payloads

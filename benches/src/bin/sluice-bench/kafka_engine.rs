@@ -426,10 +426,9 @@ fn engine_errors(bench: &Bench, from: u64) -> String {
         .filter(|l| {
             (l.contains("Kafka") || l.contains("rdk") || l.contains("librdkafka"))
                 && !l.contains("doesn't exist")
-                && !l
-                    .starts_with(char::is_numeric)
-                    .then_some(())
-                    .is_none_or(|_| l.len() < 20)
+                // A log entry starts with its date; continuation lines and stack frames do not.
+                && l.starts_with(char::is_numeric)
+                && l.len() >= 20
         })
         .collect();
     match lines.last() {

@@ -9,11 +9,12 @@ use sluice_benches::loadgen::{self, LoadConfig};
 use sluice_benches::payloads::Encoded;
 use sluice_benches::report::{Row, Verdict, per_s};
 
+use crate::Figures;
 use crate::harness::Bench;
 use crate::say;
 
 /// Median, min and max of `xs` (not empty).
-fn spread(xs: &[f64]) -> (f64, f64, f64) {
+pub(crate) fn spread(xs: &[f64]) -> (f64, f64, f64) {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let median = if v.len() % 2 == 1 {
@@ -24,7 +25,8 @@ fn spread(xs: &[f64]) -> (f64, f64, f64) {
     (median, v[0], v[v.len() - 1])
 }
 
-fn spread_text(xs: &[f64], unit: &str) -> String {
+/// `median unit/s [min–max]` of `xs`.
+pub(crate) fn spread_text(xs: &[f64], unit: &str) -> String {
     let (m, lo, hi) = spread(xs);
     format!("{} [{}–{}]", per_s(m, unit), per_s(lo, ""), per_s(hi, ""))
         .replace(" /s]", "]")
@@ -72,7 +74,12 @@ impl Bench {
     }
 
     /// Raw produce vs HTTP ingest flat out, then raw insert vs the consumer's drain, `rounds` times each, interleaved.
-    pub(crate) async fn interleaved(&mut self, payloads: &[Encoded], rounds: usize) -> Vec<Row> {
+    pub(crate) async fn interleaved(
+        &mut self,
+        payloads: &[Encoded],
+        rounds: usize,
+        figures: &mut Figures,
+    ) -> Vec<Row> {
         let (mut produce, mut ingest, mut insert, mut drain) = (vec![], vec![], vec![], vec![]);
         let mut topics = Vec::new();
         match self.start_producer(&self.name("rounds_ingest")).await {
@@ -127,6 +134,7 @@ impl Bench {
                 Err(e) => say(&format!("round {r}: drain failed: {e:#}")),
             }
         }
+        figures.ingest_rounds.clone_from(&ingest);
         // The single-run phases already report CPU per row; the rounds' own would only repeat it.
         self.cpu_rows.clear();
         let n = rounds;

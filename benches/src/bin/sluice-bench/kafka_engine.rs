@@ -21,6 +21,7 @@ use sluice_benches::report::{Row, Verdict, per_s};
 use tokio::time::Instant;
 
 use crate::harness::{Bench, DATABASE, PARTITIONS};
+use crate::interleaved::spread;
 use crate::say;
 
 /// `kafka_num_consumers` settings tried: one consumer, and one per core.
@@ -388,19 +389,6 @@ fn scalar(v: Value) -> anyhow::Result<Json> {
         Value::Union(_, inner) => scalar(*inner)?,
         other => anyhow::bail!("unexpected Avro value {other:?}"),
     })
-}
-
-/// Median, min and max of `xs` (not empty).
-fn spread(xs: &[f64]) -> (f64, f64, f64) {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    let median = if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    };
-    (median, v[0], v[v.len() - 1])
 }
 
 /// ClickHouse's error log, next to the stack's pid files.

@@ -6,13 +6,15 @@
 //!    and ClickHouse's own Kafka engine draining the same events as JSONEachRow (a peer);
 //! 4. Sluice's HTTP ingest flat out, then at half that rate (events/s, ack latency);
 //! 5. end-to-end freshness at half load: HTTP 202 → row visible in ClickHouse;
-//! 6. the producer's memory under 10× overload (VmRSS / VmHWM from /proc);
+//! 6. a seed-style FastAPI + confluent-kafka ingest service under the same load (a peer, `seed`);
+//! 7. the producer's memory under 10× overload (VmRSS / VmHWM from /proc);
 //!
 //! then prints each Sluice figure as a share of its limit and, with `--output`, adds the table to BENCHMARKS.md.
 //! The producer and consumer run as real processes from the binaries next to this one (`target/<profile>/`).
 //! Every phase is bounded in time; a phase that fails is reported as "not measured" and the rest still run.
 //!
-//! One module per phase (`raw_limits`, `drain`, `lake`, `ingest`, `single_event`, `freshness`, `overload`), each adding
+//! One module per phase (`raw_limits`, `drain`, `lake`, `kafka_engine`, `interleaved`, `ingest`, `single_event`,
+//! `freshness`, `seed`, `overload`), each adding
 //! its methods to the shared [`harness::Bench`]; [`Bench::run_phases`] below decides which run and in what order,
 //! since later phases compare against the figures of earlier ones.
 
@@ -27,6 +29,7 @@ mod lake;
 mod overload;
 mod raw_limits;
 mod report;
+mod seed;
 mod single_event;
 mod stack;
 
@@ -71,6 +74,8 @@ pub(crate) struct Figures {
     pub(crate) insert_limit: Option<f64>,
     /// Sluice's HTTP ingest flat out, accepted events/s.
     pub(crate) ingest_max: Option<f64>,
+    /// Sluice's HTTP ingest flat out in each interleaved round, accepted events/s.
+    pub(crate) ingest_rounds: Vec<f64>,
 }
 
 impl Bench {
@@ -144,7 +149,7 @@ impl Bench {
             && let Some(p) = &payloads
         {
             let rounds = self.args.rounds;
-            rows.extend(self.interleaved(p, rounds).await);
+            rows.extend(self.interleaved(p, rounds, &mut figures).await);
         }
         // The HTTP phases never use the encoded events: give their memory back before the services run flat out.
         drop(payloads);
@@ -161,6 +166,15 @@ impl Bench {
                     &e,
                 )),
             }
+        }
+        if self.phase("seed") {
+            // The rounds' medians when they ran, so the peer's median stands beside Sluice's.
+            let sluice = if figures.ingest_rounds.is_empty() {
+                figures.ingest_max.into_iter().collect()
+            } else {
+                figures.ingest_rounds.clone()
+            };
+            rows.extend(self.seed(&sluice).await);
         }
         if self.phase("overload") {
             rows.push(self.overload(figures.ingest_max).await);

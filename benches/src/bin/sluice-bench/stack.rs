@@ -233,8 +233,19 @@ partitions = {PARTITIONS}
         rate: Option<f64>,
         duration: f64,
     ) -> LoadConfig {
+        self.load_at(&svc.base_url, stream, rate, duration)
+    }
+
+    /// [`Bench::load`] on any server that serves the producer's route at `base_url` (the seed-style peer).
+    pub(crate) fn load_at(
+        &self,
+        base_url: &str,
+        stream: &str,
+        rate: Option<f64>,
+        duration: f64,
+    ) -> LoadConfig {
         LoadConfig {
-            url: format!("{}/v1/streams/{stream}/events", svc.base_url),
+            url: format!("{base_url}/v1/streams/{stream}/events"),
             key: KEY.into(),
             connections: self.args.connections,
             batch: self.args.batch,

@@ -1,7 +1,7 @@
 //! Sluice's HTTP ingest on one producer process: after a short warm-up, closed-loop load flat out (accepted
 //! events/s against the raw produce limit, since Kafka is what the producer waits on), then paced at half that rate
 //! (ack latency where the producer is not saturated), then single-event requests ([`crate::single_event`]).
-//! The flat-out figure is also the base of the freshness and overload phases.
+//! The flat-out figure is also the base of the seed peer's and the overload phases.
 
 use std::time::Duration;
 
@@ -17,7 +17,8 @@ use sluice_benches::cpu::CpuMeter;
 
 impl Bench {
     /// Flat out, then half of it, then single events, on one producer; records the maximum in `figures` and adds
-    /// the ingest rows only when the ingest phase is selected (freshness alone needs just the maximum).
+    /// the ingest rows only when the ingest phase is selected (the seed peer or the overload alone need just the
+    /// maximum).
     pub(crate) async fn ingest(
         &mut self,
         rows: &mut Vec<Row>,

@@ -12,9 +12,9 @@ impl Bench {
     /// Single-event requests flat out on `svc`: the table row, and the load report for the statuses note.
     pub(crate) async fn single_event(&self, svc: &Service) -> anyhow::Result<(Row, LoadReport)> {
         // Each request waits for its Kafka ack (linger.ms included), so a closed loop over few connections measures
-        // latency, not capacity: this phase offers 8x the connections.
+        // latency, not capacity: this phase has its own, larger connection count.
         let single_secs = (self.args.duration / 2.0).max(3.0);
-        let single_connections = self.args.connections * 8;
+        let single_connections = self.args.single_connections;
         say(&format!(
             "ingest: single-event requests flat out for {single_secs} s"
         ));

@@ -8,6 +8,7 @@ use std::time::Instant;
 use rdkafka::message::Message;
 
 use crate::config::BatchSettings;
+use crate::flush::Entry;
 use crate::source::Received;
 
 fn size(r: &Received) -> usize {
@@ -17,7 +18,8 @@ fn size(r: &Received) -> usize {
 /// The messages read since the last flush.
 #[derive(Debug)]
 pub struct Batch {
-    items: Vec<Received>,
+    /// Held as the flush's entries already: wrapping 50k messages when the flush starts moved each one again.
+    items: Vec<Entry>,
     bytes: usize,
     started: Option<Instant>,
     /// Kafka timestamp (ms since the epoch) of the newest message, when it has one.
@@ -50,11 +52,11 @@ impl Batch {
         if let Some(ms) = r.message.timestamp().to_millis() {
             self.newest_ms = Some(ms);
         }
-        self.items.push(r);
+        self.items.push(Entry::new(r));
     }
 
     /// The messages held, in the order read.
-    pub fn items(&self) -> &[Received] {
+    pub fn items(&self) -> &[Entry] {
         &self.items
     }
 
@@ -88,7 +90,7 @@ impl Batch {
     }
 
     /// Empties the batch, handing over its messages.
-    pub fn take(&mut self) -> Vec<Received> {
+    pub fn take(&mut self) -> Vec<Entry> {
         self.bytes = 0;
         self.started = None;
         self.newest_ms = None;

@@ -212,13 +212,19 @@ impl Offsets {
     /// Settles a message's receipt with what became of it. A revoked message's receipt is stale already and
     /// settles nothing; so does any receipt of an earlier assignment.
     pub fn settle(&mut self, r: Receipt, outcome: Outcome) {
+        self.settle_held(&r, outcome);
+    }
+
+    /// [`Offsets::settle`] for a receipt its holder drops right after: a batch's entries are settled and removed
+    /// in place, since moving each (its message with it) out of the vector first was 3.5% of the consumer's CPU.
+    pub fn settle_held(&mut self, r: &Receipt, outcome: Outcome) {
         match outcome {
             Outcome::Inserted | Outcome::DeadLettered | Outcome::Ignored => self.complete(r),
             Outcome::Revoked => {}
         }
     }
 
-    fn complete(&mut self, r: Receipt) {
+    fn complete(&mut self, r: &Receipt) {
         let Some(p) = self.partition_mut(&r.topic, r.partition) else {
             return;
         };

@@ -176,14 +176,16 @@ impl Pipeline {
             }
             if due {
                 // At most one flush runs, and the next waits for it, which bounds memory to two batches.
-                let items = batch.take();
-                predecode_into(&snapshot.current(), &items, decoded_upto, &mut pre);
-                let pre = std::mem::take(&mut pre);
+                let entries = batch.take();
+                predecode_into(&snapshot.current(), &entries, decoded_upto, &mut pre);
+                let ahead = std::mem::take(&mut pre);
                 decoded_upto = 0;
                 let mut pipeline = flusher.idle().await;
+                // The flush before this one is done with its buffers: the batch read next fills them.
+                pre.add_spare(pipeline.flush.take_spare());
                 let shutdown = shutdown.clone();
                 flusher = Flusher::Busy(Box::pin(async move {
-                    pipeline.write(items, Some(pre), &shutdown).await;
+                    pipeline.write(entries, Some(ahead), &shutdown).await;
                     pipeline
                 }));
             }
@@ -205,20 +207,19 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Writes `items` until every message in it has an outcome, or gives up when the shutdown grace runs out.
+    /// Writes `entries` until every message in it has an outcome, or gives up when the shutdown grace runs out.
     async fn write(
         &mut self,
-        items: Vec<Received>,
+        mut entries: Vec<Entry>,
         mut ahead: Option<Decoded>,
         shutdown: &CancellationToken,
     ) {
-        if items.is_empty() {
+        if entries.is_empty() {
             return;
         }
-        self.metrics.batch_flushed(items.len());
-        let count = items.len();
+        self.metrics.batch_flushed(entries.len());
+        let count = entries.len();
         let started = Instant::now();
-        let mut entries: Vec<Entry> = items.into_iter().map(Entry::new).collect();
         let plan = if self.flush.dedups_blocks() {
             self.plan_blocks(&entries).await
         } else {

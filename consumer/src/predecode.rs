@@ -13,7 +13,7 @@ use apache_avro::Schema;
 
 use crate::decode::Reader;
 use crate::rows::{Decoded, SchemaLookup, Writer, decode_into};
-use crate::source::Received;
+use crate::flush::Entry;
 
 /// What one stream's rows can be decoded with.
 #[derive(Debug, Clone)]
@@ -66,12 +66,12 @@ impl SharedSnapshot {
 /// Decodes every message of `items[from..]` that `snapshot` can, adding to `out`, so that a batch can be decoded a
 /// chunk at a time as it is read; the rest are left to the flush, as is a chunk whose snapshot has another reader
 /// than the rows already in `out`.
-pub fn predecode_into(snapshot: &Snapshot, items: &[Received], from: usize, out: &mut Decoded) {
+pub fn predecode_into(snapshot: &Snapshot, items: &[Entry], from: usize, out: &mut Decoded) {
     let messages = items
         .iter()
         .enumerate()
         .skip(from)
-        .map(|(i, r)| (i, &r.message));
+        .map(|(i, e)| (i, &e.received.message));
     // Poison is the flush's to classify and dead-letter: it decodes these messages again.
     let _left_to_the_flush = decode_into(snapshot, messages, out);
 }
@@ -80,6 +80,7 @@ pub fn predecode_into(snapshot: &Snapshot, items: &[Received], from: usize, out:
 mod tests {
     use super::*;
     use crate::offsets::{Offsets, TopicPartition};
+    use crate::source::Received;
     use apache_avro::types::Value;
     use rdkafka::Timestamp;
     use rdkafka::message::OwnedMessage;
@@ -87,8 +88,8 @@ mod tests {
 
     const SCHEMA: &str = r#"{"type":"record","name":"E","fields":[{"name":"id","type":"string"}]}"#;
 
-    fn message(o: &mut Offsets, topic: &str, offset: i64, payload: Vec<u8>) -> Received {
-        Received {
+    fn message(o: &mut Offsets, topic: &str, offset: i64, payload: Vec<u8>) -> Entry {
+        Entry::new(Received {
             message: OwnedMessage::new(
                 Some(payload),
                 None,
@@ -99,7 +100,7 @@ mod tests {
                 None,
             ),
             receipt: o.received(topic, 0, offset).expect("assigned"),
-        }
+        })
     }
 
     fn framed(schema: &Schema, id: u32, value: &str) -> Vec<u8> {
@@ -152,5 +153,15 @@ mod tests {
         predecode_into(&snapshot, &items, 2, &mut chunked);
         let c = &chunked.topics["t"];
         assert_eq!((&c.buf, &c.rows), (&t.buf, &t.rows));
+
+        // The next batch fills the same buffers, emptied, instead of growing new ones.
+        let (ptr, rows_ptr) = (t.buf.as_ptr(), t.rows.as_ptr());
+        let mut next = Decoded::default();
+        next.add_spare(pre.into_spare());
+        predecode_into(&snapshot, &items[3..], 0, &mut next);
+        let n = &next.topics["t"];
+        assert_eq!((n.buf.as_ptr(), n.rows.as_ptr()), (ptr, rows_ptr));
+        assert_eq!(&n.buf[n.rows[0].1.clone()], &[1, b'd']);
+        assert_eq!(n.rows.len(), 1);
     }
 }

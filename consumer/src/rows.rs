@@ -27,9 +27,45 @@ pub struct TopicRows {
 pub struct Decoded {
     /// Rows by topic.
     pub topics: HashMap<String, TopicRows>,
+    /// Emptied buffers of an earlier batch, taken before allocating: a batch's rows are megabytes, and growing
+    /// fresh ones each batch cost a fifth of the consumer's CPU in copies and page faults (zeroed huge pages).
+    spare: Vec<RowBuffers>,
 }
 
+/// A topic's emptied row buffers, kept with their capacity.
+#[derive(Debug, Default)]
+pub struct RowBuffers {
+    buf: Vec<u8>,
+    rows: Vec<(usize, Range<usize>)>,
+}
+
+/// Spare buffer sets kept at most: one per topic of a batch is all the next batch can use.
+const MAX_SPARE: usize = 16;
+
 impl Decoded {
+    /// Empties the rows, keeping their buffers for the next batch (with any spare ones not used yet).
+    pub fn into_spare(self) -> Vec<RowBuffers> {
+        let mut spare = self.spare;
+        for (_, t) in self.topics {
+            let (mut buf, mut rows) = (t.buf, t.rows);
+            buf.clear();
+            rows.clear();
+            spare.push(RowBuffers { buf, rows });
+        }
+        spare.truncate(MAX_SPARE);
+        spare
+    }
+
+    /// Adds emptied buffers to take before allocating new ones.
+    pub fn add_spare(&mut self, spare: Vec<RowBuffers>) {
+        self.spare.extend(spare);
+        // The largest first: `pop` takes from the end.
+        self.spare.sort_by_key(|b| b.buf.capacity());
+        if self.spare.len() > MAX_SPARE {
+            self.spare.drain(..self.spare.len() - MAX_SPARE);
+        }
+    }
+
     /// Keeps only the topics whose rows were encoded for the reader `current` gives now.
     pub fn retain_current(&mut self, current: impl Fn(&str) -> Option<Arc<Reader>>) {
         self.topics
@@ -114,10 +150,11 @@ pub fn decode_into<'m, L: SchemaLookup>(
             }
         };
         if !out.topics.contains_key(topic) {
+            let RowBuffers { buf, rows } = out.spare.pop().unwrap_or_default();
             let fresh = TopicRows {
                 reader: reader.clone(),
-                buf: Vec::new(),
-                rows: Vec::new(),
+                buf,
+                rows,
             };
             out.topics.insert(topic.to_owned(), fresh);
         }

@@ -5,7 +5,10 @@
 //! Revoking a partition forgets it: receipts of the old assignment are then ignored, so rows that were still
 //! pending when the partition left can never move its committed offset.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+// Looked up for every message read and every one settled: SipHash over the topic was 3-4% of the CPU.
+use foldhash::HashMap;
 use std::sync::Arc;
 
 /// A topic and partition.
@@ -133,7 +136,7 @@ impl Offsets {
                 .entry(name.clone())
                 .or_insert_with(|| Topic {
                     name,
-                    partitions: HashMap::new(),
+                    partitions: HashMap::default(),
                 })
                 .partitions
                 .insert(

@@ -27,8 +27,8 @@ pub struct SnapshotStream {
 /// Streams by topic.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Decodable streams by topic.
-    pub streams: HashMap<String, SnapshotStream>,
+    /// Decodable streams by topic (looked up for every message read).
+    pub streams: foldhash::HashMap<String, SnapshotStream>,
 }
 
 impl SchemaLookup for Snapshot {
@@ -118,7 +118,7 @@ mod tests {
         let schema = Arc::new(Schema::parse_str(SCHEMA).expect("parses"));
         let reader = Arc::new(Reader::new(Some(1), Some(1), schema.clone()).expect("maps"));
         let snapshot = Snapshot {
-            streams: HashMap::from([(
+            streams: foldhash::HashMap::from_iter([(
                 "t".to_string(),
                 SnapshotStream {
                     reader: reader.clone(),

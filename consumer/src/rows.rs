@@ -1,7 +1,6 @@
 //! A batch's rows, decoded and encoded for ClickHouse, by topic; and the one loop that decodes them, used both by
 //! the read-ahead (between reads, with what the last flush checked) and by the flush itself.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -26,7 +25,7 @@ pub struct TopicRows {
 #[derive(Debug, Default)]
 pub struct Decoded {
     /// Rows by topic.
-    pub topics: HashMap<String, TopicRows>,
+    pub topics: foldhash::HashMap<String, TopicRows>,
     /// Emptied buffers of an earlier batch, taken before allocating: a batch's rows are megabytes, and growing
     /// fresh ones each batch cost a fifth of the consumer's CPU in copies and page faults (zeroed huge pages).
     spare: Vec<RowBuffers>,

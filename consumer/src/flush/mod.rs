@@ -225,8 +225,18 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
 
     /// Messages of topics no stream reads (impossible with `subscribe`) have nothing to be kept for.
     fn ignore_unconfigured(&self, entries: &mut [Entry]) {
+        // A batch is runs of one topic: hashing it for every entry was most of this loop.
+        let mut last: Option<(String, bool)> = None;
         for e in entries.iter_mut().filter(|e| e.is_pending()) {
-            if !self.streams.contains_key(e.topic()) {
+            let known = match &last {
+                Some((topic, known)) if topic == e.topic() => *known,
+                _ => {
+                    let known = self.streams.contains_key(e.topic());
+                    last = Some((e.topic().to_owned(), known));
+                    known
+                }
+            };
+            if !known {
                 e.outcome = Some(Outcome::Ignored);
             }
         }

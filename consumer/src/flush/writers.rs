@@ -36,11 +36,18 @@ pub(super) async fn resolve<R: SchemaSource>(
     entries: &[super::Entry],
 ) -> Result<Writers, Failure> {
     let mut writers = Writers::default();
+    // A batch is long runs of one topic and writer: looking each message up again (a topic copy and two hashes
+    // per message) was 2% of the consumer's CPU while draining.
+    let mut last: Option<(&str, u32)> = None;
     for e in entries.iter().filter(|e| e.is_pending()) {
         // Unframed bytes are the decode step's to judge.
         let Ok(id) = writer_id(e.received.message.payload()) else {
             continue;
         };
+        if last == Some((e.topic(), id)) {
+            continue;
+        }
+        last = Some((e.topic(), id));
         if let Entry::Vacant(slot) = writers.by_id.entry(id) {
             let schema = match registry.schema_by_id(id).await {
                 Ok(s) => Ok(s),

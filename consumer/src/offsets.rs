@@ -134,12 +134,7 @@ impl Partition {
     /// The offset the group may resume from: the oldest outstanding message, or one past the newest done one.
     fn position(&self) -> Option<i64> {
         let done = self.high_done?;
-        Some(
-            self.outstanding
-                .first()
-                .unwrap_or(done + 1)
-                .min(done + 1),
-        )
+        Some(self.outstanding.first().unwrap_or(done + 1).min(done + 1))
     }
 }
 

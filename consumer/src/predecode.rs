@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use apache_avro::Schema;
 
 use crate::decode::Reader;
-use crate::rows::{Decoded, SchemaLookup, Writer, decode_into};
 use crate::flush::Entry;
+use crate::rows::{Decoded, SchemaLookup, Writer, decode_into};
 
 /// What one stream's rows can be decoded with.
 #[derive(Debug, Clone)]

@@ -53,6 +53,8 @@ async fn main() -> anyhow::Result<()> {
     ));
     bench.preflight().await?;
     let mut rows = bench.run_phases().await;
+    let versions = bench.stack_versions().await;
+    bench.notes.insert(0, format!("Stack: {versions}."));
     if let Some(dir) = &bench.args.criterion_dir {
         rows.extend(report::criterion_rows(dir));
     }

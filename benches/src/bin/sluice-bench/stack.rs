@@ -215,6 +215,32 @@ partitions = {PARTITIONS}
         p
     }
 
+    /// `Apache Kafka 4.4.0, ClickHouse 18.16.1`: what the run measured against, from the running broker's class
+    /// path (`scripts/stack` installs one version per directory) and ClickHouse's `version()`.
+    pub(crate) async fn stack_versions(&self) -> String {
+        let kafka = self
+            .stack_pid("broker")
+            .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .and_then(|cmd| {
+                let cmd = String::from_utf8_lossy(&cmd).into_owned();
+                let at = cmd.find("/kafka-")? + "/kafka-".len();
+                let version: String = cmd[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
+                (!version.is_empty()).then_some(version)
+            })
+            .map_or_else(
+                || "Kafka at --kafka (version unknown: not the stack's broker)".into(),
+                |v| format!("Apache Kafka {v} (KRaft, one node)"),
+            );
+        let clickhouse = match self.ch.query("SELECT version()").await {
+            Ok(v) => format!("ClickHouse {}", v.trim()),
+            Err(e) => format!("ClickHouse version unknown ({e})"),
+        };
+        format!("{kafka}, {clickhouse}")
+    }
+
     /// A service's Prometheus text, for figures only it knows.
     pub(crate) async fn scrape(&self, svc: &Service) -> anyhow::Result<String> {
         let resp = self

@@ -58,8 +58,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = &bench.args.criterion_dir {
         rows.extend(report::criterion_rows(dir));
     }
+    // Results first: cleanup talks to the broker and ClickHouse, and what it fails at must not cost the run.
+    bench.publish(rows)?;
     bench.cleanup().await;
-    bench.publish(rows)
+    Ok(())
 }
 
 /// Progress for the operator, on stderr so stdout carries only the results table.

@@ -8,6 +8,8 @@
 //! | `Bool`                                    | 21.12  | the release that added the type                             |
 //! | `Map(String, T)`                          | 22.3   | first LTS where `Map` needs no experimental setting         |
 //! | `insert_deduplication_token`              | 22.3   | added in 22.2; 22.3 is the first LTS that has it            |
+//! | the `async_insert` setting                | 21.11  | added in 21.11; 26.x turns it on by default, so Sluice      |
+//! |                                           |        | sends `async_insert = 0` with every insert it makes         |
 //! | column comments on replicated tables      | 20.1   | 18.16 refuses the second replica of a table whose columns   |
 //! |                                           |        | have comments ("structure in ZooKeeper is too different");  |
 //! |                                           |        | tested only there, so the first release we map newer types  |
@@ -30,6 +32,8 @@ pub struct Capabilities {
     pub dedup_token: bool,
     /// `COMMENT` on the columns of a replicated table.
     pub replicated_comments: bool,
+    /// The `async_insert` setting (a server may default it to on: Sluice's inserts turn it off).
+    pub async_insert: bool,
 }
 
 impl Capabilities {
@@ -41,6 +45,7 @@ impl Capabilities {
         map_type: false,
         dedup_token: false,
         replicated_comments: false,
+        async_insert: false,
     };
 
     /// Everything this module knows of.
@@ -51,6 +56,7 @@ impl Capabilities {
         map_type: true,
         dedup_token: true,
         replicated_comments: true,
+        async_insert: true,
     };
 
     /// What a server of `major.minor` accepts.
@@ -63,6 +69,7 @@ impl Capabilities {
             map_type: at_least(22, 3),
             dedup_token: at_least(22, 3),
             replicated_comments: at_least(20, 1),
+            async_insert: at_least(21, 11),
         }
     }
 
@@ -95,6 +102,7 @@ mod tests {
         );
         let v21_8 = Capabilities::of_version(21, 8);
         assert!(v21_8.datetime64 && !v21_8.bool_type && !v21_8.map_type && !v21_8.dedup_token);
+        assert!(!v21_8.async_insert && Capabilities::of_version(21, 11).async_insert);
         let v21_12 = Capabilities::of_version(21, 12);
         assert!(v21_12.bool_type && !v21_12.map_type);
         assert_eq!(Capabilities::of_version_text("garbage"), None);

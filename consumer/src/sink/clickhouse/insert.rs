@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use sluice_schemas::clickhouse::Capabilities;
 
 use super::ClickHouseSink;
 
@@ -18,15 +19,31 @@ pub struct RowRef<'a> {
     pub bytes: &'a [u8],
 }
 
-/// The INSERT statement for RowBinary rows; with a token, a server that has already seen it in the table's
-/// deduplication window drops the block instead of writing it again.
-pub fn insert_sql(table: &str, columns: &str, token: Option<&str>) -> String {
-    match token {
-        Some(token) => format!(
-            "INSERT INTO {table} ({columns}) SETTINGS insert_deduplication_token = '{}' FORMAT RowBinary",
+/// The INSERT statement for RowBinary rows on a server that accepts `caps`. With a token, a server that has already
+/// seen it in the table's deduplication window drops the block instead of writing it again.
+///
+/// Exactly-once rests on what these settings mean, so they are sent rather than left to the server's defaults:
+/// `async_insert = 0` (26.x defaults it to 1, which buffers rows on the server and acknowledges before they are in a
+/// part, and deduplicates by other rules) and, with a token, `insert_deduplicate = 1`.
+pub fn insert_sql(table: &str, columns: &str, token: Option<&str>, caps: Capabilities) -> String {
+    let mut settings = Vec::new();
+    if caps.async_insert {
+        settings.push("async_insert = 0".to_owned());
+    }
+    if let Some(token) = token {
+        settings.push("insert_deduplicate = 1".to_owned());
+        settings.push(format!(
+            "insert_deduplication_token = '{}'",
             token.replace('\\', "\\\\").replace('\'', "\\'")
-        ),
-        None => format!("INSERT INTO {table} ({columns}) FORMAT RowBinary"),
+        ));
+    }
+    if settings.is_empty() {
+        format!("INSERT INTO {table} ({columns}) FORMAT RowBinary")
+    } else {
+        format!(
+            "INSERT INTO {table} ({columns}) SETTINGS {} FORMAT RowBinary",
+            settings.join(", ")
+        )
     }
 }
 
@@ -84,7 +101,7 @@ impl ClickHouseSink {
         token: Option<&str>,
     ) -> Result<(), clickhouse::error::Error> {
         let started = Instant::now();
-        let sql = insert_sql(into, columns, token);
+        let sql = insert_sql(into, columns, token, self.capabilities());
         let mut insert = client
             .insert_formatted_with(sql)
             .with_timeouts(Some(self.timeout), Some(self.timeout));
@@ -119,5 +136,40 @@ impl ClickHouseSink {
             Err(_) => self.metrics.insert_failed(table, started.elapsed()),
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_servers_get_explicit_exactly_once_settings() {
+        assert_eq!(
+            insert_sql("db.t", "`a`", Some("t:0:1-2"), Capabilities::CURRENT),
+            "INSERT INTO db.t (`a`) SETTINGS async_insert = 0, insert_deduplicate = 1, \
+             insert_deduplication_token = 't:0:1-2' FORMAT RowBinary"
+        );
+        assert_eq!(
+            insert_sql("db.t", "`a`", None, Capabilities::CURRENT),
+            "INSERT INTO db.t (`a`) SETTINGS async_insert = 0 FORMAT RowBinary"
+        );
+    }
+
+    #[test]
+    fn legacy_servers_get_no_setting_they_lack() {
+        assert_eq!(
+            insert_sql("db.t", "`a`", None, Capabilities::LEGACY),
+            "INSERT INTO db.t (`a`) FORMAT RowBinary"
+        );
+    }
+
+    #[test]
+    fn tokens_are_quoted() {
+        let sql = insert_sql("t", "`a`", Some(r"it's\"), Capabilities::CURRENT);
+        assert!(
+            sql.contains(r"insert_deduplication_token = 'it\'s\\'"),
+            "{sql}"
+        );
     }
 }

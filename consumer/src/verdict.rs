@@ -128,6 +128,20 @@ pub fn insert_verdict(err: &clickhouse::error::Error) -> Verdict {
     }
 }
 
+/// Whether `failure` is a refusal of the block's shape rather than of any row in it: its halves, inserted on their
+/// own, can land. Today that is one: more partitions in one INSERT block than the server's
+/// `max_partitions_per_insert_block` (100 by default since 19.x; a backfill spanning years of months hits it).
+/// It shares code 252 with "too many parts", which is the server's and waits, so the text decides.
+pub fn is_block_shape(failure: &Failure) -> bool {
+    match failure {
+        Failure::Insert(clickhouse::error::Error::BadResponse(text)) => {
+            clickhouse_code(text) == Some(252)
+                && text.contains("Too many partitions for single INSERT block")
+        }
+        _ => false,
+    }
+}
+
 /// The `Code: N` of a ClickHouse exception text, if any (18.16 writes `Code: N,`, current servers `Code: N.`).
 pub fn clickhouse_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + "Code: ".len()..];
@@ -204,6 +218,21 @@ mod tests {
         for (failure, want) in cases {
             assert_eq!(verdict(&failure), want, "{failure}");
         }
+    }
+
+    #[test]
+    fn too_many_partitions_is_the_blocks_shape_and_too_many_parts_is_not() {
+        let partitions = bad(
+            "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). The limit is \
+             controlled by 'max_partitions_per_insert_block' setting. (TOO_MANY_PARTS) (version 26.9.2.1)",
+        );
+        assert!(is_block_shape(&partitions));
+        // Never a letter on its own: a block that cannot be split further waits.
+        assert_eq!(verdict(&partitions), Verdict::Retry);
+        assert!(!is_block_shape(&bad(
+            "Code: 252. DB::Exception: Too many parts (300). Merges are processing significantly slower than inserts"
+        )));
+        assert!(!is_block_shape(&bad("Code: 53. Type mismatch")));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The insert step: the pending rows of a topic in one INSERT, or one per partition on a server with insert
 //! deduplication tokens; when ClickHouse refuses the data, the rows are split in halves until the ones at fault
-//! stand alone, so good rows land and only bad ones are dead-lettered.
+//! stand alone, so good rows land and only bad ones are dead-lettered. A block refused for its shape (more
+//! partitions than one INSERT may touch) is split the same way, and none of its rows is dead-lettered for it.
 //!
 //! A token names the rows of a block by their messages: `<topic>:<partition>:<first offset>-<last offset>`. The
 //! rows of a partition are sorted by offset and a block is always a contiguous run of them, so the same messages
@@ -15,7 +16,7 @@ use crate::block_plan::BlockPlan;
 use crate::offsets::Outcome;
 use crate::rows::TopicRows;
 use crate::sink::clickhouse::insert::RowRef;
-use crate::verdict::{Failure, Verdict, verdict};
+use crate::verdict::{Failure, Verdict, is_block_shape, verdict};
 
 /// Inserts the rows of `rows` whose entries are still pending, marking them inserted, and judging each row
 /// ClickHouse refuses on its own. Returns the transient failure that stopped the work, if any (the rows not
@@ -138,6 +139,15 @@ async fn bisecting<S: RowSink>(
             }
             Err(e) => Failure::Insert(e),
         };
+        if part.len() > 1 && is_block_shape(&failure) {
+            // Nothing of the block was written. Its halves are contiguous runs of offsets, so their tokens are as
+            // deterministic as the block's: a rebuilt batch splits the same way and its landed halves are dropped.
+            tracing::info!(table = %stream.table, rows = part.len(), error = %failure, "ClickHouse refused the block's shape; splitting it");
+            let (left, right) = part.split_at(part.len() / 2);
+            stack.push(right);
+            stack.push(left);
+            continue;
+        }
         match verdict(&failure) {
             Verdict::Retry => return Some(failure),
             Verdict::DeadLetter(_) if part.len() == 1 => judged.judge(part[0].index, failure),

@@ -37,10 +37,16 @@ struct FakeClickHouse {
     rows: Mutex<Vec<(String, Vec<u8>)>>,
     tokens: bool,
     land_then_time_out: AtomicU32,
+    /// Tokens of the blocks written, which a repeat of is dropped.
     seen_tokens: Mutex<Vec<String>>,
+    /// Every token an INSERT carried, written or refused.
+    sent_tokens: Mutex<Vec<String>>,
     /// A cluster: blocks are routed by partition; each INSERT's partition argument and row count are kept.
     routes: bool,
     routed: Mutex<Vec<(i32, usize)>>,
+    /// When set, an INSERT of more rows than this is refused the way a server refuses a block that spans more
+    /// partitions than `max_partitions_per_insert_block` (every row here is taken to be a month of its own).
+    max_block_rows: Option<usize>,
 }
 
 fn is_bad(row: &[u8]) -> bool {
@@ -69,11 +75,28 @@ impl RowSink for Shared<FakeClickHouse> {
             "tokens only where the server has them"
         );
         if let Some(token) = token {
-            let mut seen = self.seen_tokens.lock().expect("lock");
-            if seen.iter().any(|t| t == token) {
-                return Ok(());
-            }
-            seen.push(token.to_owned());
+            self.sent_tokens
+                .lock()
+                .expect("lock")
+                .push(token.to_owned());
+        }
+        // A server remembers the token of a block it wrote, never of one it refused.
+        if let Some(token) = token
+            && self
+                .seen_tokens
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|t| t == token)
+        {
+            return Ok(());
+        }
+        if self.max_block_rows.is_some_and(|max| rows.len() > max) {
+            return Err(clickhouse::error::Error::BadResponse(
+                "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). \
+                 (TOO_MANY_PARTS) (version 26.9.2.1)"
+                    .into(),
+            ));
         }
         let flaky = self
             .flaky_table
@@ -96,6 +119,12 @@ impl RowSink for Shared<FakeClickHouse> {
         }
         let mut landed = self.rows.lock().expect("lock");
         landed.extend(rows.iter().map(|r| (table.to_owned(), r.bytes.to_vec())));
+        if let Some(token) = token {
+            self.seen_tokens
+                .lock()
+                .expect("lock")
+                .push(token.to_owned());
+        }
         if self
             .land_then_time_out
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -391,6 +420,36 @@ async fn a_poison_row_is_bisected_out_and_the_good_rows_land() {
 }
 
 #[tokio::test]
+async fn a_block_over_the_partition_limit_is_split_and_a_rebuilt_batch_splits_it_the_same() {
+    let mut h = Harness::on(
+        &["t"],
+        FakeClickHouse {
+            tokens: true,
+            max_block_rows: Some(3),
+            ..FakeClickHouse::default()
+        },
+    );
+    let mut entries = h.good("t", 0..10);
+    h.flush.attempt(&mut entries, None).await.expect("done");
+    assert!(entries.iter().all(|e| e.outcome == Some(Outcome::Inserted)));
+    assert!(h.letters().is_empty(), "a block's shape is no row's fault");
+    assert_eq!(h.landed(), 10);
+    let tokens = h.clickhouse.seen_tokens.lock().expect("lock").clone();
+    // 10 refused → 5 + 5, each refused → 2 + 3 and 2 + 3, which land.
+    assert_eq!(
+        tokens,
+        ["t:0:0-1", "t:0:2-4", "t:0:5-6", "t:0:7-9"],
+        "{tokens:?}"
+    );
+    assert_eq!(h.clickhouse.inserts.load(Ordering::SeqCst), 7);
+    // The same messages again (a batch rebuilt after a crash): the same blocks, every one of them dropped.
+    let mut again = h.good("t", 0..10);
+    h.flush.attempt(&mut again, None).await.expect("done");
+    assert_eq!(h.landed(), 10, "nothing written twice");
+    assert_eq!(*h.clickhouse.seen_tokens.lock().expect("lock"), tokens);
+}
+
+#[tokio::test]
 async fn undecodable_bytes_and_unknown_schema_ids_are_dead_lettered_with_their_class() {
     let mut h = Harness::new(&["t"]);
     let mut entries = h.good("t", 0..2);
@@ -598,7 +657,7 @@ async fn bisected_blocks_get_tokens_of_their_own() {
     let bad = h.framed("bad", 3);
     entries.push(h.entry("t", 0, 3, bad));
     h.flush.attempt(&mut entries, None).await.expect("done");
-    let tokens = h.clickhouse.seen_tokens.lock().expect("lock").clone();
+    let tokens = h.clickhouse.sent_tokens.lock().expect("lock").clone();
     assert_eq!(
         tokens,
         ["t:0:0-3", "t:0:0-1", "t:0:2-3", "t:0:2-2", "t:0:3-3"]

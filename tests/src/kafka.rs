@@ -104,7 +104,8 @@ pub struct KafkaNode {
     child: Option<Child>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port nothing listens on now.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -31,7 +31,7 @@ pub fn registry_url() -> String {
     std::env::var("SLUICE_TEST_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:8081".into())
 }
 
-/// A ClickHouse client for the local stack; validation off because the local server (18.16) predates it.
+/// A ClickHouse client for the local stack; validation off because the legacy pass's server (18.16) predates it.
 pub fn clickhouse() -> clickhouse::Client {
     clickhouse::Client::default()
         .with_url(clickhouse_url())
@@ -108,4 +108,5 @@ pub fn service_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
+pub mod clickhouse_node;
 pub mod kafka;

@@ -3,6 +3,7 @@
 //! outage that loses and dead-letters nothing, and schema evolution that adds a column.
 
 mod consumer_support;
+mod producer_support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -89,6 +90,74 @@ async fn n_events_land_once_and_offsets_reach_the_partition_ends() -> anyhow::Re
     Ok(())
 }
 
+/// A backfill: one request whose 101 events span 101 months, all on one Kafka partition, so the consumer's one
+/// block for it touches 101 table partitions. ClickHouse 26.9 refuses such a block (`max_partitions_per_insert_block`
+/// is 100, code 252); the consumer splits it instead of retrying it forever, and every event lands once, nothing
+/// dead-lettered, the group committed to the end. On 18.16 (the legacy pass) the block lands whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_spanning_101_months_lands_whole() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_backfill").await?;
+    let consumer = InProcess::start(s.config()).await?;
+    let mut config = producer_support::config();
+    if let Some(events) = config.streams.get_mut("events") {
+        events.topic = s.topic.clone();
+    }
+    let producer = producer_support::Producer::ready(config).await?;
+    consumer.ready().await?;
+
+    let events: Vec<serde_json::Value> = (0..101)
+        .map(|i| {
+            let (year, month) = (2018 + i / 12, 1 + i % 12);
+            serde_json::json!({
+                "event_type": "backfill",
+                "occurred_at": format!("{year}-{month:02}-15T12:00:00Z"),
+                "user_id": "one-user",
+                "properties": {"i": i.to_string()}
+            })
+        })
+        .collect();
+    let resp = producer_support::client()
+        .post(producer.events_url("events"))
+        .bearer_auth(producer_support::KEY)
+        .json(&events)
+        .send()
+        .await?;
+    let status = resp.status();
+    anyhow::ensure!(status == 202, "{status}: {}", resp.text().await?);
+    // Later traffic lands too: the backfill holds nothing back.
+    let resp = producer_support::client()
+        .post(producer.events_url("events"))
+        .bearer_auth(producer_support::KEY)
+        .json(&producer_support::event(1))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 202, "{}", resp.status());
+
+    s.wait_for_rows(102, Duration::from_secs(60)).await?;
+    let (months, backfilled): (u64, u64) = clickhouse()
+        .query(&format!(
+            "SELECT uniqExact(toYYYYMM(occurred_at)), countIf(event_type = 'backfill') FROM {} FINAL",
+            s.table
+        ))
+        .fetch_one()
+        .await?;
+    assert_eq!(
+        (months, backfilled),
+        (102, 101),
+        "101 backfilled months and one of today's"
+    );
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert!(
+        s.dead_letters().await?.is_empty(),
+        "a block's shape is no event's fault"
+    );
+    producer.stop().await?;
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
 /// A backlog read in bursts: the read loop takes up to 1000 ready messages at a time and stops a burst when the
 /// batch is full, so a message fetched and not handled would be a gap the commit passes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,16 +229,17 @@ async fn poison_is_dead_lettered_with_headers_and_replay_lands_it_after_the_fix(
         ));
         expect_class.insert(id.to_string(), ErrorClass::Rejected);
     }
-    let before_1970 = Uuid::now_v7();
-    let mut ancient = event(before_1970, "page_view", vec![]);
+    // 1890: before 18.16's `DateTime` (1970) and a current server's `DateTime64` (1900) alike.
+    let before_1900 = Uuid::now_v7();
+    let mut ancient = event(before_1900, "page_view", vec![]);
     if let Value::Record(fields) = &mut ancient {
-        fields[3].1 = Value::TimestampMillis(-86_400_000);
+        fields[3].1 = Value::TimestampMillis(-2_500_000_000_000);
     }
     items.push((
-        before_1970.to_string(),
+        before_1900.to_string(),
         framed(schema_id, &schema, ancient)?,
     ));
-    expect_class.insert(before_1970.to_string(), ErrorClass::Unrepresentable);
+    expect_class.insert(before_1900.to_string(), ErrorClass::Unrepresentable);
     // Interleave poison with good messages so every batch has both.
     let mut shuffled = Vec::new();
     let (poison, mut good_items): (Vec<_>, Vec<_>) = items

@@ -1,23 +1,22 @@
-//! The current-server path against a real ClickHouse 26.9 engine (chdb-core, in process: it has no network server
-//! here). The consumer's own DDL creates the table, its own RowBinary encoder writes a row of every mapped Avro
-//! type, its own INSERT statement (with the deduplication token) loads them, and the values read back are exactly
-//! the ones sent, milliseconds and microseconds included; the same INSERT repeated leaves one copy.
+//! The current-server path against the stack's ClickHouse 26.9 server (over its HTTP interface, as in production):
+//! the consumer detects the version, its own DDL creates the table with the current mapping, its own RowBinary
+//! encoder writes a row of every mapped Avro type, its own INSERT (with the deduplication token and the explicit
+//! settings) loads them, and the values read back are exactly the ones sent, milliseconds and microseconds
+//! included; the same INSERT repeated leaves one copy.
 
 use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
+use sluice_consumer::config::ClickHouseSettings;
 use sluice_consumer::decode::{Reader, Shape};
+use sluice_consumer::metrics::Metrics;
+use sluice_consumer::sink::clickhouse::ClickHouseSink;
 use sluice_consumer::sink::clickhouse::ddl::DEDUP_WINDOW;
-use sluice_consumer::sink::clickhouse::insert::insert_sql;
+use sluice_consumer::sink::clickhouse::insert::RowRef;
 use sluice_schemas::clickhouse::{Capabilities, TableSpec};
-use sluice_tests::kafka::project_root;
+use sluice_tests::{clickhouse, clickhouse_url, unique};
 use uuid::Uuid;
-
-/// The Python with chdb-core installed (`scripts/test` makes a venv and sets `SLUICE_TEST_CHDB_PYTHON`).
-fn python() -> String {
-    std::env::var("SLUICE_TEST_CHDB_PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 const SCHEMA: &str = r#"{"type":"record","name":"All","namespace":"t","fields":[
     {"name":"id","type":{"type":"string","logicalType":"uuid"}},
@@ -114,26 +113,44 @@ fn row(id: &str, maybe_e: Option<u32>, maybe_tags: Option<Value>) -> anyhow::Res
 
 #[tokio::test]
 async fn clickhouse_26_reads_back_every_type_and_drops_a_repeated_token() -> anyhow::Result<()> {
+    let sink = ClickHouseSink::new(
+        &ClickHouseSettings {
+            url: clickhouse_url(),
+            ..Default::default()
+        },
+        Metrics::detached(),
+    );
+    let caps = sink.detect_server().await?;
+    let version: String = clickhouse().query("SELECT version()").fetch_one().await?;
+    assert!(version.starts_with("26."), "ran on ClickHouse {version}");
+    assert_eq!(caps, Capabilities::CURRENT);
+
     let schema = Arc::new(Schema::parse_str(SCHEMA)?);
     let shape = Shape {
-        caps: Capabilities::CURRENT,
+        caps,
         source_columns: true,
     };
     let reader = Reader::for_table(Some(1), Some(1), schema, shape)?;
     let plan = &reader.plan;
-    let table = "sluice.all_types";
+    let db = unique("current");
+    let table = format!("{db}.all_types");
     let order = ["id".to_string()];
-    let ddl = plan.create_table_sql(&TableSpec {
-        table,
-        order_by: &order,
-        partition_by: Some("ts"),
-        dedup_window: Some(DEDUP_WINDOW),
-    })?;
+    sink.ensure_table(
+        plan,
+        TableSpec {
+            table: &table,
+            order_by: &order,
+            partition_by: Some("ts"),
+            dedup_window: Some(DEDUP_WINDOW),
+        },
+    )
+    .await?;
 
     let mut rows = Vec::new();
     let first = row("00112233-4455-6677-8899-aabbccddeeff", None, None)?;
     plan.encode(&first, &mut rows)?;
     plan.encode_source("events", 2, 40, &mut rows);
+    let split = rows.len();
     let second = row(
         "ffeeddcc-4455-6677-8899-aabbccddeeff",
         Some(0),
@@ -141,59 +158,40 @@ async fn clickhouse_26_reads_back_every_type_and_drops_a_repeated_token() -> any
     )?;
     plan.encode(&second, &mut rows)?;
     plan.encode_source("events", 2, 41, &mut rows);
-
-    let dir = std::env::temp_dir().join(format!("sluice-chdb-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
-    let data = dir.join("rows.bin");
-    std::fs::write(&data, &rows)?;
-    let structure: Vec<String> = plan
-        .columns()
-        .iter()
-        .map(|c| format!("`{}` {}", c.name, c.ty))
-        .collect();
-    let insert = insert_sql(table, &plan.insert_columns(), Some("events:2:40-41")).replace(
-        " FORMAT RowBinary",
-        &format!(
-            " SELECT * FROM file('{}', RowBinary, '{}')",
-            data.display(),
-            structure.join(", ").replace('\'', "\\'")
-        ),
-    );
-    let job = serde_json::json!({
-        "database": "sluice",
-        "table": table,
-        "ddl": ddl,
-        "insert": insert,
-        "repeat": 3,
-        "select": format!("SELECT * FROM {table} ORDER BY id"),
-    });
-    let job_file = dir.join("job.json");
-    std::fs::write(&job_file, serde_json::to_vec(&job)?)?;
-    let out = tokio::process::Command::new(python())
-        .arg(project_root().join("tests/fixtures/python/chdb_check.py"))
-        .arg(&job_file)
-        .output()
-        .await
-        .map_err(|e| anyhow::anyhow!("running {} (SLUICE_TEST_CHDB_PYTHON): {e}", python()))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "chdb failed (is chdb-core 26.9 installed for {}?): {}",
-        python(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let version = result["version"].as_str().unwrap_or_default();
-    assert!(version.starts_with("26."), "ran on ClickHouse {version}");
-    assert_eq!(
-        Capabilities::of_version_text(version),
-        Some(Capabilities::CURRENT)
-    );
-    assert_eq!(
-        result["count"], 2,
-        "three inserts with one token leave one copy"
-    );
-    let tsv = result["rows"].as_str().unwrap_or_default();
+    let refs = [
+        RowRef {
+            index: 0,
+            bytes: &rows[..split],
+        },
+        RowRef {
+            index: 1,
+            bytes: &rows[split..],
+        },
+    ];
+    for _ in 0..3 {
+        sink.insert(
+            &table,
+            &plan.insert_columns(),
+            &refs,
+            Some("events:2:40-41"),
+            2,
+        )
+        .await?;
+    }
+    let count: u64 = clickhouse()
+        .query(&format!("SELECT count() FROM {table}"))
+        .fetch_one()
+        .await?;
+    assert_eq!(count, 2, "three inserts with one token leave one copy");
+    let tsv = reqwest::Client::new()
+        .post(clickhouse_url())
+        .body(format!(
+            "SELECT * FROM {table} ORDER BY id FORMAT TabSeparated"
+        ))
+        .send()
+        .await?
+        .text()
+        .await?;
     assert_eq!(
         tsv.trim_end(),
         "00112233-4455-6677-8899-aabbccddeeff\t2023-11-14 22:13:20.123\t2023-11-14 22:13:20.123456\ttrue\t-5\t\
@@ -203,5 +201,9 @@ async fn clickhouse_26_reads_back_every_type_and_drops_a_repeated_token() -> any
          1099511627776\t1.5\t-2.25\thi\tGREEN\tRED\tabcd\t2022-01-08\t12.5\t-12.5\t9\t[NULL,7]\t(3,[('a',1),('b',2)])\t\
          {'y':'2','z':'1'}\t{'k':5}\t\"s\"\tevents\t2\t41"
     );
+    clickhouse()
+        .query(&format!("DROP DATABASE {db}"))
+        .execute()
+        .await?;
     Ok(())
 }

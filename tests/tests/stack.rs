@@ -183,3 +183,132 @@ async fn clickhouse_create_insert_select() -> anyhow::Result<()> {
     ch.query(&format!("DROP DATABASE {db}")).execute().await?;
     Ok(())
 }
+
+/// The stack's ClickHouse (26.9 from chdb-core) killed with SIGKILL in the middle of a stream of deduplicated inserts
+/// and restarted on the same data: every insert it acknowledged is there, in whole blocks, and its deduplication
+/// window came back with it (every block sent again is dropped), which is what the consumer's exactly-once needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_killed_with_sigkill_keeps_every_acknowledged_block_and_its_tokens()
+-> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use apache_avro::types::Value;
+    use sluice_consumer::config::ClickHouseSettings;
+    use sluice_consumer::metrics::Metrics;
+    use sluice_consumer::sink::clickhouse::ClickHouseSink;
+    use sluice_consumer::sink::clickhouse::ddl::DEDUP_WINDOW;
+    use sluice_consumer::sink::clickhouse::insert::RowRef;
+    use sluice_schemas::clickhouse::{RowPlan, TableSpec};
+    use sluice_tests::clickhouse_node::ClickHouseNode;
+
+    const BLOCKS: usize = 100;
+    const ROWS: usize = 500;
+    let mut node = ClickHouseNode::start().await?;
+    let sink = ClickHouseSink::new(
+        &ClickHouseSettings {
+            url: node.url(),
+            ..Default::default()
+        },
+        Metrics::detached(),
+    );
+    let caps = sink.detect_server().await?;
+    assert!(caps.dedup_token, "a current server: {caps:?}");
+    let schema = apache_avro::Schema::parse_str(
+        r#"{"type":"record","name":"R","fields":[{"name":"id","type":"long"},
+            {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#,
+    )?;
+    let plan = RowPlan::for_server(&schema, caps)?;
+    let table = "sluice.killed";
+    let order = ["id".to_string()];
+    sink.ensure_table(
+        &plan,
+        TableSpec {
+            table,
+            order_by: &order,
+            partition_by: Some("ts"),
+            dedup_window: Some(DEDUP_WINDOW),
+        },
+    )
+    .await?;
+    let mut blocks = Vec::new();
+    for b in 0..BLOCKS {
+        let mut rows = Vec::new();
+        for r in 0..ROWS {
+            let id = i64::try_from(b * ROWS + r)?;
+            let row = Value::Record(vec![
+                ("id".into(), Value::Long(id)),
+                ("ts".into(), Value::TimestampMillis(1_700_000_000_000 + id)),
+            ]);
+            let mut bytes = Vec::new();
+            plan.encode(&row, &mut bytes)?;
+            rows.push(bytes);
+        }
+        blocks.push(rows);
+    }
+    let blocks = Arc::new(blocks);
+    let columns = plan.insert_columns();
+    let send_all = |stop_at_error: bool| {
+        let (sink, blocks, columns) = (sink.clone(), blocks.clone(), columns.clone());
+        let acked = Arc::new(AtomicUsize::new(0));
+        let counter = acked.clone();
+        let task = tokio::spawn(async move {
+            for (b, rows) in blocks.iter().enumerate() {
+                let refs: Vec<RowRef<'_>> = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(index, bytes)| RowRef { index, bytes })
+                    .collect();
+                let token = format!("killed:0:{b}");
+                match sink.insert(table, &columns, &refs, Some(&token), 0).await {
+                    Ok(()) => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) if stop_at_error => return Some(e),
+                    Err(e) => panic!("insert after the restart: {e}"),
+                }
+            }
+            None
+        });
+        (acked, task)
+    };
+
+    let (acked, task) = send_all(true);
+    eventually(
+        "20 acknowledged inserts",
+        Duration::from_secs(60),
+        || async { Ok((acked.load(Ordering::SeqCst) >= 20).then_some(())) },
+    )
+    .await?;
+    node.kill9().await?;
+    let error = task.await?;
+    let acked = acked.load(Ordering::SeqCst);
+    assert!(
+        error.is_some() && acked < BLOCKS,
+        "the kill landed mid-stream ({acked} acked)"
+    );
+
+    node.restart().await?;
+    let count = |ch: clickhouse::Client| async move {
+        anyhow::Ok(
+            ch.query(&format!("SELECT count() FROM {table}"))
+                .fetch_one::<u64>()
+                .await? as usize,
+        )
+    };
+    let ch = clickhouse::Client::default().with_url(node.url());
+    let after_kill = count(ch.clone()).await?;
+    assert!(
+        after_kill >= acked * ROWS && after_kill <= (acked + 1) * ROWS && after_kill % ROWS == 0,
+        "{after_kill} rows after the kill; {acked} blocks of {ROWS} were acknowledged"
+    );
+
+    let (_, task) = send_all(false);
+    assert!(task.await?.is_none());
+    assert_eq!(
+        count(ch).await?,
+        BLOCKS * ROWS,
+        "every block sent again was dropped or written once"
+    );
+    Ok(())
+}

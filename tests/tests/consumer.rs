@@ -12,6 +12,7 @@ use anyhow::Context;
 use apache_avro::types::Value;
 use consumer_support::*;
 use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureProducer;
 use sluice_consumer::dlq::command::{Filter, replay};
 use sluice_consumer::dlq::{ErrorClass, header, header_str};
 use sluice_tests::{clickhouse, eventually, init_tracing, kafka_settings};
@@ -85,6 +86,53 @@ async fn n_events_land_once_and_offsets_reach_the_partition_ends() -> anyhow::Re
     )
     .await?;
 
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
+/// A 1,010,001-byte garbage message produced straight to the topic (under the broker's 1 MiB limit, as a Java
+/// producer's default `max.request.size` allows): its letter, the value plus Sluice's headers, is over the DLQ
+/// producer's `message.max.bytes`. It is sent cut, with the value's size and SHA-256, and every other event, on every
+/// partition, lands behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_garbage_message_is_dead_lettered_cut_and_nothing_waits_behind_it()
+-> anyhow::Result<()> {
+    use sha2::Digest as _;
+
+    init_tracing();
+    let s = Setup::new("cons_oversize").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let consumer = InProcess::start(s.config()).await?;
+    consumer.ready().await?;
+    let big: FutureProducer = kafka_settings()
+        .client_config()
+        .set("message.max.bytes", "1048576")
+        .set("acks", "all")
+        .create()?;
+    // Not Confluent-framed: the first byte is no magic 0.
+    let garbage: Vec<u8> = (0..1_010_001u32).map(|i| 0xff - (i % 251) as u8).collect();
+    send_raw(&big, &s.topic, &[("huge".into(), garbage.clone())]).await?;
+    let good = ids(200);
+    send_events(&producer()?, &s.topic, schema_id, &good).await?;
+
+    s.wait_for_rows(200, Duration::from_secs(60)).await?;
+    s.assert_exactly(&good).await?;
+    let letters = eventually("the cut letter", Duration::from_secs(30), || async {
+        let l = s.dead_letters().await?;
+        Ok((!l.is_empty()).then_some(l))
+    })
+    .await?;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.payload(), None, "sent without its value");
+    assert_eq!(header_str(letter, header::CUT), Some("true"));
+    assert_eq!(header_str(letter, header::SIZE), Some("1010001"));
+    let sha = hex::encode(sha2::Sha256::digest(&garbage));
+    assert_eq!(header_str(letter, header::SHA256), Some(sha.as_str()));
+    assert_eq!(header_str(letter, header::CLASS), Some("undecodable"));
+    assert_eq!(letter.key(), Some(&b"huge"[..]));
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
     consumer.stop().await?;
     s.cleanup().await;
     Ok(())

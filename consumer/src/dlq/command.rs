@@ -264,6 +264,22 @@ pub async fn replay(
             )?;
             continue;
         };
+        if super::is_cut(msg) {
+            summary.failed += 1;
+            writeln!(
+                out,
+                "  skip {}/{}@{}: cut for its size, no value to replay ({} bytes, sha256 {}; the source is at {}/{}@{} while its retention lasts)",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                header_str(msg, header::SIZE).unwrap_or("?"),
+                header_str(msg, header::SHA256).unwrap_or("?"),
+                source,
+                header_str(msg, header::PARTITION).unwrap_or("?"),
+                header_str(msg, header::OFFSET).unwrap_or("?"),
+            )?;
+            continue;
+        }
         let attempts = previous_attempts(msg).to_string();
         let headers = original_headers(msg).insert(Header {
             key: header::ATTEMPTS,

@@ -1,6 +1,10 @@
 //! The dead-letter queue: poison messages are copied, with their original key, value and headers, to the stream's
 //! DLQ topic, with headers that say what went wrong and where the message came from. The source offset counts as
 //! done only once this produce is acknowledged.
+//!
+//! A letter the DLQ producer or topic refuses for its size (a source message near the broker's limit, plus Sluice's
+//! headers, is over it) is sent again cut: without the value and the original headers, with the value's size and
+//! SHA-256 and a header that says so. Otherwise it would be retried forever and hold its partition.
 
 pub mod command;
 
@@ -8,6 +12,7 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use sha2::Digest as _;
 
 use crate::error::Error;
 
@@ -29,9 +34,15 @@ pub mod header {
     pub const GROUP: &str = "sluice.consumer.group";
     /// How many times the message has been dead-lettered (1 the first time; replays carry it forward).
     pub const ATTEMPTS: &str = "sluice.attempts";
+    /// `true` when the letter was too large to send whole and carries no value or original headers.
+    pub const CUT: &str = "sluice.payload.cut";
+    /// On a cut letter: the source value's size in bytes.
+    pub const SIZE: &str = "sluice.payload.size";
+    /// On a cut letter: the source value's SHA-256, lowercase hex.
+    pub const SHA256: &str = "sluice.payload.sha256";
     /// Every header the consumer adds; replay strips them all but `ATTEMPTS`.
-    pub const ALL: [&str; 8] = [
-        CLASS, MESSAGE, TOPIC, PARTITION, OFFSET, TIMESTAMP, GROUP, ATTEMPTS,
+    pub const ALL: [&str; 11] = [
+        CLASS, MESSAGE, TOPIC, PARTITION, OFFSET, TIMESTAMP, GROUP, ATTEMPTS, CUT, SIZE, SHA256,
     ];
 }
 
@@ -179,12 +190,38 @@ impl DlqProducer {
         })
     }
 
-    /// Sends `msg`'s copy to `dlq_topic` and waits for the broker's acknowledgement.
+    /// Sends `msg`'s copy to `dlq_topic` and waits for the broker's acknowledgement; a copy too large for the
+    /// producer or the topic is sent cut (see the module doc).
     pub async fn send(
         &self,
         dlq_topic: &str,
         msg: &OwnedMessage,
         letter: &Letter,
+    ) -> Result<(), Error> {
+        match self.produce(dlq_topic, msg, letter, false).await {
+            Err(e) if too_large(&e) => {
+                tracing::warn!(
+                    dlq_topic,
+                    source_topic = msg.topic(),
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    bytes = msg.payload().map_or(0, <[u8]>::len),
+                    error = %e,
+                    "dead letter too large to send whole; sending it without its value"
+                );
+                self.produce(dlq_topic, msg, letter, true).await
+            }
+            result => result,
+        }
+    }
+
+    /// One produce of `msg`'s letter, whole or `cut`.
+    async fn produce(
+        &self,
+        dlq_topic: &str,
+        msg: &OwnedMessage,
+        letter: &Letter,
+        cut: bool,
     ) -> Result<(), Error> {
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
@@ -192,8 +229,22 @@ impl DlqProducer {
         let attempts = (previous_attempts(msg) + 1).to_string();
         // Messages are truncated so one huge error cannot exceed the broker's header budget.
         let message: String = letter.message.chars().take(2_000).collect();
-        let mut headers = original_headers(msg);
+        let (size, sha256) = if cut {
+            let value = msg.payload().unwrap_or_default();
+            let digest = sha2::Sha256::digest(value);
+            (Some(value.len().to_string()), Some(hex::encode(digest)))
+        } else {
+            (None, None)
+        };
+        let mut headers = if cut {
+            OwnedHeaders::new()
+        } else {
+            original_headers(msg)
+        };
         let add = [
+            (header::CUT, cut.then_some("true")),
+            (header::SIZE, size.as_deref()),
+            (header::SHA256, sha256.as_deref()),
             (header::CLASS, Some(letter.class.as_str())),
             (header::MESSAGE, Some(message.as_str())),
             (header::TOPIC, Some(msg.topic())),
@@ -215,7 +266,7 @@ impl DlqProducer {
         if let Some(k) = msg.key() {
             record = record.key(k);
         }
-        if let Some(v) = msg.payload() {
+        if let Some(v) = msg.payload().filter(|_| !cut) {
             record = record.payload(v);
         }
         self.producer
@@ -224,6 +275,23 @@ impl DlqProducer {
             .map_err(|(e, _)| Error::Kafka(e))?;
         Ok(())
     }
+}
+
+/// Whether the DLQ refused a letter for its size: the producer's `message.max.bytes` (a local error) or the topic's
+/// `max.message.bytes` (the broker's answer).
+fn too_large(e: &Error) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    matches!(
+        e,
+        Error::Kafka(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge
+        ))
+    )
+}
+
+/// Whether `msg` is a cut letter: it has no value to replay.
+pub fn is_cut(msg: &OwnedMessage) -> bool {
+    header_str(msg, header::CUT) == Some("true")
 }
 
 #[cfg(test)]

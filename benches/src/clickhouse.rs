@@ -36,6 +36,27 @@ impl ClickHouse {
         Ok(text)
     }
 
+    /// Runs `sql` (an INSERT … FORMAT …) with `body` as its data, with no timeout: a bulk load takes what it takes.
+    pub async fn insert(&self, sql: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        let resp = self
+            .client
+            .post(&self.url)
+            .query(&[("query", sql)])
+            .timeout(Duration::from_secs(600))
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "ClickHouse {status}: {}", text.trim());
+        Ok(())
+    }
+
+    /// The server's `version()`.
+    pub async fn version(&self) -> anyhow::Result<String> {
+        Ok(self.query("SELECT version()").await?.trim().to_owned())
+    }
+
     /// `SELECT count() FROM table`, or 0 when the table does not exist yet.
     pub async fn count(&self, table: &str) -> anyhow::Result<u64> {
         match self.query(&format!("SELECT count() FROM {table}")).await {

@@ -1,9 +1,7 @@
 //! The physical limits Sluice is compared with: the same Avro payloads produced straight to the broker with
-//! rdkafka (same idempotent, acks=all, lz4 settings as the producer), and the same rows bulk-inserted by
-//! `clickhouse-client` into an identical table.
+//! rdkafka (same idempotent, acks=all, lz4 settings as the producer), and the same rows bulk-inserted in one HTTP
+//! POST into an identical table.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +14,9 @@ use sluice_producer::config::ProduceSettings;
 use sluice_runtime::kafka::KafkaSettings;
 use tokio::time::Instant;
 
+use sluice_schemas::clickhouse::Capabilities;
+
+use crate::clickhouse::ClickHouse;
 use crate::payloads::{ConsumerPath, Encoded};
 
 /// Throughput of one limit run.
@@ -104,9 +105,9 @@ pub async fn raw_produce(
     })
 }
 
-/// Turns payloads into one RowBinary blob, as the consumer's decode step would.
-pub fn rows_of(payloads: &[Encoded]) -> anyhow::Result<Vec<u8>> {
-    let path = ConsumerPath::new(None)?;
+/// Turns payloads into one RowBinary blob, as the consumer's decode step would for a server that accepts `caps`.
+pub fn rows_of(payloads: &[Encoded], caps: Capabilities) -> anyhow::Result<Vec<u8>> {
+    let path = ConsumerPath::for_server(None, caps)?;
     let mut out = Vec::with_capacity(payloads.len() * 256);
     for p in payloads {
         path.row(&p.payload, &mut out)?;
@@ -114,83 +115,28 @@ pub fn rows_of(payloads: &[Encoded]) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Where `clickhouse-client` connects.
-#[derive(Debug, Clone)]
-pub struct NativeEndpoint {
-    /// Host of the native protocol port.
-    pub host: String,
-    /// Native protocol port (9000 on the local stack).
-    pub port: u16,
-}
-
-/// Creates `table` like the consumer would and bulk-inserts `rows` (RowBinary, `count` rows) through
-/// `clickhouse-client`, timing only the insert (less the client's start-up, timed with a no-op query).
+/// Creates `table` like the consumer would on a server that accepts `caps` and bulk-inserts `rows` (RowBinary,
+/// `count` rows) in one HTTP POST, the way any client loads a file into ClickHouse; only the POST is timed.
 pub async fn raw_insert(
-    endpoint: &NativeEndpoint,
+    ch: &ClickHouse,
+    caps: Capabilities,
     table: &str,
-    rows: &[u8],
+    rows: Vec<u8>,
     count: u64,
-    work_dir: &Path,
 ) -> anyhow::Result<Throughput> {
-    let path = ConsumerPath::new(None)?;
+    let path = ConsumerPath::for_server(None, caps)?;
     let ddl = path.create_table_sql(table)?;
-    client_query(endpoint, &ddl, None)
+    ch.query(&ddl)
         .await
         .context("creating the raw-insert table")?;
-    let file = work_dir.join("rows.rowbinary");
-    tokio::fs::write(&file, rows).await?;
     let insert = format!(
         "INSERT INTO {table} ({}) FORMAT RowBinary",
         path.insert_columns()
     );
-    // clickhouse-client's own start-up is not insert throughput: time a no-op query and take it off.
-    let noop = Instant::now();
-    client_query(endpoint, "SELECT 1", None).await?;
-    let startup = noop.elapsed().as_secs_f64();
     let start = Instant::now();
-    client_query(endpoint, &insert, Some(&file))
-        .await
-        .context("bulk insert")?;
-    let seconds = (start.elapsed().as_secs_f64() - startup).max(1e-3);
-    let _ = tokio::fs::remove_file(&file).await;
+    ch.insert(&insert, rows).await.context("bulk insert")?;
+    let seconds = start.elapsed().as_secs_f64().max(1e-3);
     Ok(Throughput { count, seconds })
-}
-
-/// Runs one query with `clickhouse-client`, feeding `input` to its stdin.
-async fn client_query(
-    endpoint: &NativeEndpoint,
-    query: &str,
-    input: Option<&Path>,
-) -> anyhow::Result<()> {
-    let mut cmd = tokio::process::Command::new("clickhouse-client");
-    cmd.arg("--host")
-        .arg(&endpoint.host)
-        .arg("--port")
-        .arg(endpoint.port.to_string())
-        .arg("--query")
-        .arg(query)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    match input {
-        Some(path) => {
-            cmd.stdin(std::fs::File::open(path)?);
-        }
-        None => {
-            cmd.stdin(Stdio::null());
-        }
-    }
-    let child = cmd
-        .spawn()
-        .context("starting clickhouse-client (is it installed? `scripts/stack install`)")?;
-    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
-        .await
-        .context("clickhouse-client took over 5 minutes")??;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        anyhow::bail!("clickhouse-client failed ({}): {}", out.status, err.trim());
-    }
-    Ok(())
 }
 
 /// Reads `topic` from the beginning with a plain rdkafka consumer (fresh group, same broker), counting messages

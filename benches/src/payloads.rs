@@ -13,7 +13,7 @@ use sluice_consumer::decode::RowDecoder;
 use sluice_producer::encode::Encoder;
 use sluice_producer::stream::{IdSource, ServerSide, Stream};
 use sluice_producer::validate::ValidateLimits;
-use sluice_schemas::clickhouse::{RowPlan, TableSpec};
+use sluice_schemas::clickhouse::{Capabilities, RowPlan, TableSpec};
 
 /// Tenant every benchmark event belongs to (the dev ingestion key's tenant in `config/producer.toml`).
 pub const TENANT: &str = "demo";
@@ -136,12 +136,23 @@ pub struct ConsumerPath {
 }
 
 impl ConsumerPath {
-    /// For the bundled `event` schema as both writer and reader. `reader_id` is the registry id the consumer's
-    /// reader came from: the writers' id in the usual case, `None` for the bundled fallback reader.
+    /// For the bundled `event` schema as both writer and reader, with the mapping of a current server (what the
+    /// consumer writes on ClickHouse 22.3 and later, the stack's 26.9 included). `reader_id` is the registry id the
+    /// consumer's reader came from: the writers' id in the usual case, `None` for the bundled fallback reader.
     pub fn new(reader_id: Option<u32>) -> anyhow::Result<Self> {
+        Self::for_server(reader_id, Capabilities::CURRENT)
+    }
+
+    /// The same for a server that accepts `caps` (`Capabilities::LEGACY` for 18.16).
+    pub fn for_server(reader_id: Option<u32>, caps: Capabilities) -> anyhow::Result<Self> {
         let schema = Arc::new(Schema::parse_str(sluice_schemas::catalog::EVENT.text)?);
-        let reader = sluice_consumer::decode::Reader::new(reader_id, None, schema.clone())?;
-        let plan = RowPlan::from_schema(&schema)?;
+        let shape = sluice_consumer::decode::Shape {
+            caps,
+            source_columns: false,
+        };
+        let reader =
+            sluice_consumer::decode::Reader::for_table(reader_id, None, schema.clone(), shape)?;
+        let plan = RowPlan::for_server(&schema, caps)?;
         Ok(Self {
             schema,
             reader,

@@ -14,9 +14,10 @@ pub(crate) struct Args {
     /// ClickHouse HTTP URL.
     #[arg(long, default_value = "http://127.0.0.1:8123")]
     pub(crate) clickhouse: String,
-    /// ClickHouse native port on 127.0.0.1, for clickhouse-client.
-    #[arg(long, default_value_t = 9000)]
-    pub(crate) clickhouse_native_port: u16,
+    /// The legacy ClickHouse (18.16, `scripts/stack up --legacy`) over HTTP: the Kafka engine peer runs there,
+    /// since the 26.9 engine from PyPI refuses `ENGINE = Kafka` (`Code: 49 … Shutdown was called`).
+    #[arg(long, default_value = "http://127.0.0.1:8124")]
+    pub(crate) legacy_clickhouse: String,
     /// Schema registry URL.
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     pub(crate) registry: String,

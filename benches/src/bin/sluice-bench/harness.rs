@@ -27,6 +27,8 @@ pub(crate) struct Bench {
     pub(crate) kafka: KafkaSettings,
     /// ClickHouse over HTTP.
     pub(crate) ch: ClickHouse,
+    /// The legacy ClickHouse (18.16), for the Kafka engine peer.
+    pub(crate) legacy_ch: ClickHouse,
     /// Where sluice-producer and sluice-consumer are.
     pub(crate) bin_dir: PathBuf,
     /// Cargo profile of those binaries (the name of their directory).
@@ -71,6 +73,7 @@ impl Bench {
                 ..KafkaSettings::default()
             },
             ch: ClickHouse::new(&args.clickhouse)?,
+            legacy_ch: ClickHouse::new(&args.legacy_clickhouse)?,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))

@@ -18,6 +18,7 @@ use sluice_benches::cpu::CpuMeter;
 use sluice_benches::limits;
 use sluice_benches::payloads::{ConsumerPath, Encoded};
 use sluice_benches::report::{Row, Verdict, per_s};
+use sluice_schemas::clickhouse::Capabilities;
 use tokio::time::Instant;
 
 use crate::harness::{Bench, DATABASE, PARTITIONS};
@@ -44,9 +45,22 @@ impl Bench {
         payloads: &[Encoded],
         drain_rate: Option<f64>,
     ) -> Vec<Row> {
-        let what = "ClickHouse Kafka engine drain (JSONEachRow → MV)";
+        let what = "ClickHouse Kafka engine drain (JSONEachRow → MV), on ClickHouse 18.16";
         let target = "Sluice ≥ 2× the Kafka engine";
         let topic = self.name("kafka_engine");
+        let database = self
+            .legacy_ch
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {DATABASE}"))
+            .await;
+        if let Err(e) = database {
+            return vec![Row::failed(
+                what,
+                target,
+                &e.context(
+                    "the legacy ClickHouse does not answer; run `scripts/stack up --legacy`",
+                ),
+            )];
+        }
         if let Err(e) = self.fill_json_topic(&topic, payloads).await {
             return vec![Row::failed(
                 what,
@@ -135,7 +149,7 @@ impl Bench {
                 ratio: None,
                 target: "—".into(),
                 verdict: if cpu.is_empty() {
-                    Verdict::Failed("ClickHouse's pid is unknown (.stack/run/clickhouse.pid)".into())
+                    Verdict::Failed("ClickHouse's pid is unknown (.stack/run/clickhouse-legacy.pid)".into())
                 } else {
                     Verdict::Info
                 },
@@ -214,10 +228,10 @@ impl Bench {
         self.tables.push(view.clone());
         self.tables.push(queue.clone());
         self.tables.push(table.clone());
-        let ddl = ConsumerPath::new(None)?.create_table_sql(&table)?;
-        self.ch.query(&ddl).await?;
+        let ddl = ConsumerPath::for_server(None, Capabilities::LEGACY)?.create_table_sql(&table)?;
+        self.legacy_ch.query(&ddl).await?;
         self.commit_start(topic, &group).await?;
-        self.ch
+        self.legacy_ch
             .query(&queue_sql(
                 &queue,
                 &self.args.kafka,
@@ -228,21 +242,23 @@ impl Bench {
             .await?;
         let expected = self.args.events as u64;
         let processes: Vec<(&str, u32)> = self
-            .stack_pid("clickhouse")
+            .stack_pid("clickhouse-legacy")
             .map(|pid| ("ClickHouse", pid))
             .into_iter()
             .collect();
         let cpu = CpuMeter::start(&processes);
         let log_from = err_log_len(self);
         let started = Instant::now();
-        self.ch.query(&view_sql(&view, &table, &queue)).await?;
+        self.legacy_ch
+            .query(&view_sql(&view, &table, &queue))
+            .await?;
         let limit = Duration::from_secs(60).max(Duration::from_millis(expected / 2));
         let deadline = started + limit;
         let mut first: Option<(Instant, u64)> = None;
         let mut steady: Option<(Instant, u64)> = None;
         let mut last_print = Instant::now();
         let result = loop {
-            let n = self.ch.count(&table).await.unwrap_or(0);
+            let n = self.legacy_ch.count(&table).await.unwrap_or(0);
             let now = Instant::now();
             if n > 0 && first.is_none() {
                 first = Some((now, n));
@@ -267,9 +283,12 @@ impl Bench {
         };
         let used = cpu.stop();
         // Stop the engine before anything else: the view first, so no block is half-pushed into a dropped table.
-        let _ = self.ch.query(&format!("DROP TABLE IF EXISTS {view}")).await;
         let _ = self
-            .ch
+            .legacy_ch
+            .query(&format!("DROP TABLE IF EXISTS {view}"))
+            .await;
+        let _ = self
+            .legacy_ch
             .query(&format!("DROP TABLE IF EXISTS {queue}"))
             .await;
         let (done, n) = result?;
@@ -336,7 +355,7 @@ fn view_sql(view: &str, table: &str, queue: &str) -> String {
 
 /// One JSONEachRow line per payload: the Avro record's fields under the consumer table's column names.
 fn json_lines(payloads: &[Encoded]) -> anyhow::Result<Vec<Encoded>> {
-    let path = ConsumerPath::new(None)?;
+    let path = ConsumerPath::for_server(None, Capabilities::LEGACY)?;
     let datum = path.datum_reader()?;
     payloads
         .iter()
@@ -396,7 +415,7 @@ fn err_log(bench: &Bench) -> std::path::PathBuf {
     bench
         .args
         .config_dir
-        .join("../.stack/logs/clickhouse-server.err.log")
+        .join("../.stack/logs/clickhouse-legacy-server.err.log")
 }
 
 fn err_log_len(bench: &Bench) -> u64 {

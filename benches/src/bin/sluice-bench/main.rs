@@ -1,7 +1,7 @@
 //! `sluice-bench`: the stack benchmark. On the local stack (`scripts/stack up`), measures side by side:
 //!
 //! 1. the raw produce limit: N Avro payloads straight to the broker with rdkafka (same settings as the producer);
-//! 2. the raw insert limit: the same rows bulk-inserted by `clickhouse-client` into an identical table;
+//! 2. the raw insert limit: the same rows bulk-inserted in one HTTP POST into an identical table;
 //! 3. Sluice's consumer draining that pre-filled topic into ClickHouse, then the lake sink draining it as Parquet,
 //!    and ClickHouse's own Kafka engine draining the same events as JSONEachRow (a peer);
 //! 4. Sluice's HTTP ingest flat out, then at half that rate (events/s, ack latency);

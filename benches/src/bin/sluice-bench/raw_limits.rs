@@ -1,15 +1,16 @@
 //! The limits Sluice is measured against, taken with the plainest client for each system on the same data: the
 //! raw produce limit (rdkafka straight to the broker, the producer's settings), the raw insert limit
-//! (`clickhouse-client` bulk-inserting the same rows as RowBinary) and the raw consume limit (rdkafka reading the
+//! (the same rows as RowBinary in one HTTP POST, with the mapping the consumer uses on that server) and the raw consume limit (rdkafka reading the
 //! topic the produce limit filled). The payloads are encoded once, through the producer's own path, so every limit
 //! and the drain phase see identical bytes.
 
 use std::time::Duration;
 
 use sluice_benches::events::{EventGen, now_ms};
-use sluice_benches::limits::{self, NativeEndpoint, Throughput};
+use sluice_benches::limits::{self, Throughput};
 use sluice_benches::payloads::{Encoded, ProducerPath};
 use sluice_benches::report::{Row, Verdict, per_s};
+use sluice_schemas::clickhouse::Capabilities;
 
 use crate::harness::{Bench, DATABASE};
 use crate::say;
@@ -99,14 +100,17 @@ impl Bench {
         Ok(t)
     }
 
-    /// Bulk-inserts the payloads' rows with `clickhouse-client` into a fresh table like the consumer's (named by
-    /// `what`), and checks the table then holds exactly that many rows.
+    /// Bulk-inserts the payloads' rows in one HTTP POST into a fresh table like the one the consumer makes on this
+    /// server (named by `what`), and checks the table then holds exactly that many rows.
     pub(crate) async fn insert_limit(
         &mut self,
         payloads: &[Encoded],
         what: &str,
     ) -> anyhow::Result<Throughput> {
-        let rows = limits::rows_of(payloads)?;
+        let version = self.ch.version().await?;
+        let caps = Capabilities::of_version_text(&version)
+            .ok_or_else(|| anyhow::anyhow!("ClickHouse answered version() with {version:?}"))?;
+        let rows = limits::rows_of(payloads, caps)?;
         let table = format!("{DATABASE}.{}", self.name(what));
         self.tables.push(table.clone());
         say(&format!(
@@ -114,18 +118,7 @@ impl Bench {
             payloads.len(),
             rows.len() / (1 << 20)
         ));
-        let endpoint = NativeEndpoint {
-            host: "127.0.0.1".into(),
-            port: self.args.clickhouse_native_port,
-        };
-        let t = limits::raw_insert(
-            &endpoint,
-            &table,
-            &rows,
-            payloads.len() as u64,
-            &self.work_dir,
-        )
-        .await?;
+        let t = limits::raw_insert(&self.ch, caps, &table, rows, payloads.len() as u64).await?;
         let counted = self.ch.count(&table).await?;
         anyhow::ensure!(
             counted == t.count,
@@ -208,7 +201,7 @@ pub(crate) fn produce_row(t: &Throughput) -> Row {
 /// The table row of a measured insert limit.
 pub(crate) fn insert_row(t: &Throughput) -> Row {
     Row {
-        what: "Raw insert limit (clickhouse-client, RowBinary, one bulk insert)".into(),
+        what: "Raw insert limit (RowBinary, one bulk HTTP insert)".into(),
         sluice: "—".into(),
         limit: per_s(t.per_second(), "rows"),
         ratio: None,

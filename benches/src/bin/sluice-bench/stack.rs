@@ -51,8 +51,11 @@ impl Bench {
             ));
             return;
         }
+        // The Kafka engine's tables are on the legacy server, everything else on the stack's: a table is on one.
         for t in &self.tables {
-            let _ = self.ch.query(&format!("DROP TABLE IF EXISTS {t}")).await;
+            for ch in [&self.ch, &self.legacy_ch] {
+                let _ = ch.query(&format!("DROP TABLE IF EXISTS {t}")).await;
+            }
         }
         // Millions of benchmark events would stay in the stack's log directory (it survives restarts): give the disk back.
         if let Ok(admin) = self
@@ -223,7 +226,7 @@ partitions = {PARTITIONS}
         p
     }
 
-    /// `Apache Kafka 4.4.0, ClickHouse 18.16.1`: what the run measured against, from the running broker's class
+    /// `Apache Kafka 4.4.0, ClickHouse 26.9.2.1, the Kafka engine peer on ClickHouse 18.16.1`: what the run measured against, from the running broker's class
     /// path (`scripts/stack` installs one version per directory) and ClickHouse's `version()`.
     pub(crate) async fn stack_versions(&self) -> String {
         let kafka = self
@@ -242,11 +245,15 @@ partitions = {PARTITIONS}
                 || "Kafka at --kafka (version unknown: not the stack's broker)".into(),
                 |v| format!("Apache Kafka {v} (KRaft, one node)"),
             );
-        let clickhouse = match self.ch.query("SELECT version()").await {
-            Ok(v) => format!("ClickHouse {}", v.trim()),
+        let clickhouse = match self.ch.version().await {
+            Ok(v) => format!("ClickHouse {v}"),
             Err(e) => format!("ClickHouse version unknown ({e})"),
         };
-        format!("{kafka}, {clickhouse}")
+        let legacy = match self.legacy_ch.version().await {
+            Ok(v) => format!("the Kafka engine peer on ClickHouse {v}"),
+            Err(_) => "no legacy ClickHouse for the Kafka engine peer".into(),
+        };
+        format!("{kafka}, {clickhouse}, {legacy}")
     }
 
     /// A service's Prometheus text, for figures only it knows.

@@ -123,10 +123,12 @@ impl Config {
                     s.topic
                 ));
             }
-            if s.order_by.is_empty() {
+            if s.order_by.last() != Some(&s.event_id) {
                 return Err(format!(
-                    "stream {}: order_by must name at least the event id field",
-                    s.topic
+                    "stream {}: order_by {:?} must end with the event id field `{}`: ReplacingMergeTree keeps one \
+                     row per sort key, so without the id distinct events collapse (set `event_id` if the \
+                     stream's id field has another name)",
+                    s.topic, s.order_by, s.event_id
                 ));
             }
         }
@@ -332,7 +334,10 @@ pub struct StreamConfig {
     /// Dead-letter topic. Default `<topic>.dlq`.
     #[serde(default)]
     pub dlq_topic: Option<String>,
-    /// Sort key of a table the consumer creates; ends with the stable event id. Default `[tenant, event_type, event_id]`.
+    /// The field holding each event's stable id, the last column of `order_by`. Default `event_id`.
+    #[serde(default = "default_event_id")]
+    pub event_id: String,
+    /// Sort key of a table the consumer creates; must end with `event_id`. Default `[tenant, event_type, event_id]`.
     #[serde(default = "default_order_by")]
     pub order_by: Vec<String>,
     /// Date/timestamp field the table is partitioned by month on. Default `occurred_at`; empty for none.
@@ -355,6 +360,7 @@ impl StreamConfig {
             subject: None,
             bundled_schema: None,
             dlq_topic: None,
+            event_id: default_event_id(),
             order_by: default_order_by(),
             partition_by: default_partition_by(),
             partitions: default_partitions(),
@@ -487,6 +493,9 @@ fn default_streams() -> Vec<StreamConfig> {
     s.bundled_schema = Some("event".into());
     vec![s]
 }
+fn default_event_id() -> String {
+    "event_id".into()
+}
 fn default_order_by() -> Vec<String> {
     vec!["tenant".into(), "event_type".into(), "event_id".into()]
 }
@@ -587,6 +596,22 @@ mod tests {
         let mut cfg = Config::default();
         cfg.streams.push(cfg.streams[0].clone());
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn the_sort_key_must_end_with_the_event_id() {
+        let mut cfg = Config::default();
+        cfg.streams[0].order_by = vec!["tenant".into(), "event_type".into()];
+        let err = cfg.validate().expect_err("no id in the sort key");
+        assert!(err.contains("must end with the event id field `event_id`"), "{err}");
+        cfg.streams[0].order_by = vec!["event_id".into(), "tenant".into()];
+        assert!(cfg.validate().is_err(), "the id not last");
+        cfg.streams[0].order_by = Vec::new();
+        assert!(cfg.validate().is_err(), "an empty sort key");
+        cfg.streams[0].order_by = vec!["tenant".into(), "message_id".into()];
+        assert!(cfg.validate().is_err(), "another field than the configured id");
+        cfg.streams[0].event_id = "message_id".into();
+        cfg.validate().expect("the id field renamed");
     }
 
     #[test]

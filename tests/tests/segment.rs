@@ -87,6 +87,7 @@ async fn segment_and_rudderstack_sdks_land_exactly_once() -> anyhow::Result<()> 
     let mut consumer_config = s.config();
     consumer_config.streams[0].bundled_schema = Some("segment".into());
     consumer_config.streams[0].order_by = vec!["tenant".into(), "type".into(), "message_id".into()];
+    consumer_config.streams[0].event_id = "message_id".into();
     consumer_config.streams[0].partition_by = "timestamp".into();
     let consumer = InProcess::start(consumer_config).await?;
 

@@ -30,7 +30,7 @@ use crate::source::Received;
 use crate::verdict::{Failure, Verdict, verdict};
 use ports::{DeadLetterSink, RowSink, SchemaSource};
 pub use stream::Stream;
-use writers::Writers;
+use writers::{Blocked, Writers};
 
 /// A message of the batch being flushed and, once decided, what became of it.
 #[derive(Debug)]
@@ -203,15 +203,18 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
     ) -> Result<(), Failure> {
         self.ignore_unconfigured(entries);
         let writers = writers::resolve(&self.registry, entries).await?;
-        self.prepare_streams(&writers).await?;
+        let blocked = self.prepare_streams(&writers).await;
         self.publish_snapshot();
         let mut judged = Judged::default();
         let mut ahead = ahead.unwrap_or_default();
         ahead.add_spare(std::mem::take(&mut self.spare));
-        let decoded = self.decode(entries, &writers, ahead, &mut judged);
-        self.insert(entries, &decoded, &mut judged).await;
+        let decoded = self.decode(entries, &writers, ahead, &mut judged, &blocked);
+        self.insert(entries, &decoded, &mut judged, &blocked).await;
         self.spare = decoded.into_spare();
-        let Judged { letters, retry } = judged;
+        let Judged { letters, mut retry } = judged;
+        if retry.is_none() {
+            retry = blocked.into_values().next();
+        }
         let undelivered =
             dead_letter::send(&self.dlq, &self.streams, &self.metrics, entries, letters).await;
         if let Some(f) = retry.or(undelivered) {
@@ -242,13 +245,15 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
         }
     }
 
-    /// Decodes every pending entry `ahead` does not already hold a row for; failures are judged.
+    /// Decodes every pending entry of a stream not `blocked` that `ahead` does not already hold a row for;
+    /// failures are judged.
     fn decode(
         &self,
         entries: &[Entry],
         writers: &Writers,
         mut decoded: Decoded,
         judged: &mut Judged,
+        blocked: &Blocked,
     ) -> Decoded {
         // Rows decoded ahead for a reader that has changed since are decoded again.
         decoded.retain_current(|topic| self.streams.get(topic).map(|s| s.reader.clone()));
@@ -257,7 +262,11 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
         let pending = entries
             .iter()
             .enumerate()
-            .filter(|(i, e)| e.is_pending() && !covered[*i])
+            .filter(|(i, e)| {
+                e.is_pending()
+                    && !covered[*i]
+                    && (blocked.is_empty() || !blocked.contains_key(e.topic()))
+            })
             .map(|(i, e)| (i, &e.received.message));
         let lookup = FlushLookup {
             streams: &self.streams,
@@ -269,9 +278,19 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
         decoded
     }
 
-    /// Inserts each topic's pending rows, isolating the ones ClickHouse refuses.
-    async fn insert(&mut self, entries: &mut [Entry], decoded: &Decoded, judged: &mut Judged) {
+    /// Inserts the pending rows of each stream not `blocked`, isolating the ones ClickHouse refuses. A stream whose
+    /// insert fails for a reason that is not its rows' stops there; the other streams' rows are still inserted.
+    async fn insert(
+        &mut self,
+        entries: &mut [Entry],
+        decoded: &Decoded,
+        judged: &mut Judged,
+        blocked: &Blocked,
+    ) {
         for (topic, rows) in &decoded.topics {
+            if blocked.contains_key(topic) {
+                continue;
+            }
             let Some(stream) = self.streams.get_mut(topic) else {
                 continue;
             };

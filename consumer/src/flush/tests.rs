@@ -47,6 +47,8 @@ struct FakeClickHouse {
     /// When set, an INSERT of more rows than this is refused the way a server refuses a block that spans more
     /// partitions than `max_partitions_per_insert_block` (every row here is taken to be a month of its own).
     max_block_rows: Option<usize>,
+    /// A table that cannot be created or checked (dropped and detached under the consumer, say).
+    broken_table: Mutex<Option<String>>,
 }
 
 fn is_bad(row: &[u8]) -> bool {
@@ -147,7 +149,12 @@ impl RowSink for Shared<FakeClickHouse> {
         }
     }
 
-    async fn ensure_table(&self, plan: &RowPlan, _spec: TableSpec<'_>) -> Result<Widened, Error> {
+    async fn ensure_table(&self, plan: &RowPlan, spec: TableSpec<'_>) -> Result<Widened, Error> {
+        if self.broken_table.lock().expect("lock").as_deref() == Some(spec.table) {
+            return Err(Error::ClickHouse(clickhouse::error::Error::BadResponse(
+                "Code: 60. DB::Exception: Table sluice.a does not exist. (UNKNOWN_TABLE)".into(),
+            )));
+        }
         Ok(Widened {
             added: Vec::new(),
             plan: plan.clone(),
@@ -585,6 +592,29 @@ async fn one_streams_outage_does_not_hold_back_another() {
     h.flush.attempt(&mut entries, None).await.expect("done");
     settle(&mut entries, &mut h.offsets);
     assert_eq!(h.offsets.committable(), vec![at("a", 0, 3), at("b", 0, 3)]);
+}
+
+#[tokio::test]
+async fn a_stream_whose_table_cannot_be_made_ready_waits_alone() {
+    let mut h = Harness::new(&["a", "b"]);
+    *h.clickhouse.broken_table.lock().expect("lock") = Some("sluice.a".into());
+    let mut entries = h.good("a", 0..3);
+    entries.extend(h.good("b", 0..3));
+    let failure = h
+        .flush
+        .attempt(&mut entries, None)
+        .await
+        .expect_err("a's table is broken");
+    assert!(matches!(failure, Failure::Table(_)), "{failure}");
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(h.offsets.committable(), vec![at("b", 0, 3)]);
+    assert_eq!(entries.len(), 3, "a's messages are still pending");
+    assert!(h.letters().is_empty(), "an outage dead-letters nothing");
+    *h.clickhouse.broken_table.lock().expect("lock") = None;
+    h.flush.attempt(&mut entries, None).await.expect("repaired");
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(h.offsets.committable(), vec![at("a", 0, 3), at("b", 0, 3)]);
+    assert_eq!(h.landed(), 6);
 }
 
 #[test]

@@ -29,6 +29,9 @@ impl Writers {
     }
 }
 
+/// Streams that cannot take rows in this attempt, by topic, with the failure that stopped each.
+pub(super) type Blocked = HashMap<String, Failure>;
+
 /// Looks up the writer schema of every pending message. A lookup that [`verdict`] says to retry (the registry
 /// unreachable) fails the attempt; one that dead-letters (an unknown id) is kept for the decode step to judge.
 pub(super) async fn resolve<R: SchemaSource>(
@@ -67,27 +70,34 @@ pub(super) async fn resolve<R: SchemaSource>(
 
 impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
     /// Makes every stream ready for this attempt's writers: tables exist, and a topic seeing a writer id for the
-    /// first time adopts the subject's latest version as its reader when that changed.
-    pub(super) async fn prepare_streams(&mut self, writers: &Writers) -> Result<(), Failure> {
+    /// first time adopts the subject's latest version as its reader when that changed. Returns the streams that
+    /// could not be made ready, by topic, with why: their messages wait, and every other stream goes on.
+    pub(super) async fn prepare_streams(&mut self, writers: &Writers) -> Blocked {
+        let mut blocked = Blocked::default();
         let topics: Vec<String> = self.streams.keys().cloned().collect();
-        for topic in &topics {
-            self.ensure_table(topic).await.map_err(Failure::Table)?;
+        for topic in topics {
+            if let Err(e) = self.ensure_table(&topic).await {
+                blocked.insert(topic, Failure::Table(e));
+            }
         }
         for (topic, id) in &writers.new {
             let Some(stream) = self.streams.get(topic) else {
                 continue;
             };
-            if stream.known_writers.contains_key(id) {
+            if stream.known_writers.contains_key(id) || blocked.contains_key(topic) {
                 continue;
             }
-            self.refresh_reader(topic).await?;
+            if let Err(f) = self.refresh_reader(topic).await {
+                blocked.insert(topic.clone(), f);
+                continue;
+            }
             if let Some(stream) = self.streams.get_mut(topic)
                 && let Some(Ok(schema)) = writers.get(*id)
             {
                 stream.known_writers.insert(*id, schema.clone());
             }
         }
-        Ok(())
+        blocked
     }
 
     async fn ensure_table(&mut self, topic: &str) -> Result<(), Error> {

@@ -15,6 +15,7 @@ pub mod decode;
 pub mod dlq;
 pub mod error;
 pub mod flush;
+pub mod held;
 pub mod lake;
 pub mod metrics;
 pub mod offsets;

@@ -1,10 +1,11 @@
 //! The consume → flush → commit loop.
 //!
-//! A flush takes every message read since the last one and ends only when each of them has an outcome (inserted,
-//! dead-lettered, or dropped because its partition left); their receipts are settled as outcomes arrive and the
-//! offsets committed at the end. The steps of one attempt are [`crate::flush`]'s; this loop owns the Kafka side:
-//! a failed attempt pauses the partitions and retries the pending messages with backoff, polling the consumer
-//! meanwhile so the group membership and rebalances keep working.
+//! A flush makes one attempt at every message read since the last one (and at the held ones, when due); the
+//! receipts of the messages that got an outcome (inserted, dead-lettered, or dropped because their partition
+//! left) are settled and the offsets committed. The steps of one attempt are [`crate::flush`]'s; this loop owns
+//! the Kafka side. Messages a failed attempt left pending are [`Held`]: only their partitions pause, and they are
+//! tried again with backoff while the read loop keeps polling (the group membership and rebalances keep working)
+//! and every other partition keeps flowing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,8 +25,8 @@ use crate::config::Config;
 use crate::dlq::DlqProducer;
 use crate::error::Error;
 use crate::flush::{Entry, Flush, Stream, mark_revoked, observe_freshness, settle};
+use crate::held::Held;
 use crate::metrics::Metrics;
-use crate::offsets::TopicPartition;
 use crate::predecode::{SharedSnapshot, predecode_into};
 use crate::registry::SchemaRegistry;
 use crate::rows::Decoded;
@@ -67,10 +68,10 @@ pub struct Pipeline {
     ready: Arc<AtomicBool>,
     cfg: Config,
     paused: Paused,
+    /// Messages a failed attempt left pending, and when they are tried again.
+    held: Held,
     /// What the read loop may decode ahead with.
     snapshot: SharedSnapshot,
-    /// Once shutting down, when retrying stops: one grace period for the flush in flight and the last one together.
-    give_up_at: Option<Instant>,
     /// The assignment generation of each partition whose committed block plan was read (once per assignment).
     plans_read: HashMap<block_plan::Key, u64>,
 }
@@ -98,9 +99,9 @@ impl Pipeline {
             context: parts.context,
             metrics: parts.metrics,
             ready: parts.ready,
-            cfg,
             paused: Paused::default(),
-            give_up_at: None,
+            held: Held::new(cfg.retry.backoff()),
+            cfg,
             plans_read: HashMap::new(),
         }
     }
@@ -127,14 +128,16 @@ impl Pipeline {
         loop {
             let deadline = batch.deadline();
             let due: bool;
+            let retry_at = flusher.retry_at();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 done = flusher.finished() => {
+                    due = batch.is_worth_flushing(now_ms()) || done.held.is_due();
                     flusher = Flusher::Idle(Box::new(done));
-                    due = batch.is_worth_flushing(now_ms());
                 }
                 () = sleep_until_opt(deadline) => due = true,
+                () = sleep_until_tokio(retry_at) => due = true,
                 msg = messages.next() => {
                     let mut next = Some(msg);
                     // What librdkafka already holds is taken without going back through `select!` (a timer and
@@ -183,9 +186,8 @@ impl Pipeline {
                 let mut pipeline = flusher.idle().await;
                 // The flush before this one is done with its buffers: the batch read next fills them.
                 pre.add_spare(pipeline.flush.take_spare());
-                let shutdown = shutdown.clone();
                 flusher = Flusher::Busy(Box::pin(async move {
-                    pipeline.write(entries, Some(ahead), &shutdown).await;
+                    pipeline.write(entries, Some(ahead)).await;
                     pipeline
                 }));
             }
@@ -196,7 +198,8 @@ impl Pipeline {
             pending = batch.len(),
             "shutting down: flushing the last batch"
         );
-        pipeline.write(batch.take(), None, &shutdown).await;
+        pipeline.write(batch.take(), None).await;
+        pipeline.finish_held().await;
         pipeline.ready.store(false, Ordering::SeqCst);
         pipeline.commit().await;
         // Dropping the last handle closes the consumer: it leaves the group (the revoke callback commits nothing
@@ -207,13 +210,16 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Writes `entries` until every message in it has an outcome, or gives up when the shutdown grace runs out.
-    async fn write(
-        &mut self,
-        mut entries: Vec<Entry>,
-        mut ahead: Option<Decoded>,
-        shutdown: &CancellationToken,
-    ) {
+    /// Makes one attempt at `entries` (and at the held messages when they are due), settles what got an outcome,
+    /// holds what is still pending, pauses exactly the partitions held, and commits.
+    async fn write(&mut self, mut entries: Vec<Entry>, mut ahead: Option<Decoded>) {
+        let with_held = self.held.is_due();
+        if with_held {
+            // After the batch: the rows decoded ahead are indexed by the batch's positions.
+            entries.append(&mut self.held.take());
+        } else if self.held.absorb(&mut entries) {
+            ahead = None;
+        }
         if entries.is_empty() {
             return;
         }
@@ -226,67 +232,70 @@ impl Pipeline {
             BlockPlan::default()
         };
         self.flush.set_plan(plan);
-        let mut backoff = self.cfg.retry.backoff();
-        let consumer = self.consumer.clone();
-        loop {
-            let revoked = mark_revoked(&mut entries, &self.context.offsets());
-            if revoked > 0 {
-                tracing::info!(
-                    dropped = revoked,
-                    "dropping pending messages of revoked partitions"
-                );
-            }
-            // Rows decoded ahead serve the first attempt only: they are indexed by the batch as it was read.
-            let result = self.flush.attempt(&mut entries, ahead.take()).await;
-            observe_freshness(&entries, &self.metrics);
-            settle(&mut entries, &mut self.context.offsets());
-            let failure = match result {
-                Ok(()) => break,
-                Err(f) => f,
-            };
-            let delay = backoff.next_delay();
-            self.metrics
-                .retrying(failure.label(), backoff.attempts(), delay, &failure);
-            self.pause_assigned();
-            let until = Instant::now() + delay;
-            loop {
-                if shutdown.is_cancelled() && self.give_up_at.is_none() {
-                    self.give_up_at = Some(Instant::now() + self.cfg.shutdown_grace());
-                }
-                if self.give_up_at.is_some_and(|t| Instant::now() >= t) {
-                    tracing::warn!(
-                        messages = entries.len(),
-                        "shutdown grace over: leaving the batch uncommitted for redelivery"
-                    );
-                    return;
-                }
-                let wake = self.give_up_at.map_or(until, |t| t.min(until));
-                tokio::select! {
-                    () = tokio::time::sleep_until(wake) => {
-                        if Instant::now() >= until { break; }
-                    }
-                    () = shutdown.cancelled(), if self.give_up_at.is_none() => {}
-                    msg = consumer.recv() => {
-                        // Keeps the group membership alive and serves rebalances; anything still in librdkafka's
-                        // fetch queue joins this flush and its partition is paused too.
-                        if let Some(r) = msg.ok().and_then(|m| receive(&self.context, &mut ConsumedCounter::default(), &self.metrics, &m)) {
-                            let tp = TopicPartition::new(r.receipt.topic(), r.receipt.partition());
-                            self.paused.pause_one(&self.consumer, &self.context, tp);
-                            entries.push(Entry::new(r));
-                        }
-                    }
-                }
+        let revoked = mark_revoked(&mut entries, &self.context.offsets());
+        if revoked > 0 {
+            tracing::info!(
+                dropped = revoked,
+                "dropping pending messages of revoked partitions"
+            );
+        }
+        let result = self.flush.attempt(&mut entries, ahead).await;
+        observe_freshness(&entries, &self.metrics);
+        settle(&mut entries, &mut self.context.offsets());
+        match result {
+            Ok(()) if with_held => self.held.recovered(self.cfg.retry.backoff()),
+            Ok(()) => {}
+            Err(failure) => {
+                let delay = self.held.hold(entries);
+                self.metrics
+                    .retrying(failure.label(), self.held.attempts(), delay, &failure);
             }
         }
-        self.resume_paused();
+        self.paused
+            .pause_only(&self.consumer, &self.context, self.held.partitions());
         let written = started.elapsed();
         self.commit().await;
         tracing::debug!(
             messages = count,
+            held = self.held.len(),
             write_ms = written.as_millis() as u64,
             commit_ms = (started.elapsed() - written).as_millis() as u64,
             "batch flushed"
         );
+    }
+
+    /// Shutting down: tries the held messages until they are done or the grace period runs out, serving the group
+    /// meanwhile; what is left stays uncommitted for redelivery.
+    async fn finish_held(&mut self) {
+        let give_up_at = Instant::now() + self.cfg.shutdown_grace();
+        let consumer = self.consumer.clone();
+        while !self.held.is_empty() {
+            let Some(retry_at) = self.held.retry_at() else {
+                break;
+            };
+            if Instant::now() >= give_up_at {
+                tracing::warn!(
+                    messages = self.held.len(),
+                    "shutdown grace over: leaving the held messages uncommitted for redelivery"
+                );
+                return;
+            }
+            let wake = retry_at.min(give_up_at);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => break,
+                    msg = consumer.recv() => {
+                        // Keeps the group membership alive and serves rebalances; a message still in librdkafka's
+                        // fetch queue waits with the held ones, so no received offset is passed over.
+                        if let Some(r) = msg.ok().and_then(|m| receive(&self.context, &mut ConsumedCounter::default(), &self.metrics, &m)) {
+                            self.held.hold_more(Entry::new(r));
+                        }
+                    }
+                }
+            }
+            self.held.make_due();
+            self.write(Vec::new(), None).await;
+        }
     }
 
     /// Where this batch's blocks end, one per partition unless a crashed owner's plan for the same position cut
@@ -347,14 +356,6 @@ impl Pipeline {
         plan
     }
 
-    fn pause_assigned(&mut self) {
-        self.paused.pause_assigned(&self.consumer, &self.context);
-    }
-
-    fn resume_paused(&mut self) {
-        self.paused.resume(&self.consumer, &self.context);
-    }
-
     /// Commits every position that moved; a failure is logged and the positions are retried with the next commit.
     async fn commit(&mut self) {
         let positions = self.context.offsets().committable();
@@ -389,6 +390,14 @@ impl Flusher {
     /// Whether no flush is running.
     fn is_idle(&self) -> bool {
         matches!(self, Flusher::Idle(_))
+    }
+
+    /// When the idle pipeline's held messages are due; `None` while a flush runs (it decides again when done).
+    fn retry_at(&self) -> Option<Instant> {
+        match self {
+            Flusher::Idle(p) => p.held.retry_at(),
+            Flusher::Busy(_) => None,
+        }
     }
 
     /// Completes with the pipeline when the running flush ends; never while idle.
@@ -447,6 +456,13 @@ fn receive(
 /// Wall-clock milliseconds since the epoch, as Kafka timestamps count them.
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+async fn sleep_until_tokio(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<std::time::Instant>) {

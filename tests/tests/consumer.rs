@@ -478,6 +478,83 @@ async fn clickhouse_outage_pauses_retries_and_never_commits_past_it() -> anyhow:
     Ok(())
 }
 
+/// Stream A's table is detached under the consumer (every insert and every check of it fails) while stream B
+/// flows in the same consumer: B lands and commits at once, A waits on its own partitions (paused, retried, nothing
+/// committed, nothing dead-lettered) and lands whole once the table is attached again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_table_holds_back_only_its_own_stream() -> anyhow::Result<()> {
+    init_tracing();
+    let a = Setup::new("cons_iso_a").await?;
+    let mut b = Setup::new("cons_iso_b").await?;
+    b.group = a.group.clone();
+    let a_schema = register(&a.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let b_schema = register(&b.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let mut config = a.config();
+    let mut b_stream = config.streams[0].clone();
+    b_stream.topic = b.topic.clone();
+    b_stream.table = b.table.clone();
+    b_stream.dlq_topic = Some(b.dlq.clone());
+    config.streams.push(b_stream);
+    let consumer = InProcess::start(config).await?;
+    consumer.ready().await?;
+    let producer = producer()?;
+
+    let (a_first, b_first) = (ids(100), ids(100));
+    send_events(&producer, &a.topic, a_schema, &a_first).await?;
+    send_events(&producer, &b.topic, b_schema, &b_first).await?;
+    a.wait_for_rows(100, Duration::from_secs(60)).await?;
+    b.wait_for_rows(100, Duration::from_secs(60)).await?;
+    a.wait_committed_at_end(Duration::from_secs(30)).await?;
+
+    clickhouse()
+        .query(&format!("DETACH TABLE {}", a.table))
+        .execute()
+        .await?;
+    let (a_second, b_second) = (ids(100), ids(100));
+    send_events(&producer, &a.topic, a_schema, &a_second).await?;
+    eventually("A's inserts retried", Duration::from_secs(30), || async {
+        Ok((consumer
+            .metric("sluice_consumer_retries_total{what=\"clickhouse\"}")
+            .await?
+            >= 2.0)
+            .then_some(()))
+    })
+    .await?;
+    // B's events are sent once A is stuck: they must not wait behind it.
+    send_events(&producer, &b.topic, b_schema, &b_second).await?;
+    b.wait_for_rows(200, Duration::from_secs(30)).await?;
+    b.wait_committed_at_end(Duration::from_secs(30)).await?;
+    let b_all: Vec<Uuid> = b_first.into_iter().chain(b_second).collect();
+    b.assert_exactly(&b_all).await?;
+    let paused = consumer.metric("sluice_consumer_paused_partitions").await?;
+    assert!(
+        (1.0..=f64::from(PARTITIONS)).contains(&paused),
+        "only A's partitions pause: {paused}"
+    );
+    assert_eq!(a.committed_total().await?, 100, "nothing of A committed past its outage");
+    assert!(a.dead_letters().await?.is_empty(), "an outage is not poison");
+
+    clickhouse()
+        .query(&format!("ATTACH TABLE {}", a.table))
+        .execute()
+        .await?;
+    a.wait_for_rows(200, Duration::from_secs(60)).await?;
+    a.wait_committed_at_end(Duration::from_secs(30)).await?;
+    let a_all: Vec<Uuid> = a_first.into_iter().chain(a_second).collect();
+    a.assert_exactly(&a_all).await?;
+    assert!(a.dead_letters().await?.is_empty());
+    assert!(b.dead_letters().await?.is_empty());
+    eventually("partitions resumed", Duration::from_secs(10), || async {
+        Ok((consumer.metric("sluice_consumer_paused_partitions").await? == 0.0).then_some(()))
+    })
+    .await?;
+
+    consumer.stop().await?;
+    a.cleanup().await;
+    b.cleanup().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_schema_version_adds_its_column_and_both_versions_land() -> anyhow::Result<()> {
     init_tracing();

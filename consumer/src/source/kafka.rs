@@ -290,6 +290,44 @@ impl Paused {
         context.metrics.paused_partitions(self.0.len());
     }
 
+    /// Pauses exactly `held` (those still assigned): newly held partitions pause, and paused ones no longer held
+    /// resume.
+    pub fn pause_only(
+        &mut self,
+        consumer: &SourceConsumer,
+        context: &SourceContext,
+        held: &std::collections::HashSet<TopicPartition>,
+    ) {
+        if self.0.is_empty() && held.is_empty() {
+            return;
+        }
+        let assigned: std::collections::HashSet<TopicPartition> =
+            context.offsets().assigned().into_iter().collect();
+        let free: Vec<TopicPartition> = self.0.difference(held).cloned().collect();
+        if !free.is_empty() {
+            let resume: Vec<TopicPartition> = free
+                .iter()
+                .filter(|tp| assigned.contains(*tp))
+                .cloned()
+                .collect();
+            set_paused(consumer, &resume, false);
+            for tp in &free {
+                self.0.remove(tp);
+            }
+            tracing::info!(partitions = ?resume, "resumed: their messages are done");
+        }
+        let new: Vec<TopicPartition> = held
+            .iter()
+            .filter(|tp| !self.0.contains(*tp) && assigned.contains(*tp))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            tracing::info!(partitions = ?new, "paused while their pending messages are retried");
+        }
+        self.pause(consumer, context, new);
+        context.metrics.paused_partitions(self.0.len());
+    }
+
     /// Resumes what is paused and still assigned.
     pub fn resume(&mut self, consumer: &SourceConsumer, context: &SourceContext) {
         if self.0.is_empty() {

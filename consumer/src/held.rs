@@ -1,0 +1,126 @@
+//! Messages a failed attempt left pending, held for the next try while every other partition flows.
+//!
+//! A failure that may clear (a table being repaired, ClickHouse or the DLQ unreachable) holds only the messages it
+//! stopped: their partitions pause until a retry gives each of them an outcome, and the read loop goes on reading,
+//! inserting and committing every other partition meanwhile. Messages of a held partition that were already
+//! fetched join the held ones, so a partition is always tried from its oldest pending message.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rdkafka::message::Message;
+use sluice_runtime::backoff::Backoff;
+use tokio::time::Instant;
+
+use crate::flush::Entry;
+use crate::offsets::TopicPartition;
+
+/// The held messages, their partitions and when they are tried again.
+pub struct Held {
+    entries: Vec<Entry>,
+    partitions: HashSet<TopicPartition>,
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Held {
+    /// Nothing held; retries back off as `backoff` says.
+    pub fn new(backoff: Backoff) -> Self {
+        Self {
+            entries: Vec::new(),
+            partitions: HashSet::new(),
+            retry_at: None,
+            backoff,
+        }
+    }
+
+    /// Whether no message is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many messages are held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The partitions whose messages are held (and so stay paused).
+    pub fn partitions(&self) -> &HashSet<TopicPartition> {
+        &self.partitions
+    }
+
+    /// When the held messages are tried again; `None` when nothing is held.
+    pub fn retry_at(&self) -> Option<Instant> {
+        (!self.is_empty()).then_some(self.retry_at).flatten()
+    }
+
+    /// Whether the held messages are due for their next try.
+    pub fn is_due(&self) -> bool {
+        self.retry_at().is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// Makes the held messages due now (shutting down: what is left of the grace is spent trying).
+    pub fn make_due(&mut self) {
+        if !self.is_empty() {
+            self.retry_at = Some(Instant::now());
+        }
+    }
+
+    /// Moves the entries of held partitions out of `batch` to wait with the rest of their partition; returns
+    /// whether any moved (then the batch's positions changed).
+    pub fn absorb(&mut self, batch: &mut Vec<Entry>) -> bool {
+        if self.partitions.is_empty() {
+            return false;
+        }
+        let before = batch.len();
+        let mut kept = Vec::with_capacity(before);
+        for e in batch.drain(..) {
+            if self.partitions.contains(&partition_of(&e)) {
+                self.entries.push(e);
+            } else {
+                kept.push(e);
+            }
+        }
+        *batch = kept;
+        batch.len() != before
+    }
+
+    /// Holds one more message, read while the held ones wait (shutting down).
+    pub fn hold_more(&mut self, e: Entry) {
+        self.partitions.insert(partition_of(&e));
+        self.entries.push(e);
+    }
+
+    /// Takes every held message for a try (their partitions stay paused until the try settles them).
+    pub fn take(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.entries)
+    }
+
+    /// Holds `pending` (what a failed attempt left) until a backoff delay from now; returns the delay.
+    pub fn hold(&mut self, pending: Vec<Entry>) -> Duration {
+        self.entries.extend(pending);
+        self.partitions = self.entries.iter().map(partition_of).collect();
+        let delay = self.backoff.next_delay();
+        self.retry_at = Some(Instant::now() + delay);
+        delay
+    }
+
+    /// An attempt that held messages took part in left nothing pending: the partitions are free again and the
+    /// next failure backs off from the start.
+    pub fn recovered(&mut self, backoff: Backoff) {
+        debug_assert!(self.entries.is_empty(), "a try takes every held message");
+        self.partitions.clear();
+        self.retry_at = None;
+        self.backoff = backoff;
+    }
+
+    /// Tries made since the last recovery.
+    pub fn attempts(&self) -> u32 {
+        self.backoff.attempts()
+    }
+}
+
+fn partition_of(e: &Entry) -> TopicPartition {
+    let m = &e.received.message;
+    TopicPartition::new(m.topic(), m.partition())
+}

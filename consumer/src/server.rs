@@ -199,7 +199,7 @@ async fn run(
         stream.table_ready();
         streams.insert(s.topic.clone(), stream);
     }
-    let dlq = DlqProducer::new(&config.kafka, &config.group_id)?;
+    let dlq = DlqProducer::new(&config.kafka, &config.group_id, &config.streams)?;
     let (consumer, context) = subscribe(config, &metrics)?;
     let _ = dashboard_context.set(context.clone());
     tracing::info!(group = %config.group_id, topics = ?config.streams.iter().map(|s| &s.topic).collect::<Vec<_>>(), "consuming");

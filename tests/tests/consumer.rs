@@ -138,6 +138,48 @@ async fn an_oversize_garbage_message_is_dead_lettered_cut_and_nothing_waits_behi
     Ok(())
 }
 
+/// The DLQ topic is deleted under a running consumer, on a broker with auto-create off: a poison message's letter
+/// cannot be sent until the topic exists again. The consumer creates it again (as at start-up), the letter lands
+/// there, and every good event lands on every partition with the group committed to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_dlq_topic_is_created_again_for_the_letter() -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+
+    init_tracing();
+    let s = Setup::new("cons_dlq_gone").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let consumer = InProcess::start(s.config()).await?;
+    consumer.ready().await?;
+    let admin: AdminClient<DefaultClientContext> = kafka_settings().client_config().create()?;
+    for result in admin
+        .delete_topics(&[s.dlq.as_str()], &AdminOptions::new())
+        .await?
+    {
+        result.map_err(|(t, code)| anyhow::anyhow!("deleting {t}: {code:?}"))?;
+    }
+    let producer = producer()?;
+    send_raw(&producer, &s.topic, &[("junk".into(), b"not an event".to_vec())]).await?;
+    let good = ids(200);
+    send_events(&producer, &s.topic, schema_id, &good).await?;
+
+    s.wait_for_rows(200, Duration::from_secs(60)).await?;
+    s.assert_exactly(&good).await?;
+    let letters = eventually("the letter in the new DLQ topic", Duration::from_secs(60), || async {
+        let l = s.dead_letters().await.unwrap_or_default();
+        Ok((!l.is_empty()).then_some(l))
+    })
+    .await?;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].key(), Some(&b"junk"[..]));
+    assert_eq!(header_str(&letters[0], header::CLASS), Some("undecodable"));
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert_eq!(s.committed_total().await?, 201);
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
 /// A backfill: one request whose 101 events span 101 months, all on one Kafka partition, so the consumer's one
 /// block for it touches 101 table partitions. ClickHouse 26.9 refuses such a block (`max_partitions_per_insert_block`
 /// is 100, code 252); the consumer splits it instead of retrying it forever, and every event lands once, nothing

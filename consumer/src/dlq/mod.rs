@@ -5,9 +5,15 @@
 //! A letter the DLQ producer or topic refuses for its size (a source message near the broker's limit, plus Sluice's
 //! headers, is over it) is sent again cut: without the value and the original headers, with the value's size and
 //! SHA-256 and a header that says so. Otherwise it would be retried forever and hold its partition.
+//!
+//! A DLQ topic that no longer exists (deleted, with the broker's auto-create off) is created again, as at start-up,
+//! and the letter sent to it. A DLQ the consumer may not write (ACLs) cannot be fixed from here: the letter's
+//! message stays pending, holding only its own partition, and the failure shows as `dlq` in the retry metrics and
+//! logs until an operator grants the write.
 
 pub mod command;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -169,24 +175,36 @@ pub struct DlqProducer {
     producer: FutureProducer,
     group: String,
     timeout: Duration,
+    kafka: sluice_runtime::kafka::KafkaSettings,
+    /// The partitions of each stream's DLQ topic, for creating it again.
+    partitions: HashMap<String, i32>,
 }
 
 impl DlqProducer {
-    /// A producer on `settings`' brokers, labelling letters with `group`.
+    /// A producer on `settings`' brokers for the DLQ topics of `streams`, labelling letters with `group`.
     pub fn new(
         settings: &sluice_runtime::kafka::KafkaSettings,
         group: &str,
+        streams: &[crate::config::StreamConfig],
     ) -> Result<Self, Error> {
         let producer: FutureProducer = producer_config(settings)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")
+            // How long a letter waits for a topic missing from the metadata before failing as unknown: the DLQ
+            // topics exist from start-up, so a missing one was deleted and is created again sooner this way.
+            .set("topic.metadata.propagation.max.ms", "5000")
             .create()?;
         Ok(Self {
             producer,
             group: group.to_owned(),
             timeout: Duration::from_secs(30),
+            kafka: settings.clone(),
+            partitions: streams
+                .iter()
+                .map(|s| (s.dlq_topic(), s.partitions))
+                .collect(),
         })
     }
 
@@ -211,8 +229,34 @@ impl DlqProducer {
                 );
                 self.produce(dlq_topic, msg, letter, true).await
             }
+            Err(e) if unknown_topic(&e) => {
+                // Sent on the next attempt if the new topic is not in the metadata yet.
+                self.recreate(dlq_topic, &e).await?;
+                self.produce(dlq_topic, msg, letter, false).await
+            }
             result => result,
         }
+    }
+
+    /// Creates `dlq_topic` again after a produce found it missing (`error`); fails with `error` for a topic this
+    /// producer does not own, and with the broker's answer if creating it is refused.
+    async fn recreate(&self, dlq_topic: &str, error: &Error) -> Result<(), Error> {
+        let Some(partitions) = self.partitions.get(dlq_topic) else {
+            return Err(Error::Kafka(rdkafka::error::KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            )));
+        };
+        tracing::warn!(dlq_topic, partitions, %error, "the DLQ topic is missing: creating it again");
+        sluice_runtime::kafka::ensure_topics(
+            &self.kafka,
+            &[sluice_runtime::kafka::TopicSpec {
+                name: dlq_topic,
+                partitions: *partitions,
+                config: vec![],
+            }],
+        )
+        .await?;
+        Ok(())
     }
 
     /// One produce of `msg`'s letter, whole or `cut`.
@@ -285,6 +329,18 @@ fn too_large(e: &Error) -> bool {
         e,
         Error::Kafka(KafkaError::MessageProduction(
             RDKafkaErrorCode::MessageSizeTooLarge
+        ))
+    )
+}
+
+/// Whether the DLQ topic does not exist (deleted, with auto-create off): librdkafka's local verdict from the
+/// metadata, or the broker's.
+fn unknown_topic(e: &Error) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    matches!(
+        e,
+        Error::Kafka(KafkaError::MessageProduction(
+            RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition
         ))
     )
 }

@@ -163,7 +163,7 @@ pub async fn serve(
     let mut member = config.clone();
     member.group_id = config.lake.group_id.clone();
     member.streams = streams.clone();
-    let dlq = DlqProducer::new(&config.kafka, &member.group_id)?;
+    let dlq = DlqProducer::new(&config.kafka, &member.group_id, &member.streams)?;
     let (consumer, context) = subscribe(&member, &metrics)?;
     tracing::info!(group = %member.group_id, lake = %lake.location, topics = ?streams.iter().map(|s| &s.topic).collect::<Vec<_>>(), "writing the lake");
     let publisher = Publisher {

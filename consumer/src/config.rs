@@ -31,6 +31,10 @@ pub struct Config {
     /// Registry request timeout in milliseconds. Default 5000.
     #[serde(default = "default_registry_timeout_ms")]
     pub registry_timeout_ms: u64,
+    /// How long (ms) a writer schema id the registry answers 404 for is asked again before its messages are
+    /// dead-lettered: a registry replica may not have the id yet. Only its messages' partitions wait. Default 30000.
+    #[serde(default = "default_registry_unknown_id_wait_ms")]
+    pub registry_unknown_id_wait_ms: u64,
     /// Where rows go.
     #[serde(default)]
     pub clickhouse: ClickHouseSettings,
@@ -90,6 +94,7 @@ impl Default for Config {
             group_protocol: GroupProtocol::default(),
             registry_url: default_registry(),
             registry_timeout_ms: default_registry_timeout_ms(),
+            registry_unknown_id_wait_ms: default_registry_unknown_id_wait_ms(),
             clickhouse: ClickHouseSettings::default(),
             streams: default_streams(),
             batch: BatchSettings::default(),
@@ -526,6 +531,9 @@ fn default_initial_backoff_ms() -> u64 {
 }
 fn default_max_backoff_ms() -> u64 {
     10_000
+}
+fn default_registry_unknown_id_wait_ms() -> u64 {
+    30_000
 }
 fn default_shutdown_grace_ms() -> u64 {
     15_000

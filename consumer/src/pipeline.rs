@@ -85,13 +85,14 @@ const DRAIN_READY: usize = 1_000;
 impl Pipeline {
     /// A pipeline over `parts`.
     pub fn new(parts: Parts, cfg: Config) -> Self {
-        let flush = Flush::new(
+        let mut flush = Flush::new(
             parts.sink,
             parts.dlq,
             parts.registry,
             parts.streams,
             parts.metrics.clone(),
         );
+        flush.wait_for_unknown_ids(Duration::from_millis(cfg.registry_unknown_id_wait_ms));
         Self {
             snapshot: flush.snapshot(),
             flush,

@@ -110,3 +110,4 @@ pub fn service_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
 
 pub mod clickhouse_node;
 pub mod kafka;
+pub mod registry_node;

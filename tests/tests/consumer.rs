@@ -520,6 +520,69 @@ async fn clickhouse_outage_pauses_retries_and_never_commits_past_it() -> anyhow:
     Ok(())
 }
 
+/// A registry that does not know a writer id yet (a replica behind its leader, say) answers 404 for it. The
+/// consumer asks again for up to `registry_unknown_id_wait_ms` instead of dead-lettering: events produced with a
+/// schema registered seconds later land, nothing goes to the DLQ, and the events of the known id land meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_id_the_registry_learns_seconds_later_lands_without_a_letter() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_late_id").await?;
+    // A registry of its own: its first schema is id 1 and the next one registered id 2.
+    let (_registry, base) = sluice_tests::registry_node::start(&sluice_tests::unique("_schemas_late")).await?;
+    let v1 = register_at(&base, &s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    assert_eq!(v1, 1);
+    let mut config = s.config();
+    config.registry_url = base.clone();
+    config.registry_unknown_id_wait_ms = 60_000;
+    let consumer = InProcess::start(config).await?;
+    consumer.ready().await?;
+
+    let producer = producer()?;
+    let known = ids(100);
+    send_events(&producer, &s.topic, v1, &known).await?;
+    let v2_text = event_schema_v2_text();
+    let v2_schema = apache_avro::Schema::parse_str(&v2_text)?;
+    let late = ids(100);
+    let items = late
+        .iter()
+        .map(|id| {
+            let plan = vec![(
+                "plan".to_string(),
+                Value::Union(1, Box::new(Value::String("pro".into()))),
+            )];
+            Ok((id.to_string(), framed(2, &v2_schema, event(*id, "signup", plan))?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    send_raw(&producer, &s.topic, &items).await?;
+
+    s.wait_for_rows(100, Duration::from_secs(60)).await?;
+    eventually("id 2 asked again", Duration::from_secs(30), || async {
+        Ok((consumer
+            .metric("sluice_consumer_retries_total{what=\"registry\"}")
+            .await?
+            >= 2.0)
+            .then_some(()))
+    })
+    .await?;
+    assert!(s.dead_letters().await?.is_empty(), "not dead-lettered while it may still appear");
+    let v2 = register_at(&base, &s.subject, &v2_text).await?;
+    assert_eq!(v2, 2, "the id the late events were produced with");
+
+    s.wait_for_rows(200, Duration::from_secs(60)).await?;
+    let all: Vec<Uuid> = known.into_iter().chain(late).collect();
+    s.assert_exactly(&all).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert!(s.dead_letters().await?.is_empty());
+    let plans: u64 = clickhouse()
+        .query(&format!("SELECT count() FROM {} FINAL WHERE plan = 'pro'", s.table))
+        .fetch_one()
+        .await?;
+    assert_eq!(plans, 100, "the late events read with their own schema");
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
 /// Stream A's table is detached under the consumer (every insert and every check of it fails) while stream B
 /// flows in the same consumer: B lands and commits at once, A waits on its own partitions (paused, retried, nothing
 /// committed, nothing dead-lettered) and lands whole once the table is attached again.

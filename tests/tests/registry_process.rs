@@ -1,60 +1,12 @@
 //! The `sluice-registry` binary as the stack runs it (`SLUICE_CONFIG=config/registry.toml`, overridden by
 //! `SLUICE_*` variables), killed with SIGKILL: every write it acknowledged must be there after a restart.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
-
 use anyhow::Context;
 use serde_json::{Value, json};
-use sluice_tests::{eventually, kafka_bootstrap, service_binary, unique};
-use tokio::process::{Child, Command};
+use sluice_tests::registry_node::start;
+use sluice_tests::unique;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
-
-/// A free port on 127.0.0.1 (bound, then released for the child to take).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// Starts the binary on `topic` and waits for `/readyz`.
-async fn start(topic: &str) -> anyhow::Result<(Child, String)> {
-    let port = free_port()?;
-    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/registry.toml");
-    let mut cmd = Command::new(service_binary("sluice-registry")?);
-    for k in sluice_tests::sluice_vars() {
-        cmd.env_remove(k);
-    }
-    let child = cmd
-        .env("SLUICE_CONFIG", config)
-        .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SLUICE_TOPIC", topic)
-        .env("SLUICE_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting sluice-registry")?;
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    eventually(
-        "registry process ready",
-        Duration::from_secs(60),
-        || async {
-            let ok = http
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            Ok(ok.then_some(()))
-        },
-    )
-    .await?;
-    Ok((child, base))
-}
 
 async fn post(base: &str, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
     let r = reqwest::Client::new()

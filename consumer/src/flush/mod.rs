@@ -30,6 +30,7 @@ use crate::source::Received;
 use crate::verdict::{Failure, Verdict, verdict};
 use ports::{DeadLetterSink, RowSink, SchemaSource};
 pub use stream::Stream;
+pub use writers::UnknownIds;
 use writers::{Blocked, Writers};
 
 /// A message of the batch being flushed and, once decided, what became of it.
@@ -149,6 +150,8 @@ pub struct Flush<S, D, R> {
     plan: BlockPlan,
     /// The last attempt's row buffers, emptied, for the read loop to fill next.
     spare: Vec<RowBuffers>,
+    /// Writer ids the registry did not know, asked again for a while before their messages are dead-lettered.
+    unknown_ids: UnknownIds,
 }
 
 impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
@@ -169,7 +172,14 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
             snapshot: SharedSnapshot::default(),
             plan: BlockPlan::default(),
             spare: Vec::new(),
+            unknown_ids: UnknownIds::default(),
         }
+    }
+
+    /// Asks the registry again for up to `wait` about a writer id it answered 404 for before dead-lettering the
+    /// id's messages (zero, the default: at once).
+    pub fn wait_for_unknown_ids(&mut self, wait: std::time::Duration) {
+        self.unknown_ids = UnknownIds::new(wait);
     }
 
     /// The emptied row buffers of the last flush, for the batch being read (its capacity is what saves the
@@ -202,7 +212,7 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
         ahead: Option<Decoded>,
     ) -> Result<(), Failure> {
         self.ignore_unconfigured(entries);
-        let writers = writers::resolve(&self.registry, entries).await?;
+        let writers = writers::resolve(&self.registry, entries, &mut self.unknown_ids).await?;
         let blocked = self.prepare_streams(&writers).await;
         self.publish_snapshot();
         let mut judged = Judged::default();
@@ -214,6 +224,13 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
         let Judged { letters, mut retry } = judged;
         if retry.is_none() {
             retry = blocked.into_values().next();
+        }
+        if retry.is_none()
+            && let Some(id) = writers.waiting_for()
+        {
+            retry = Some(Failure::Registry(crate::registry::RegistryError::NotFound(
+                format!("writer schema id {id} not in the registry yet; asking again"),
+            )));
         }
         let undelivered =
             dead_letter::send(&self.dlq, &self.streams, &self.metrics, entries, letters).await;

@@ -169,18 +169,22 @@ impl RowSink for Shared<FakeClickHouse> {
     }
 }
 
-/// The registry: knows `WRITER_ID` only, and can be unreachable.
+/// The registry: knows `WRITER_ID` (and `LATE_ID` once `late_known`), and can be unreachable.
 struct FakeRegistry {
     schema: Arc<Schema>,
     down: AtomicBool,
+    late_known: AtomicBool,
 }
+
+/// An id a registry replica learns late.
+const LATE_ID: u32 = 2;
 
 impl SchemaSource for Shared<FakeRegistry> {
     async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(RegistryError::Unavailable("connection refused".into()));
         }
-        if id == WRITER_ID {
+        if id == WRITER_ID || (id == LATE_ID && self.late_known.load(Ordering::SeqCst)) {
             Ok(self.schema.clone())
         } else {
             Err(RegistryError::NotFound(format!("schema id {id}")))
@@ -283,6 +287,7 @@ impl Harness {
         let registry = Shared(Arc::new(FakeRegistry {
             schema: schema.clone(),
             down: AtomicBool::new(false),
+            late_known: AtomicBool::new(false),
         }));
         let streams = topics
             .iter()
@@ -615,6 +620,47 @@ async fn a_stream_whose_table_cannot_be_made_ready_waits_alone() {
     settle(&mut entries, &mut h.offsets);
     assert_eq!(h.offsets.committable(), vec![at("a", 0, 3), at("b", 0, 3)]);
     assert_eq!(h.landed(), 6);
+}
+
+#[tokio::test]
+async fn an_id_the_registry_learns_late_waits_then_lands_and_one_it_never_learns_is_dead_lettered() {
+    let mut h = Harness::new(&["t"]);
+    h.flush
+        .wait_for_unknown_ids(std::time::Duration::from_millis(300));
+    let mut entries = h.good("t", 0..2);
+    let mut late = h.framed("late", 2);
+    late[1..5].copy_from_slice(&LATE_ID.to_be_bytes());
+    entries.push(h.entry("t", 0, 2, late.clone()));
+    entries.extend(h.good("t", 3..5));
+    let failure = h
+        .flush
+        .attempt(&mut entries, None)
+        .await
+        .expect_err("one id unknown yet");
+    assert!(matches!(failure, Failure::Registry(_)), "{failure}");
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(entries.len(), 1, "only the unknown id's message waits");
+    assert_eq!(h.landed(), 4);
+    assert!(h.letters().is_empty(), "not dead-lettered within the wait");
+    assert_eq!(h.offsets.committable(), vec![at("t", 0, 2)]);
+    h.registry.late_known.store(true, Ordering::SeqCst);
+    h.flush.attempt(&mut entries, None).await.expect("the id is known now");
+    settle(&mut entries, &mut h.offsets);
+    assert_eq!(h.landed(), 5);
+    assert!(h.letters().is_empty());
+    assert_eq!(h.offsets.committable(), vec![at("t", 0, 5)]);
+
+    // An id never registered is dead-lettered once its wait is over.
+    h.registry.late_known.store(false, Ordering::SeqCst);
+    let mut entries = vec![h.entry("t", 0, 5, late)];
+    h.flush
+        .attempt(&mut entries, None)
+        .await
+        .expect_err("waiting");
+    assert!(h.letters().is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    h.flush.attempt(&mut entries, None).await.expect("dead-lettered");
+    assert_eq!(h.letters(), vec![("t.dlq".into(), 5, ErrorClass::UnknownSchema)]);
 }
 
 #[test]

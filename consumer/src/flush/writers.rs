@@ -4,6 +4,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use rdkafka::message::Message;
@@ -20,9 +21,66 @@ use crate::verdict::{Failure, Verdict, verdict};
 pub(super) struct Writers {
     by_id: HashMap<u32, Result<Arc<Schema>, RegistryError>>,
     new: HashSet<(String, u32)>,
+    /// Ids the registry does not know yet, still within their wait: their messages stay pending.
+    waiting: HashSet<u32>,
+}
+
+/// Writer schema ids the registry answered 404 for, and since when: such an id is asked again for a bounded time
+/// before its messages are dead-lettered, because a registry replica may serve it a moment later. Only the
+/// partitions of its messages wait (they are held like any pending message).
+#[derive(Debug, Default)]
+pub struct UnknownIds {
+    wait: Duration,
+    first_seen: HashMap<u32, Instant>,
+}
+
+/// Ids remembered at most; beyond it the ones whose wait is long over are forgotten (garbage with random ids).
+const UNKNOWN_IDS_KEPT: usize = 10_000;
+
+impl UnknownIds {
+    /// Waits up to `wait` for each unknown id (zero: dead-letter at the first 404).
+    pub fn new(wait: Duration) -> Self {
+        Self {
+            wait,
+            first_seen: HashMap::new(),
+        }
+    }
+
+    /// Whether `id`, just answered 404, is still within its wait.
+    fn still_waiting(&mut self, id: u32) -> bool {
+        if self.wait.is_zero() {
+            return false;
+        }
+        let now = Instant::now();
+        if self.first_seen.len() >= UNKNOWN_IDS_KEPT {
+            let wait = self.wait;
+            self.first_seen.retain(|_, t| now.duration_since(*t) < wait * 2);
+        }
+        let first = *self.first_seen.entry(id).or_insert_with(|| {
+            tracing::warn!(
+                id,
+                wait_ms = self.wait.as_millis() as u64,
+                "the registry does not know this writer schema id: asking again before dead-lettering its messages"
+            );
+            now
+        });
+        now.duration_since(first) < self.wait
+    }
+
+    /// `id` resolved: its wait ends.
+    fn found(&mut self, id: u32) {
+        if !self.first_seen.is_empty() {
+            self.first_seen.remove(&id);
+        }
+    }
 }
 
 impl Writers {
+    /// An id whose messages wait for the registry to know it, if any.
+    pub(super) fn waiting_for(&self) -> Option<u32> {
+        self.waiting.iter().next().copied()
+    }
+
     /// The schema under `id`, or why there is none; `None` if no pending message named it.
     pub(super) fn get(&self, id: u32) -> Option<&Result<Arc<Schema>, RegistryError>> {
         self.by_id.get(&id)
@@ -33,10 +91,12 @@ impl Writers {
 pub(super) type Blocked = HashMap<String, Failure>;
 
 /// Looks up the writer schema of every pending message. A lookup that [`verdict`] says to retry (the registry
-/// unreachable) fails the attempt; one that dead-letters (an unknown id) is kept for the decode step to judge.
+/// unreachable) fails the attempt; an id the registry does not know is left out (its messages stay pending) while
+/// `unknown` still waits for it, then kept as not found for the decode step to dead-letter.
 pub(super) async fn resolve<R: SchemaSource>(
     registry: &R,
     entries: &[super::Entry],
+    unknown: &mut UnknownIds,
 ) -> Result<Writers, Failure> {
     let mut writers = Writers::default();
     // A batch is long runs of one topic and writer: looking each message up again (a topic copy and two hashes
@@ -51,9 +111,19 @@ pub(super) async fn resolve<R: SchemaSource>(
             continue;
         }
         last = Some((e.topic(), id));
+        if writers.waiting.contains(&id) {
+            continue;
+        }
         if let Entry::Vacant(slot) = writers.by_id.entry(id) {
             let schema = match registry.schema_by_id(id).await {
-                Ok(s) => Ok(s),
+                Ok(s) => {
+                    unknown.found(id);
+                    Ok(s)
+                }
+                Err(RegistryError::NotFound(_)) if unknown.still_waiting(id) => {
+                    writers.waiting.insert(id);
+                    continue;
+                }
                 Err(err) => match verdict(&Failure::Registry(err.clone())) {
                     Verdict::Retry => return Err(Failure::Registry(err)),
                     Verdict::DeadLetter(_) => Err(err),

@@ -125,6 +125,8 @@ impl Setup {
                 initial_backoff_ms: 100,
                 max_backoff_ms: 1_000,
             },
+            // Poison with an unknown id is dead-lettered after a short wait here; the wait has a test of its own.
+            registry_unknown_id_wait_ms: 1_000,
             shutdown_grace_ms: 5_000,
             ..Config::default()
         }
@@ -290,8 +292,13 @@ pub fn event_schema_v2_text() -> String {
 
 /// Registers `schema` under `subject` in the stack's registry; returns its id.
 pub async fn register(subject: &str, schema: &str) -> anyhow::Result<u32> {
+    register_at(&registry_url(), subject, schema).await
+}
+
+/// Registers `schema` under `subject` in the registry at `base`; returns its id.
+pub async fn register_at(base: &str, subject: &str, schema: &str) -> anyhow::Result<u32> {
     let resp = reqwest::Client::new()
-        .post(format!("{}/subjects/{subject}/versions", registry_url()))
+        .post(format!("{base}/subjects/{subject}/versions"))
         .header("Content-Type", "application/vnd.schemaregistry.v1+json")
         .json(&serde_json::json!({ "schema": schema }))
         .send()

@@ -53,6 +53,10 @@ pub struct Config {
     /// The live dashboard on the ops port (`/dashboard`).
     #[serde(default)]
     pub dashboard: DashboardSettings,
+    /// Bearer key for `POST /operator/dead-letter` (`sluice-consumer dlq skip`). Unset: served on a loopback
+    /// listener only.
+    #[serde(default)]
+    pub operator_key: Option<String>,
     /// The Parquet lake sink (`sluice-consumer lake`).
     #[serde(default)]
     pub lake: crate::lake::LakeSettings,
@@ -101,6 +105,7 @@ impl Default for Config {
             retry: RetrySettings::default(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             dashboard: DashboardSettings::default(),
+            operator_key: None,
             lake: crate::lake::LakeSettings::default(),
         }
     }

@@ -5,7 +5,7 @@
 //! inserting and committing every other partition meanwhile. Messages of a held partition that were already
 //! fetched join the held ones, so a partition is always tried from its oldest pending message.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::message::Message;
@@ -19,8 +19,23 @@ use crate::offsets::TopicPartition;
 pub struct Held {
     entries: Vec<Entry>,
     partitions: HashSet<TopicPartition>,
+    /// When each held partition started waiting.
+    since: HashMap<TopicPartition, Instant>,
     retry_at: Option<Instant>,
     backoff: Backoff,
+}
+
+/// One held partition, as metrics and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldPartition {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Its oldest pending offset.
+    pub first_offset: i64,
+    /// How many of its messages are held.
+    pub messages: usize,
+    /// How long it has waited since its first failed attempt.
+    pub waiting: Duration,
 }
 
 impl Held {
@@ -29,6 +44,7 @@ impl Held {
         Self {
             entries: Vec::new(),
             partitions: HashSet::new(),
+            since: HashMap::new(),
             retry_at: None,
             backoff,
         }
@@ -87,8 +103,8 @@ impl Held {
 
     /// Holds one more message, read while the held ones wait (shutting down).
     pub fn hold_more(&mut self, e: Entry) {
-        self.partitions.insert(partition_of(&e));
         self.entries.push(e);
+        self.update_partitions();
     }
 
     /// Takes every held message for a try (their partitions stay paused until the try settles them).
@@ -99,7 +115,7 @@ impl Held {
     /// Holds `pending` (what a failed attempt left) until a backoff delay from now; returns the delay.
     pub fn hold(&mut self, pending: Vec<Entry>) -> Duration {
         self.entries.extend(pending);
-        self.partitions = self.entries.iter().map(partition_of).collect();
+        self.update_partitions();
         let delay = self.backoff.next_delay();
         self.retry_at = Some(Instant::now() + delay);
         delay
@@ -110,8 +126,55 @@ impl Held {
     pub fn recovered(&mut self, backoff: Backoff) {
         debug_assert!(self.entries.is_empty(), "a try takes every held message");
         self.partitions.clear();
+        self.since.clear();
         self.retry_at = None;
         self.backoff = backoff;
+    }
+
+    /// Takes the held message at `offset` of `tp` out (an operator dead-letters it by hand); `None` if it is not
+    /// held here.
+    pub fn take_one(&mut self, tp: &TopicPartition, offset: i64) -> Option<Entry> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| &partition_of(e) == tp && e.received.message.offset() == offset)?;
+        let entry = self.entries.swap_remove(i);
+        self.update_partitions();
+        Some(entry)
+    }
+
+    /// Each held partition: its oldest pending offset, how many messages wait and for how long.
+    pub fn summary(&self) -> Vec<HeldPartition> {
+        let now = Instant::now();
+        let mut by: HashMap<TopicPartition, (i64, usize)> = HashMap::new();
+        for e in &self.entries {
+            let offset = e.received.message.offset();
+            let slot = by.entry(partition_of(e)).or_insert((offset, 0));
+            slot.0 = slot.0.min(offset);
+            slot.1 += 1;
+        }
+        let mut out: Vec<HeldPartition> = by
+            .into_iter()
+            .map(|(tp, (first_offset, messages))| HeldPartition {
+                waiting: self.since.get(&tp).map_or(Duration::ZERO, |t| now - *t),
+                partition: tp,
+                first_offset,
+                messages,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.partition.topic, a.partition.partition).cmp(&(&b.partition.topic, b.partition.partition))
+        });
+        out
+    }
+
+    fn update_partitions(&mut self) {
+        self.partitions = self.entries.iter().map(partition_of).collect();
+        let now = Instant::now();
+        self.since.retain(|tp, _| self.partitions.contains(tp));
+        for tp in &self.partitions {
+            self.since.entry(tp.clone()).or_insert(now);
+        }
     }
 
     /// Tries made since the last recovery.

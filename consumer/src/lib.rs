@@ -19,6 +19,7 @@ pub mod held;
 pub mod lake;
 pub mod metrics;
 pub mod offsets;
+pub mod operator;
 pub mod pipeline;
 pub mod predecode;
 pub mod registry;

@@ -43,6 +43,28 @@ enum DlqAction {
     Inspect(DlqArgs),
     /// Send dead letters back to their source topic.
     Replay(DlqArgs),
+    /// Dead-letter one message a running consumer holds (class `operator`), so its partition moves on.
+    Skip(SkipArgs),
+}
+
+#[derive(Args)]
+struct SkipArgs {
+    /// The source topic of the held message.
+    #[arg(long)]
+    topic: String,
+    /// Its partition.
+    #[arg(long)]
+    partition: i32,
+    /// Its offset (the dashboard's stuck partitions panel shows the oldest held one).
+    #[arg(long)]
+    offset: i64,
+    /// Why, written to the letter.
+    #[arg(long)]
+    reason: Option<String>,
+    /// A consumer's ops URL; repeat for each replica (the one holding the message takes it). Default: this
+    /// config's `listen`.
+    #[arg(long = "consumer")]
+    consumers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -50,7 +72,7 @@ struct DlqArgs {
     /// DLQ topic; default: every configured stream's DLQ.
     #[arg(long)]
     topic: Option<String>,
-    /// Only this error class (undecodable, unknown_schema, incompatible, unrepresentable, rejected).
+    /// Only this error class (undecodable, unknown_schema, incompatible, unrepresentable, rejected, operator).
     #[arg(long)]
     class: Option<String>,
     /// Only letters read from this source topic.
@@ -84,6 +106,37 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+async fn skip(config: &Config, a: SkipArgs) -> anyhow::Result<()> {
+    let consumers = if a.consumers.is_empty() {
+        vec![format!("http://{}", config.listen)]
+    } else {
+        a.consumers
+    };
+    let request = sluice_consumer::operator::Skip {
+        topic: a.topic,
+        partition: a.partition,
+        offset: a.offset,
+        reason: a.reason,
+    };
+    match sluice_consumer::operator::skip(&consumers, config.operator_key.as_deref(), &request).await {
+        Ok((url, dlq_topic)) => {
+            println!(
+                "{}/{}@{} dead-lettered to {dlq_topic} (class operator) by {url}; replay it later with \
+                 `sluice-consumer dlq replay --topic {dlq_topic} --class operator --source-topic {}`",
+                request.topic, request.partition, request.offset, request.topic
+            );
+            Ok(())
+        }
+        Err(answers) => anyhow::bail!(
+            "no consumer took {}/{}@{}:\n  {}",
+            request.topic,
+            request.partition,
+            request.offset,
+            answers.join("\n  ")
+        ),
+    }
+}
+
 async fn lake(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.lake.listen)
         .await
@@ -109,6 +162,7 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
         DlqAction::List(a) => (a, "list"),
         DlqAction::Inspect(a) => (a, "inspect"),
         DlqAction::Replay(a) => (a, "replay"),
+        DlqAction::Skip(a) => return skip(&config, a).await,
     };
     let class = match args.class.as_deref() {
         Some(c) => Some(ErrorClass::parse(c).with_context(|| format!("unknown error class {c}"))?),

@@ -1,7 +1,7 @@
 //! The consumer's metrics, one method per operational fact: each logs and counts, so the log line and the metric
 //! cannot drift apart.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,6 +21,10 @@ pub struct Metrics {
     retries: IntCounterVec,
     failovers: IntCounterVec,
     paused: IntGauge,
+    held_seconds: prometheus::GaugeVec,
+    held_messages: IntGauge,
+    /// The partitions waiting on a failure, for the dashboard, and why.
+    held: Arc<Mutex<Vec<HeldShown>>>,
     commits: IntCounterVec,
     schema_changes: IntCounterVec,
     freshness: Histogram,
@@ -30,6 +34,25 @@ pub struct Metrics {
 
 /// Dead letters the dashboard shows.
 const RECENT_LETTERS: usize = 20;
+
+/// A partition waiting on a failure, as the dashboard lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeldShown {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Its oldest pending offset (the one `dlq skip` would take).
+    pub first_offset: i64,
+    /// Messages of it held.
+    pub messages: usize,
+    /// Seconds since its first failed attempt.
+    pub waiting_s: f64,
+    /// What failed (`clickhouse`, `registry`, `dlq`, …).
+    pub reason: String,
+    /// The last error.
+    pub error: String,
+}
 
 /// One dead letter, as the dashboard lists it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -94,6 +117,20 @@ impl Metrics {
             "Partitions paused while a failure is retried",
         )?;
         registry.register(Box::new(paused.clone()))?;
+        let held_seconds = prometheus::GaugeVec::new(
+            Opts::new(
+                "sluice_consumer_held_seconds",
+                "How long each partition's oldest pending message has waited since its first failed attempt, by \
+                 what failed (updated at each retry)",
+            ),
+            &["topic", "partition", "reason"],
+        )?;
+        registry.register(Box::new(held_seconds.clone()))?;
+        let held_messages = IntGauge::new(
+            "sluice_consumer_held_messages",
+            "Messages waiting on a failure to clear (their partitions paused)",
+        )?;
+        registry.register(Box::new(held_messages.clone()))?;
         let freshness = Histogram::with_opts(
             HistogramOpts::new(
                 "sluice_consumer_freshness_seconds",
@@ -141,6 +178,9 @@ impl Metrics {
                 &["shard"],
             )?,
             paused,
+            held_seconds,
+            held_messages,
+            held: Arc::default(),
             commits: counter(
                 registry,
                 "sluice_consumer_offset_commits_total",
@@ -274,6 +314,69 @@ impl Metrics {
     /// `n` partitions are paused now.
     pub fn paused_partitions(&self, n: usize) {
         self.paused.set(n as i64);
+    }
+
+    /// The partitions now held, after an attempt that failed with `why` (`(label, error)`) or, with `None`,
+    /// left the held ones as they were.
+    pub fn held_partitions(
+        &self,
+        held: &[crate::held::HeldPartition],
+        why: Option<(&str, &dyn std::fmt::Display)>,
+    ) {
+        let mut shown = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.is_empty() && shown.is_empty() {
+            return;
+        }
+        let before: HashMap<(String, i32), (String, String)> = shown
+            .drain(..)
+            .map(|h| ((h.topic, h.partition), (h.reason, h.error)))
+            .collect();
+        let why = why.map(|(label, e)| (label.to_owned(), e.to_string().chars().take(300).collect::<String>()));
+        let mut total = 0;
+        for h in held {
+            let tp = &h.partition;
+            let key = (tp.topic.clone(), tp.partition);
+            let (reason, error) = why
+                .clone()
+                .or_else(|| before.get(&key).cloned())
+                .unwrap_or_else(|| ("pending".into(), String::new()));
+            if let Some((old, _)) = before.get(&key)
+                && *old != reason
+            {
+                let _ = self
+                    .held_seconds
+                    .remove_label_values(&[&tp.topic, &tp.partition.to_string(), old]);
+            }
+            self.held_seconds
+                .with_label_values(&[&tp.topic, &tp.partition.to_string(), &reason])
+                .set(h.waiting.as_secs_f64());
+            total += h.messages;
+            shown.push(HeldShown {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                first_offset: h.first_offset,
+                messages: h.messages,
+                waiting_s: h.waiting.as_secs_f64(),
+                reason,
+                error,
+            });
+        }
+        for ((topic, partition), (reason, _)) in &before {
+            if !shown.iter().any(|h| &h.topic == topic && h.partition == *partition) {
+                let _ = self
+                    .held_seconds
+                    .remove_label_values(&[topic, &partition.to_string(), reason]);
+            }
+        }
+        self.held_messages.set(total as i64);
+    }
+
+    /// The partitions waiting on a failure, and why.
+    pub fn held_shown(&self) -> Vec<HeldShown> {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Offsets were committed (or not).

@@ -27,6 +27,8 @@ use crate::error::Error;
 use crate::flush::{Entry, Flush, Stream, mark_revoked, observe_freshness, settle};
 use crate::held::Held;
 use crate::metrics::Metrics;
+use crate::offsets::Outcome;
+use crate::operator;
 use crate::predecode::{SharedSnapshot, predecode_into};
 use crate::registry::SchemaRegistry;
 use crate::rows::Decoded;
@@ -54,6 +56,8 @@ pub struct Parts {
     pub metrics: Metrics,
     /// Set once the pipeline is consuming.
     pub ready: Arc<AtomicBool>,
+    /// Operators' requests to dead-letter a held message by hand.
+    pub operator: tokio::sync::mpsc::Receiver<operator::Request>,
 }
 
 /// The flush against the real services.
@@ -72,6 +76,8 @@ pub struct Pipeline {
     held: Held,
     /// What the read loop may decode ahead with.
     snapshot: SharedSnapshot,
+    /// Operators' requests, taken by the read loop.
+    operator: Option<tokio::sync::mpsc::Receiver<operator::Request>>,
     /// The assignment generation of each partition whose committed block plan was read (once per assignment).
     plans_read: HashMap<block_plan::Key, u64>,
 }
@@ -102,6 +108,7 @@ impl Pipeline {
             ready: parts.ready,
             paused: Paused::default(),
             held: Held::new(cfg.retry.backoff()),
+            operator: Some(parts.operator),
             cfg,
             plans_read: HashMap::new(),
         }
@@ -111,8 +118,9 @@ impl Pipeline {
     ///
     /// One flush runs while the next batch is read: the insert and commit of batch N overlap the receiving of
     /// batch N+1, whose receipts stay outstanding, so a commit still never passes a message that is not done.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut batch = Batch::new(self.cfg.batch.clone());
+        let mut operator = self.operator.take();
         self.ready.store(true, Ordering::SeqCst);
         let consumer = self.consumer.clone();
         // Reading needs only these two; the flush in flight owns the rest.
@@ -139,6 +147,13 @@ impl Pipeline {
                 }
                 () = sleep_until_opt(deadline) => due = true,
                 () = sleep_until_tokio(retry_at) => due = true,
+                Some(request) = recv_opt(&mut operator) => {
+                    let mut pipeline = flusher.idle().await;
+                    let answer = pipeline.dead_letter_by_hand(&request.skip).await;
+                    let _ = request.reply.send(answer);
+                    due = pipeline.held.is_due();
+                    flusher = Flusher::Idle(Box::new(pipeline));
+                }
                 msg = messages.next() => {
                     let mut next = Some(msg);
                     // What librdkafka already holds is taken without going back through `select!` (a timer and
@@ -244,12 +259,18 @@ impl Pipeline {
         observe_freshness(&entries, &self.metrics);
         settle(&mut entries, &mut self.context.offsets());
         match result {
-            Ok(()) if with_held => self.held.recovered(self.cfg.retry.backoff()),
-            Ok(()) => {}
+            Ok(()) => {
+                if with_held {
+                    self.held.recovered(self.cfg.retry.backoff());
+                }
+                self.metrics.held_partitions(&self.held.summary(), None);
+            }
             Err(failure) => {
                 let delay = self.held.hold(entries);
                 self.metrics
                     .retrying(failure.label(), self.held.attempts(), delay, &failure);
+                self.metrics
+                    .held_partitions(&self.held.summary(), Some((failure.label(), &failure)));
             }
         }
         self.paused
@@ -263,6 +284,42 @@ impl Pipeline {
             commit_ms = (started.elapsed() - written).as_millis() as u64,
             "batch flushed"
         );
+    }
+
+    /// Dead-letters the held message `skip` names (class `operator`), so its partition moves on: the rest of the
+    /// held messages are tried again at once and the commit passes it. Returns the DLQ topic.
+    async fn dead_letter_by_hand(
+        &mut self,
+        skip: &operator::Skip,
+    ) -> Result<String, operator::Refused> {
+        let Some(mut entry) = self.held.take_one(&skip.partition(), skip.offset) else {
+            let held = self
+                .held
+                .summary()
+                .iter()
+                .map(|h| format!("{}/{} from {}", h.partition.topic, h.partition.partition, h.first_offset))
+                .collect();
+            return Err(operator::Refused::NotHeld { held });
+        };
+        let reason = skip.reason.as_deref().unwrap_or("no reason given");
+        match self.flush.dead_letter_by_hand(&mut entry, reason).await {
+            Ok(dlq_topic) => {
+                tracing::warn!(topic = %skip.topic, partition = skip.partition, offset = skip.offset, %dlq_topic, reason, "dead-lettered by an operator");
+                self.context
+                    .offsets()
+                    .settle_held(&entry.received.receipt, Outcome::DeadLettered);
+                self.held.make_due();
+                self.paused
+                    .pause_only(&self.consumer, &self.context, self.held.partitions());
+                self.metrics.held_partitions(&self.held.summary(), None);
+                self.commit().await;
+                Ok(dlq_topic)
+            }
+            Err(failure) => {
+                self.held.hold_more(entry);
+                Err(operator::Refused::Dlq(failure.to_string()))
+            }
+        }
     }
 
     /// Shutting down: tries the held messages until they are done or the grace period runs out, serving the group
@@ -457,6 +514,14 @@ fn receive(
 /// Wall-clock milliseconds since the epoch, as Kafka timestamps count them.
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// The next request of `rx`; pending forever without one.
+async fn recv_opt<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_tokio(deadline: Option<Instant>) {

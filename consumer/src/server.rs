@@ -111,6 +111,10 @@ pub async fn serve(
         tracing::info!(url = %format!("http://{}/dashboard", listener.local_addr()?), "dashboard");
         router = router.merge(d);
     }
+    let (operator_tx, operator_rx) = tokio::sync::mpsc::channel(8);
+    if let Some(op) = crate::operator::router(&config.listen, config.operator_key.clone(), operator_tx) {
+        router = router.merge(op);
+    }
     let ops_shutdown = shutdown.clone();
     let ops = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -118,7 +122,17 @@ pub async fn serve(
             .await
     });
 
-    let result = run(&config, sink, registry, metrics, ready, &context, &shutdown).await;
+    let result = run(
+        &config,
+        sink,
+        registry,
+        metrics,
+        ready,
+        &context,
+        operator_rx,
+        &shutdown,
+    )
+    .await;
     if let Err(e) = &result
         && !matches!(e, Error::Shutdown)
     {
@@ -143,6 +157,7 @@ async fn run(
     metrics: Metrics,
     ready: Arc<AtomicBool>,
     dashboard_context: &std::sync::OnceLock<SourceContext>,
+    operator: tokio::sync::mpsc::Receiver<crate::operator::Request>,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
     let retry = |what: &'static str| Retrier {
@@ -212,6 +227,7 @@ async fn run(
         dlq,
         metrics,
         ready,
+        operator,
     };
     Pipeline::new(parts, config.clone())
         .run(shutdown.clone())

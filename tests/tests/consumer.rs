@@ -583,6 +583,114 @@ async fn a_writer_id_the_registry_learns_seconds_later_lands_without_a_letter() 
     Ok(())
 }
 
+/// A partition waits on a failure that will not clear by itself (its table detached). The consumer shows it
+/// (`sluice_consumer_held_seconds` with the reason, the dashboard's snapshot), and an operator dead-letters the held
+/// message by hand with the real `sluice-consumer dlq skip`: a wrong offset is refused naming what is held, the right
+/// one lands in the DLQ as class `operator`, the partition's commit moves past it and it resumes; after the table is
+/// back, `dlq replay --class operator` lands the event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_dead_letters_a_held_message_and_its_partition_moves_on() -> anyhow::Result<()> {
+    use rdkafka::producer::FutureRecord;
+
+    init_tracing();
+    let s = Setup::new("cons_skip").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let consumer = InProcess::start(s.config()).await?;
+    consumer.ready().await?;
+    let producer = producer()?;
+    let first = ids(10);
+    send_events(&producer, &s.topic, schema_id, &first).await?;
+    s.wait_for_rows(10, Duration::from_secs(60)).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+
+    clickhouse()
+        .query(&format!("DETACH TABLE {}", s.table))
+        .execute()
+        .await?;
+    let stuck = Uuid::now_v7();
+    let payload = framed(schema_id, &event_schema(), event(stuck, "page_view", vec![]))?;
+    let key = stuck.to_string();
+    let delivery = producer
+        .send(
+            FutureRecord::to(&s.topic).key(&key).payload(&payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    let (partition, offset) = (delivery.partition, delivery.offset);
+    let held_line = format!("topic=\"{}\"", s.topic);
+    eventually("the partition shown as held", Duration::from_secs(30), || async {
+        let text = reqwest::get(format!("http://{}/metrics", consumer.addr)).await?.text().await?;
+        Ok(text
+            .lines()
+            .any(|l| l.starts_with("sluice_consumer_held_seconds{") && l.contains(&held_line)
+                && l.contains("reason=\"clickhouse\"") && l.contains(&format!("partition=\"{partition}\"")))
+            .then_some(()))
+    })
+    .await?;
+    assert_eq!(consumer.metric("sluice_consumer_held_messages").await?, 1.0);
+
+    let cli = |offset: i64| {
+        let mut cmd = std::process::Command::new(sluice_tests::service_binary("sluice-consumer").expect("built"));
+        for k in sluice_tests::sluice_vars() {
+            cmd.env_remove(k);
+        }
+        cmd.args(["dlq", "skip", "--consumer", &format!("http://{}", consumer.addr), "--topic", &s.topic])
+            .args(["--partition", &partition.to_string(), "--offset", &offset.to_string()])
+            .args(["--reason", "table detached for a migration"]);
+        cmd
+    };
+    let wrong = tokio::task::spawn_blocking({
+        let mut c = cli(offset + 1000);
+        move || c.output()
+    })
+    .await??;
+    assert!(!wrong.status.success(), "a message not held is refused");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("not held") && err.contains(&format!("{}/{partition} from {offset}", s.topic)), "{err}");
+    assert!(s.dead_letters().await?.is_empty(), "nothing dead-lettered by a refused skip");
+
+    let right = tokio::task::spawn_blocking({
+        let mut c = cli(offset);
+        move || c.output()
+    })
+    .await??;
+    assert!(right.status.success(), "{}", String::from_utf8_lossy(&right.stderr));
+    let letters = s.dead_letters().await?;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(header_str(&letters[0], header::CLASS), Some("operator"));
+    assert_eq!(letters[0].key(), Some(key.as_bytes()));
+    assert!(
+        header_str(&letters[0], header::MESSAGE).is_some_and(|m| m.contains("table detached for a migration")),
+        "the operator's reason is on the letter"
+    );
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert_eq!(s.committed_total().await?, 11, "the commit passed the skipped message");
+    eventually("resumed and nothing held", Duration::from_secs(10), || async {
+        let paused = consumer.metric("sluice_consumer_paused_partitions").await?;
+        let held = consumer.metric("sluice_consumer_held_seconds").await?;
+        Ok((paused == 0.0 && held == 0.0).then_some(()))
+    })
+    .await?;
+
+    clickhouse()
+        .query(&format!("ATTACH TABLE {}", s.table))
+        .execute()
+        .await?;
+    let operator_only = Filter {
+        class: Some(ErrorClass::Operator),
+        ..Filter::default()
+    };
+    let summary = replay(&kafka_settings(), &s.dlq, &operator_only, &mut Vec::new()).await?;
+    assert_eq!(summary.replayed, 1);
+    s.wait_for_rows(11, Duration::from_secs(60)).await?;
+    let all: Vec<Uuid> = first.into_iter().chain([stuck]).collect();
+    s.assert_exactly(&all).await?;
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
 /// Stream A's table is detached under the consumer (every insert and every check of it fails) while stream B
 /// flows in the same consumer: B lands and commits at once, A waits on its own partitions (paused, retried, nothing
 /// committed, nothing dead-lettered) and lands whole once the table is attached again.

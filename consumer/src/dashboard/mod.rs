@@ -189,6 +189,7 @@ async fn feed(sources: Sources, tx: watch::Sender<Arc<String>>, shutdown: Cancel
             "members": members,
             "own_partitions": own,
             "letters": snapshot::letters(&sources.metrics, &sources.config),
+            "held": snapshot::held(&sources.metrics, &sources.config),
             "tail": tail,
         });
         if tx.send(Arc::new(snap.to_string())).is_err() {

@@ -220,6 +220,26 @@ pub fn letters(metrics: &Metrics, config: &Config) -> Json {
     Json::Array(list)
 }
 
+/// The partitions waiting on a failure, longest first, each with why and the command that dead-letters its oldest
+/// held message by hand if the failure will not clear.
+pub fn held(metrics: &Metrics, config: &Config) -> Json {
+    let mut held = metrics.held_shown();
+    held.sort_by(|a, b| b.waiting_s.total_cmp(&a.waiting_s));
+    let list: Vec<Json> = held
+        .into_iter()
+        .map(|h| {
+            let skip = format!(
+                "sluice-consumer dlq skip --consumer http://{} --topic {} --partition {} --offset {} --reason '…'",
+                config.listen, h.topic, h.partition, h.first_offset
+            );
+            json!({"topic": h.topic, "partition": h.partition, "first_offset": h.first_offset,
+                "messages": h.messages, "waiting_s": h.waiting_s, "reason": h.reason, "error": h.error,
+                "skip": skip})
+        })
+        .collect();
+    Json::Array(list)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,16 +65,19 @@ pub enum ErrorClass {
     Unrepresentable,
     /// ClickHouse refused the row (found by bisecting the rejected batch).
     Rejected,
+    /// An operator dead-lettered the message by hand (`sluice-consumer dlq skip`) so its partition could move on.
+    Operator,
 }
 
 impl ErrorClass {
     /// Every class.
-    pub const ALL: [ErrorClass; 5] = [
+    pub const ALL: [ErrorClass; 6] = [
         ErrorClass::Undecodable,
         ErrorClass::UnknownSchema,
         ErrorClass::Incompatible,
         ErrorClass::Unrepresentable,
         ErrorClass::Rejected,
+        ErrorClass::Operator,
     ];
 
     /// The header value and metric label.
@@ -85,6 +88,7 @@ impl ErrorClass {
             ErrorClass::Incompatible => "incompatible",
             ErrorClass::Unrepresentable => "unrepresentable",
             ErrorClass::Rejected => "rejected",
+            ErrorClass::Operator => "operator",
         }
     }
 

@@ -243,6 +243,29 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
         }
     }
 
+    /// Dead-letters `entry` by hand (class `operator`, `reason` in its message); returns the DLQ topic.
+    pub async fn dead_letter_by_hand(
+        &self,
+        entry: &mut Entry,
+        reason: &str,
+    ) -> Result<String, Failure> {
+        let dlq_topic = self
+            .streams
+            .get(entry.topic())
+            .map(|s| s.dlq_topic.clone())
+            .unwrap_or_default();
+        let letter = Letter {
+            class: crate::dlq::ErrorClass::Operator,
+            message: format!("dead-lettered by an operator: {reason}"),
+        };
+        let entries = std::slice::from_mut(entry);
+        match dead_letter::send(&self.dlq, &self.streams, &self.metrics, entries, vec![(0, letter)]).await {
+            None if entries[0].outcome.is_some() => Ok(dlq_topic),
+            None => Err(Failure::Unsettled(1)),
+            Some(f) => Err(f),
+        }
+    }
+
     /// Messages of topics no stream reads (impossible with `subscribe`) have nothing to be kept for.
     fn ignore_unconfigured(&self, entries: &mut [Entry]) {
         // A batch is runs of one topic: hashing it for every entry was most of this loop.

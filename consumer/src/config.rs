@@ -616,13 +616,19 @@ mod tests {
         let mut cfg = Config::default();
         cfg.streams[0].order_by = vec!["tenant".into(), "event_type".into()];
         let err = cfg.validate().expect_err("no id in the sort key");
-        assert!(err.contains("must end with the event id field `event_id`"), "{err}");
+        assert!(
+            err.contains("must end with the event id field `event_id`"),
+            "{err}"
+        );
         cfg.streams[0].order_by = vec!["event_id".into(), "tenant".into()];
         assert!(cfg.validate().is_err(), "the id not last");
         cfg.streams[0].order_by = Vec::new();
         assert!(cfg.validate().is_err(), "an empty sort key");
         cfg.streams[0].order_by = vec!["tenant".into(), "message_id".into()];
-        assert!(cfg.validate().is_err(), "another field than the configured id");
+        assert!(
+            cfg.validate().is_err(),
+            "another field than the configured id"
+        );
         cfg.streams[0].event_id = "message_id".into();
         cfg.validate().expect("the id field renamed");
     }

@@ -163,7 +163,8 @@ impl Held {
             })
             .collect();
         out.sort_by(|a, b| {
-            (&a.partition.topic, a.partition.partition).cmp(&(&b.partition.topic, b.partition.partition))
+            (&a.partition.topic, a.partition.partition)
+                .cmp(&(&b.partition.topic, b.partition.partition))
         });
         out
     }

@@ -118,7 +118,9 @@ async fn skip(config: &Config, a: SkipArgs) -> anyhow::Result<()> {
         offset: a.offset,
         reason: a.reason,
     };
-    match sluice_consumer::operator::skip(&consumers, config.operator_key.as_deref(), &request).await {
+    match sluice_consumer::operator::skip(&consumers, config.operator_key.as_deref(), &request)
+        .await
+    {
         Ok((url, dlq_topic)) => {
             println!(
                 "{}/{}@{} dead-lettered to {dlq_topic} (class operator) by {url}; replay it later with \

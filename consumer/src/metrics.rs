@@ -331,7 +331,12 @@ impl Metrics {
             .drain(..)
             .map(|h| ((h.topic, h.partition), (h.reason, h.error)))
             .collect();
-        let why = why.map(|(label, e)| (label.to_owned(), e.to_string().chars().take(300).collect::<String>()));
+        let why = why.map(|(label, e)| {
+            (
+                label.to_owned(),
+                e.to_string().chars().take(300).collect::<String>(),
+            )
+        });
         let mut total = 0;
         for h in held {
             let tp = &h.partition;
@@ -343,9 +348,11 @@ impl Metrics {
             if let Some((old, _)) = before.get(&key)
                 && *old != reason
             {
-                let _ = self
-                    .held_seconds
-                    .remove_label_values(&[&tp.topic, &tp.partition.to_string(), old]);
+                let _ = self.held_seconds.remove_label_values(&[
+                    &tp.topic,
+                    &tp.partition.to_string(),
+                    old,
+                ]);
             }
             self.held_seconds
                 .with_label_values(&[&tp.topic, &tp.partition.to_string(), &reason])
@@ -362,10 +369,13 @@ impl Metrics {
             });
         }
         for ((topic, partition), (reason, _)) in &before {
-            if !shown.iter().any(|h| &h.topic == topic && h.partition == *partition) {
-                let _ = self
-                    .held_seconds
-                    .remove_label_values(&[topic, &partition.to_string(), reason]);
+            if !shown
+                .iter()
+                .any(|h| &h.topic == topic && h.partition == *partition)
+            {
+                let _ =
+                    self.held_seconds
+                        .remove_label_values(&[topic, &partition.to_string(), reason]);
             }
         }
         self.held_messages.set(total as i64);

@@ -96,8 +96,15 @@ async fn dead_letter(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), want.as_bytes())) {
-            return (StatusCode::UNAUTHORIZED, "needs Authorization: Bearer <operator_key>\n").into_response();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            want.as_bytes(),
+        )) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "needs Authorization: Bearer <operator_key>\n",
+            )
+                .into_response();
         }
     }
     let (reply, answer) = oneshot::channel();
@@ -105,7 +112,9 @@ async fn dead_letter(
         return refused(Refused::NotConsuming);
     }
     match answer.await {
-        Ok(Ok(dlq_topic)) => Json(serde_json::json!({ "dead_lettered_to": dlq_topic })).into_response(),
+        Ok(Ok(dlq_topic)) => {
+            Json(serde_json::json!({ "dead_lettered_to": dlq_topic })).into_response()
+        }
         Ok(Err(r)) => refused(r),
         Err(_) => refused(Refused::NotConsuming),
     }
@@ -116,7 +125,11 @@ fn refused(r: Refused) -> Response {
         Refused::NotHeld { .. } => StatusCode::NOT_FOUND,
         Refused::Dlq(_) | Refused::NotConsuming => StatusCode::SERVICE_UNAVAILABLE,
     };
-    (status, Json(serde_json::json!({ "error": r.to_string(), "refused": r }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "error": r.to_string(), "refused": r })),
+    )
+        .into_response()
 }
 
 /// Asks each consumer at `urls` in turn to dead-letter `skip` until one holds it; returns that consumer's URL and
@@ -130,7 +143,10 @@ pub async fn skip(
     let mut answers = Vec::new();
     for url in urls {
         let mut req = http
-            .post(format!("{}/operator/dead-letter", url.trim_end_matches('/')))
+            .post(format!(
+                "{}/operator/dead-letter",
+                url.trim_end_matches('/')
+            ))
             .json(skip);
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -138,13 +154,19 @@ pub async fn skip(
         match req.send().await {
             Ok(resp) if resp.status().is_success() => {
                 let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                let dlq = body["dead_lettered_to"].as_str().unwrap_or_default().to_owned();
+                let dlq = body["dead_lettered_to"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 return Ok((url.clone(), dlq));
             }
             Ok(resp) => {
                 let status = resp.status();
                 let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                answers.push(format!("{url}: {status} {}", body["error"].as_str().unwrap_or_default()));
+                answers.push(format!(
+                    "{url}: {status} {}",
+                    body["error"].as_str().unwrap_or_default()
+                ));
             }
             Err(e) => answers.push(format!("{url}: {e}")),
         }

@@ -297,7 +297,12 @@ impl Pipeline {
                 .held
                 .summary()
                 .iter()
-                .map(|h| format!("{}/{} from {}", h.partition.topic, h.partition.partition, h.first_offset))
+                .map(|h| {
+                    format!(
+                        "{}/{} from {}",
+                        h.partition.topic, h.partition.partition, h.first_offset
+                    )
+                })
                 .collect();
             return Err(operator::Refused::NotHeld { held });
         };

@@ -112,7 +112,9 @@ pub async fn serve(
         router = router.merge(d);
     }
     let (operator_tx, operator_rx) = tokio::sync::mpsc::channel(8);
-    if let Some(op) = crate::operator::router(&config.listen, config.operator_key.clone(), operator_tx) {
+    if let Some(op) =
+        crate::operator::router(&config.listen, config.operator_key.clone(), operator_tx)
+    {
         router = router.merge(op);
     }
     let ops_shutdown = shutdown.clone();
@@ -122,17 +124,12 @@ pub async fn serve(
             .await
     });
 
-    let result = run(
-        &config,
-        sink,
-        registry,
-        metrics,
+    let wiring = Wiring {
         ready,
-        &context,
-        operator_rx,
-        &shutdown,
-    )
-    .await;
+        dashboard_context: &context,
+        operator: operator_rx,
+    };
+    let result = run(&config, sink, registry, metrics, wiring, &shutdown).await;
     if let Err(e) = &result
         && !matches!(e, Error::Shutdown)
     {
@@ -150,16 +147,27 @@ pub async fn serve(
     }
 }
 
+/// What the pipeline shares with the ops server: readiness, its rebalance context for the dashboard, and the
+/// operator's requests.
+struct Wiring<'a> {
+    ready: Arc<AtomicBool>,
+    dashboard_context: &'a std::sync::OnceLock<SourceContext>,
+    operator: tokio::sync::mpsc::Receiver<crate::operator::Request>,
+}
+
 async fn run(
     config: &Config,
     sink: ClickHouseSink,
     registry: SchemaRegistry,
     metrics: Metrics,
-    ready: Arc<AtomicBool>,
-    dashboard_context: &std::sync::OnceLock<SourceContext>,
-    operator: tokio::sync::mpsc::Receiver<crate::operator::Request>,
+    wiring: Wiring<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
+    let Wiring {
+        ready,
+        dashboard_context,
+        operator,
+    } = wiring;
     let retry = |what: &'static str| Retrier {
         what,
         config,

@@ -46,4 +46,3 @@ pub async fn start(topic: &str) -> anyhow::Result<(Child, String)> {
     .await?;
     Ok((child, base))
 }
-

@@ -159,16 +159,25 @@ async fn a_deleted_dlq_topic_is_created_again_for_the_letter() -> anyhow::Result
         result.map_err(|(t, code)| anyhow::anyhow!("deleting {t}: {code:?}"))?;
     }
     let producer = producer()?;
-    send_raw(&producer, &s.topic, &[("junk".into(), b"not an event".to_vec())]).await?;
+    send_raw(
+        &producer,
+        &s.topic,
+        &[("junk".into(), b"not an event".to_vec())],
+    )
+    .await?;
     let good = ids(200);
     send_events(&producer, &s.topic, schema_id, &good).await?;
 
     s.wait_for_rows(200, Duration::from_secs(60)).await?;
     s.assert_exactly(&good).await?;
-    let letters = eventually("the letter in the new DLQ topic", Duration::from_secs(60), || async {
-        let l = s.dead_letters().await.unwrap_or_default();
-        Ok((!l.is_empty()).then_some(l))
-    })
+    let letters = eventually(
+        "the letter in the new DLQ topic",
+        Duration::from_secs(60),
+        || async {
+            let l = s.dead_letters().await.unwrap_or_default();
+            Ok((!l.is_empty()).then_some(l))
+        },
+    )
     .await?;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].key(), Some(&b"junk"[..]));
@@ -524,11 +533,13 @@ async fn clickhouse_outage_pauses_retries_and_never_commits_past_it() -> anyhow:
 /// consumer asks again for up to `registry_unknown_id_wait_ms` instead of dead-lettering: events produced with a
 /// schema registered seconds later land, nothing goes to the DLQ, and the events of the known id land meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_writer_id_the_registry_learns_seconds_later_lands_without_a_letter() -> anyhow::Result<()> {
+async fn a_writer_id_the_registry_learns_seconds_later_lands_without_a_letter() -> anyhow::Result<()>
+{
     init_tracing();
     let s = Setup::new("cons_late_id").await?;
     // A registry of its own: its first schema is id 1 and the next one registered id 2.
-    let (_registry, base) = sluice_tests::registry_node::start(&sluice_tests::unique("_schemas_late")).await?;
+    let (_registry, base) =
+        sluice_tests::registry_node::start(&sluice_tests::unique("_schemas_late")).await?;
     let v1 = register_at(&base, &s.subject, sluice_schemas::catalog::EVENT.text).await?;
     assert_eq!(v1, 1);
     let mut config = s.config();
@@ -550,7 +561,10 @@ async fn a_writer_id_the_registry_learns_seconds_later_lands_without_a_letter() 
                 "plan".to_string(),
                 Value::Union(1, Box::new(Value::String("pro".into()))),
             )];
-            Ok((id.to_string(), framed(2, &v2_schema, event(*id, "signup", plan))?))
+            Ok((
+                id.to_string(),
+                framed(2, &v2_schema, event(*id, "signup", plan))?,
+            ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     send_raw(&producer, &s.topic, &items).await?;
@@ -564,7 +578,10 @@ async fn a_writer_id_the_registry_learns_seconds_later_lands_without_a_letter() 
             .then_some(()))
     })
     .await?;
-    assert!(s.dead_letters().await?.is_empty(), "not dead-lettered while it may still appear");
+    assert!(
+        s.dead_letters().await?.is_empty(),
+        "not dead-lettered while it may still appear"
+    );
     let v2 = register_at(&base, &s.subject, &v2_text).await?;
     assert_eq!(v2, 2, "the id the late events were produced with");
 
@@ -574,7 +591,10 @@ async fn a_writer_id_the_registry_learns_seconds_later_lands_without_a_letter() 
     s.wait_committed_at_end(Duration::from_secs(30)).await?;
     assert!(s.dead_letters().await?.is_empty());
     let plans: u64 = clickhouse()
-        .query(&format!("SELECT count() FROM {} FINAL WHERE plan = 'pro'", s.table))
+        .query(&format!(
+            "SELECT count() FROM {} FINAL WHERE plan = 'pro'",
+            s.table
+        ))
         .fetch_one()
         .await?;
     assert_eq!(plans, 100, "the late events read with their own schema");
@@ -589,7 +609,8 @@ async fn a_writer_id_the_registry_learns_seconds_later_lands_without_a_letter() 
 /// one lands in the DLQ as class `operator`, the partition's commit moves past it and it resumes; after the table is
 /// back, `dlq replay --class operator` lands the event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_dead_letters_a_held_message_and_its_partition_moves_on() -> anyhow::Result<()> {
+async fn an_operator_dead_letters_a_held_message_and_its_partition_moves_on() -> anyhow::Result<()>
+{
     use rdkafka::producer::FutureRecord;
 
     init_tracing();
@@ -608,7 +629,11 @@ async fn an_operator_dead_letters_a_held_message_and_its_partition_moves_on() ->
         .execute()
         .await?;
     let stuck = Uuid::now_v7();
-    let payload = framed(schema_id, &event_schema(), event(stuck, "page_view", vec![]))?;
+    let payload = framed(
+        schema_id,
+        &event_schema(),
+        event(stuck, "page_view", vec![]),
+    )?;
     let key = stuck.to_string();
     let delivery = producer
         .send(
@@ -619,25 +644,50 @@ async fn an_operator_dead_letters_a_held_message_and_its_partition_moves_on() ->
         .map_err(|(e, _)| e)?;
     let (partition, offset) = (delivery.partition, delivery.offset);
     let held_line = format!("topic=\"{}\"", s.topic);
-    eventually("the partition shown as held", Duration::from_secs(30), || async {
-        let text = reqwest::get(format!("http://{}/metrics", consumer.addr)).await?.text().await?;
-        Ok(text
-            .lines()
-            .any(|l| l.starts_with("sluice_consumer_held_seconds{") && l.contains(&held_line)
-                && l.contains("reason=\"clickhouse\"") && l.contains(&format!("partition=\"{partition}\"")))
-            .then_some(()))
-    })
+    eventually(
+        "the partition shown as held",
+        Duration::from_secs(30),
+        || async {
+            let text = reqwest::get(format!("http://{}/metrics", consumer.addr))
+                .await?
+                .text()
+                .await?;
+            Ok(text
+                .lines()
+                .any(|l| {
+                    l.starts_with("sluice_consumer_held_seconds{")
+                        && l.contains(&held_line)
+                        && l.contains("reason=\"clickhouse\"")
+                        && l.contains(&format!("partition=\"{partition}\""))
+                })
+                .then_some(()))
+        },
+    )
     .await?;
     assert_eq!(consumer.metric("sluice_consumer_held_messages").await?, 1.0);
 
     let cli = |offset: i64| {
-        let mut cmd = std::process::Command::new(sluice_tests::service_binary("sluice-consumer").expect("built"));
+        let mut cmd = std::process::Command::new(
+            sluice_tests::service_binary("sluice-consumer").expect("built"),
+        );
         for k in sluice_tests::sluice_vars() {
             cmd.env_remove(k);
         }
-        cmd.args(["dlq", "skip", "--consumer", &format!("http://{}", consumer.addr), "--topic", &s.topic])
-            .args(["--partition", &partition.to_string(), "--offset", &offset.to_string()])
-            .args(["--reason", "table detached for a migration"]);
+        cmd.args([
+            "dlq",
+            "skip",
+            "--consumer",
+            &format!("http://{}", consumer.addr),
+            "--topic",
+            &s.topic,
+        ])
+        .args([
+            "--partition",
+            &partition.to_string(),
+            "--offset",
+            &offset.to_string(),
+        ])
+        .args(["--reason", "table detached for a migration"]);
         cmd
     };
     let wrong = tokio::task::spawn_blocking({
@@ -647,30 +697,49 @@ async fn an_operator_dead_letters_a_held_message_and_its_partition_moves_on() ->
     .await??;
     assert!(!wrong.status.success(), "a message not held is refused");
     let err = String::from_utf8_lossy(&wrong.stderr);
-    assert!(err.contains("not held") && err.contains(&format!("{}/{partition} from {offset}", s.topic)), "{err}");
-    assert!(s.dead_letters().await?.is_empty(), "nothing dead-lettered by a refused skip");
+    assert!(
+        err.contains("not held") && err.contains(&format!("{}/{partition} from {offset}", s.topic)),
+        "{err}"
+    );
+    assert!(
+        s.dead_letters().await?.is_empty(),
+        "nothing dead-lettered by a refused skip"
+    );
 
     let right = tokio::task::spawn_blocking({
         let mut c = cli(offset);
         move || c.output()
     })
     .await??;
-    assert!(right.status.success(), "{}", String::from_utf8_lossy(&right.stderr));
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
     let letters = s.dead_letters().await?;
     assert_eq!(letters.len(), 1);
     assert_eq!(header_str(&letters[0], header::CLASS), Some("operator"));
     assert_eq!(letters[0].key(), Some(key.as_bytes()));
     assert!(
-        header_str(&letters[0], header::MESSAGE).is_some_and(|m| m.contains("table detached for a migration")),
+        header_str(&letters[0], header::MESSAGE)
+            .is_some_and(|m| m.contains("table detached for a migration")),
         "the operator's reason is on the letter"
     );
     s.wait_committed_at_end(Duration::from_secs(30)).await?;
-    assert_eq!(s.committed_total().await?, 11, "the commit passed the skipped message");
-    eventually("resumed and nothing held", Duration::from_secs(10), || async {
-        let paused = consumer.metric("sluice_consumer_paused_partitions").await?;
-        let held = consumer.metric("sluice_consumer_held_seconds").await?;
-        Ok((paused == 0.0 && held == 0.0).then_some(()))
-    })
+    assert_eq!(
+        s.committed_total().await?,
+        11,
+        "the commit passed the skipped message"
+    );
+    eventually(
+        "resumed and nothing held",
+        Duration::from_secs(10),
+        || async {
+            let paused = consumer.metric("sluice_consumer_paused_partitions").await?;
+            let held = consumer.metric("sluice_consumer_held_seconds").await?;
+            Ok((paused == 0.0 && held == 0.0).then_some(()))
+        },
+    )
     .await?;
 
     clickhouse()
@@ -744,8 +813,15 @@ async fn a_broken_table_holds_back_only_its_own_stream() -> anyhow::Result<()> {
         (1.0..=f64::from(PARTITIONS)).contains(&paused),
         "only A's partitions pause: {paused}"
     );
-    assert_eq!(a.committed_total().await?, 100, "nothing of A committed past its outage");
-    assert!(a.dead_letters().await?.is_empty(), "an outage is not poison");
+    assert_eq!(
+        a.committed_total().await?,
+        100,
+        "nothing of A committed past its outage"
+    );
+    assert!(
+        a.dead_letters().await?.is_empty(),
+        "an outage is not poison"
+    );
 
     clickhouse()
         .query(&format!("ATTACH TABLE {}", a.table))

@@ -259,7 +259,15 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
             message: format!("dead-lettered by an operator: {reason}"),
         };
         let entries = std::slice::from_mut(entry);
-        match dead_letter::send(&self.dlq, &self.streams, &self.metrics, entries, vec![(0, letter)]).await {
+        match dead_letter::send(
+            &self.dlq,
+            &self.streams,
+            &self.metrics,
+            entries,
+            vec![(0, letter)],
+        )
+        .await
+        {
             None if entries[0].outcome.is_some() => Ok(dlq_topic),
             None => Err(Failure::Unsettled(1)),
             Some(f) => Err(f),

@@ -623,7 +623,8 @@ async fn a_stream_whose_table_cannot_be_made_ready_waits_alone() {
 }
 
 #[tokio::test]
-async fn an_id_the_registry_learns_late_waits_then_lands_and_one_it_never_learns_is_dead_lettered() {
+async fn an_id_the_registry_learns_late_waits_then_lands_and_one_it_never_learns_is_dead_lettered()
+{
     let mut h = Harness::new(&["t"]);
     h.flush
         .wait_for_unknown_ids(std::time::Duration::from_millis(300));
@@ -644,7 +645,10 @@ async fn an_id_the_registry_learns_late_waits_then_lands_and_one_it_never_learns
     assert!(h.letters().is_empty(), "not dead-lettered within the wait");
     assert_eq!(h.offsets.committable(), vec![at("t", 0, 2)]);
     h.registry.late_known.store(true, Ordering::SeqCst);
-    h.flush.attempt(&mut entries, None).await.expect("the id is known now");
+    h.flush
+        .attempt(&mut entries, None)
+        .await
+        .expect("the id is known now");
     settle(&mut entries, &mut h.offsets);
     assert_eq!(h.landed(), 5);
     assert!(h.letters().is_empty());
@@ -659,8 +663,14 @@ async fn an_id_the_registry_learns_late_waits_then_lands_and_one_it_never_learns
         .expect_err("waiting");
     assert!(h.letters().is_empty());
     tokio::time::sleep(std::time::Duration::from_millis(350)).await;
-    h.flush.attempt(&mut entries, None).await.expect("dead-lettered");
-    assert_eq!(h.letters(), vec![("t.dlq".into(), 5, ErrorClass::UnknownSchema)]);
+    h.flush
+        .attempt(&mut entries, None)
+        .await
+        .expect("dead-lettered");
+    assert_eq!(
+        h.letters(),
+        vec![("t.dlq".into(), 5, ErrorClass::UnknownSchema)]
+    );
 }
 
 #[test]

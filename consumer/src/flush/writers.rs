@@ -54,7 +54,8 @@ impl UnknownIds {
         let now = Instant::now();
         if self.first_seen.len() >= UNKNOWN_IDS_KEPT {
             let wait = self.wait;
-            self.first_seen.retain(|_, t| now.duration_since(*t) < wait * 2);
+            self.first_seen
+                .retain(|_, t| now.duration_since(*t) < wait * 2);
         }
         let first = *self.first_seen.entry(id).or_insert_with(|| {
             tracing::warn!(

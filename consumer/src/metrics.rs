@@ -26,6 +26,7 @@ pub struct Metrics {
     /// The partitions waiting on a failure, for the dashboard, and why.
     held: Arc<Mutex<Vec<HeldShown>>>,
     commits: IntCounterVec,
+    rebalances: IntCounterVec,
     schema_changes: IntCounterVec,
     freshness: Histogram,
     /// The last few dead letters, newest last, for the dashboard.
@@ -186,6 +187,12 @@ impl Metrics {
                 "sluice_consumer_offset_commits_total",
                 "Offset commits, by result",
                 &["result"],
+            )?,
+            rebalances: counter(
+                registry,
+                "sluice_consumer_rebalances_total",
+                "Partitions assigned to or revoked from this member, by kind",
+                &["kind"],
             )?,
             schema_changes: counter(
                 registry,
@@ -401,6 +408,11 @@ impl Metrics {
                 self.commits.with_label_values(&["error"]).inc();
             }
         }
+    }
+
+    /// `n` partitions were assigned (`kind` = `assign`) or revoked (`revoke`).
+    pub fn rebalanced(&self, kind: &str, n: usize) {
+        self.rebalances.with_label_values(&[kind]).inc_by(n as u64);
     }
 
     /// The reader schema or the table's columns changed.

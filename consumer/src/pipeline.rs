@@ -7,7 +7,7 @@
 //! tried again with backoff while the read loop keeps polling (the group membership and rebalances keep working)
 //! and every other partition keeps flowing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use crate::flush::{Entry, Flush, Stream, mark_revoked, observe_freshness, settle
 use crate::held::Held;
 use crate::metrics::Metrics;
 use crate::offsets::Outcome;
+use crate::offsets::TopicPartition;
 use crate::operator;
 use crate::predecode::{SharedSnapshot, predecode_into};
 use crate::registry::SchemaRegistry;
@@ -36,6 +37,7 @@ use crate::sink::clickhouse::ClickHouseSink;
 use crate::source::Received;
 use crate::source::kafka::{
     Paused, SourceConsumer, SourceContext, commit_sync, commit_with_metadata, committed_plans,
+    set_paused,
 };
 
 /// What the pipeline is made of.
@@ -199,7 +201,25 @@ impl Pipeline {
                 predecode_into(&snapshot.current(), &entries, decoded_upto, &mut pre);
                 let ahead = std::mem::take(&mut pre);
                 decoded_upto = 0;
-                let mut pipeline = flusher.idle().await;
+                let mut pipeline = match flusher {
+                    Flusher::Idle(p) => *p,
+                    Flusher::Busy(busy) => {
+                        let mut fetched = Vec::new();
+                        let serving = Serving {
+                            consumer: &consumer,
+                            context: &context,
+                            metrics: &metrics,
+                        };
+                        let p = serving
+                            .wait_for(busy, &mut messages, &mut counted, &mut fetched)
+                            .await;
+                        // Already fetched when everything paused: the next batch starts with them, in order.
+                        for r in fetched {
+                            batch.push(r);
+                        }
+                        p
+                    }
+                };
                 // The flush before this one is done with its buffers: the batch read next fills them.
                 pre.add_spare(pipeline.flush.take_spare());
                 flusher = Flusher::Busy(Box::pin(async move {
@@ -432,6 +452,77 @@ impl Pipeline {
             }
             Err(e) => self.metrics.offsets_committed(positions.len(), Err(&e)),
         }
+    }
+}
+
+/// How long a due batch waits for the flush in flight before the read loop pauses everything and polls while it
+/// waits: flushes shorter than this (nearly all) cost no pause.
+const SERVE_THE_GROUP_AFTER: Duration = Duration::from_secs(1);
+
+/// What the read loop needs to keep serving the group while a long flush runs.
+struct Serving<'a> {
+    consumer: &'a SourceConsumer,
+    context: &'a SourceContext,
+    metrics: &'a Metrics,
+}
+
+impl Serving<'_> {
+    /// Waits for the flush in flight while keeping the group membership: a flush can take minutes (bisecting
+    /// hundreds of refused rows, an insert at its timeout), and a member that stops polling for
+    /// `max.poll.interval.ms` is expelled and its batch read again by the next owner. After a moment every assigned
+    /// partition pauses and the stream is polled (serving rebalances and the poll interval); messages fetched
+    /// before the pause go to `fetched`, to be read into the next batch.
+    async fn wait_for(
+        &self,
+        mut busy: Pin<Box<dyn Future<Output = Pipeline> + Send>>,
+        messages: &mut (
+                 impl futures::Stream<Item = rdkafka::error::KafkaResult<BorrowedMessage<'_>>> + Unpin
+             ),
+        counted: &mut ConsumedCounter,
+        fetched: &mut Vec<Received>,
+    ) -> Pipeline {
+        tokio::select! {
+            p = &mut busy => return p,
+            () = tokio::time::sleep(SERVE_THE_GROUP_AFTER) => {}
+        }
+        let mut paused: HashSet<TopicPartition> =
+            self.context.offsets().assigned().into_iter().collect();
+        set_paused(
+            self.consumer,
+            &paused.iter().cloned().collect::<Vec<_>>(),
+            true,
+        );
+        tracing::debug!(
+            partitions = paused.len(),
+            "a long flush: paused everything to serve the group meanwhile"
+        );
+        let pipeline = loop {
+            tokio::select! {
+                p = &mut busy => break p,
+                msg = messages.next() => {
+                    if let Some(Ok(m)) = msg
+                        && let Some(r) = receive(self.context, counted, self.metrics, &m)
+                    {
+                        let tp = TopicPartition::new(r.receipt.topic(), r.receipt.partition());
+                        // Assigned during the wait: paused too, so nothing more piles up here.
+                        if paused.insert(tp.clone()) {
+                            set_paused(self.consumer, &[tp], true);
+                        }
+                        fetched.push(r);
+                    }
+                }
+            }
+        };
+        let assigned: HashSet<TopicPartition> =
+            self.context.offsets().assigned().into_iter().collect();
+        let resume: Vec<TopicPartition> = paused
+            .into_iter()
+            .filter(|tp| assigned.contains(tp))
+            .collect();
+        set_paused(self.consumer, &resume, false);
+        // The partitions the pipeline holds stay paused.
+        pipeline.paused.reapply(self.consumer);
+        pipeline
     }
 }
 

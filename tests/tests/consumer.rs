@@ -282,6 +282,97 @@ async fn a_backlog_read_in_bursts_lands_every_message_once() -> anyhow::Result<(
     Ok(())
 }
 
+/// A thousand events of which every tenth is refused by ClickHouse, each INSERT slowed to ~20 ms: bisecting one
+/// batch's refused rows takes longer than the member's `max.poll.interval.ms` (6 s here). The consumer keeps serving
+/// the group meanwhile, so it is never expelled: no partition is revoked, every good row lands once and every
+/// refused row is dead-lettered exactly once (an expelled member's batch would be bisected and lettered again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_refused_rows_are_bisected_without_losing_the_group() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_long_bisect").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let mut config = s.config();
+    config
+        .kafka
+        .client
+        .insert("max.poll.interval.ms".into(), "6000".into());
+    let consumer = InProcess::start(config).await?;
+    consumer.ready().await?;
+    clickhouse()
+        .query(&format!(
+            "ALTER TABLE {} ADD COLUMN guard UInt8 MATERIALIZED throwIf(event_type = 'reject_me') + sleep(0.02) * 0",
+            s.table
+        ))
+        .execute()
+        .await?;
+    let assigned = consumer
+        .metric("sluice_consumer_rebalances_total{kind=\"assign\"}")
+        .await?;
+
+    let schema = event_schema();
+    let all = ids(1000);
+    let mut good = Vec::new();
+    let mut items = Vec::new();
+    for (i, id) in all.iter().enumerate() {
+        let kind = if i % 10 == 0 {
+            "reject_me"
+        } else {
+            "page_view"
+        };
+        if i % 10 != 0 {
+            good.push(*id);
+        }
+        items.push((
+            id.to_string(),
+            framed(schema_id, &schema, event(*id, kind, vec![]))?,
+        ));
+    }
+    // One partition, so the batches are long runs of it and each one's bisect is long.
+    let producer = producer()?;
+    let sends = items.iter().map(|(key, value)| {
+        producer.send(
+            rdkafka::producer::FutureRecord::to(&s.topic)
+                .key(key)
+                .payload(value)
+                .partition(0),
+            Duration::from_secs(30),
+        )
+    });
+    for r in futures::future::join_all(sends).await {
+        r.map_err(|(e, _)| e)?;
+    }
+
+    s.wait_for_rows(900, Duration::from_secs(120)).await?;
+    s.assert_exactly(&good).await?;
+    s.wait_committed_at_end(Duration::from_secs(60)).await?;
+    let letters = s.dead_letters().await?;
+    let keys: HashSet<Vec<u8>> = letters
+        .iter()
+        .filter_map(|l| l.key().map(<[u8]>::to_vec))
+        .collect();
+    assert_eq!(
+        (letters.len(), keys.len()),
+        (100, 100),
+        "each refused row dead-lettered once"
+    );
+    assert_eq!(
+        consumer
+            .metric("sluice_consumer_rebalances_total{kind=\"revoke\"}")
+            .await?,
+        0.0,
+        "the member was never expelled"
+    );
+    assert_eq!(
+        consumer
+            .metric("sluice_consumer_rebalances_total{kind=\"assign\"}")
+            .await?,
+        assigned
+    );
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_dead_lettered_with_headers_and_replay_lands_it_after_the_fix()
 -> anyhow::Result<()> {

@@ -74,11 +74,13 @@ impl ConsumerContext for SourceContext {
             Rebalance::Assign(tpl) => {
                 let tps = list(tpl);
                 tracing::info!(partitions = ?tps, "partitions assigned");
+                self.metrics.rebalanced("assign", tps.len());
                 self.offsets().assign(tps);
             }
             Rebalance::Revoke(tpl) => {
                 let tps = list(tpl);
                 tracing::info!(partitions = ?tps, "partitions revoked; committing what is done, dropping the rest");
+                self.metrics.rebalanced("revoke", tps.len());
                 let done = self.offsets().revoke(tps.clone());
                 for tp in &tps {
                     self.metrics.forget_partition(&tp.topic, tp.partition);
@@ -326,6 +328,14 @@ impl Paused {
         }
         self.pause(consumer, context, new);
         context.metrics.paused_partitions(self.0.len());
+    }
+
+    /// Pauses again what this set holds (after something else resumed everything).
+    pub fn reapply(&self, consumer: &SourceConsumer) {
+        if !self.0.is_empty() {
+            let tps: Vec<TopicPartition> = self.0.iter().cloned().collect();
+            set_paused(consumer, &tps, true);
+        }
     }
 
     /// Resumes what is paused and still assigned.

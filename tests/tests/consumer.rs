@@ -189,6 +189,88 @@ async fn a_deleted_dlq_topic_is_created_again_for_the_letter() -> anyhow::Result
     Ok(())
 }
 
+/// A topic deleted and created again numbers its messages from 0 once more. The consumer must not take the new
+/// messages for the old ones: on a server with deduplication tokens, a token named only by the offsets would be one
+/// the table already has, and the new first block would be dropped as a duplicate. Both lives on partition 0, each in
+/// one batch, so the blocks cover the very same offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_under_its_name_lands_its_new_events() -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::FutureRecord;
+
+    init_tracing();
+    let s = Setup::new("cons_recreated").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let producer = producer()?;
+    let schema = event_schema();
+    let send_to_partition_0 = |ids: Vec<Uuid>| {
+        let (producer, schema, topic) = (&producer, &schema, &s.topic);
+        async move {
+            for id in ids {
+                let value = framed(schema_id, schema, event(id, "page_view", vec![]))?;
+                let key = id.to_string();
+                producer
+                    .send(
+                        FutureRecord::to(topic)
+                            .partition(0)
+                            .key(&key)
+                            .payload(&value),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .context("produce")?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    // One batch per life: the consumer starts after the 20 messages are there and waits for all of them.
+    let mut config = s.config();
+    config.batch.min_rows = 20;
+    config.batch.max_rows = 1_000;
+    config.batch.max_wait_ms = 5_000;
+
+    let first = ids(20);
+    send_to_partition_0(first.clone()).await?;
+    let consumer = InProcess::start(config.clone()).await?;
+    s.wait_for_rows(20, Duration::from_secs(60)).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    consumer.stop().await?;
+
+    let admin: AdminClient<DefaultClientContext> = kafka_settings().client_config().create()?;
+    for result in admin
+        .delete_topics(&[s.topic.as_str()], &AdminOptions::new())
+        .await?
+    {
+        result.map_err(|(t, code)| anyhow::anyhow!("deleting {t}: {code:?}"))?;
+    }
+    // Created again once the broker has let go of the old one (until then it answers that the topic exists).
+    eventually(
+        "the topic created again",
+        Duration::from_secs(60),
+        || async {
+            let topic = NewTopic::new(&s.topic, PARTITIONS, TopicReplication::Fixed(1));
+            let results = admin.create_topics(&[topic], &AdminOptions::new()).await?;
+            Ok(results.iter().all(Result::is_ok).then_some(()))
+        },
+    )
+    .await?;
+    let second = ids(20);
+    send_to_partition_0(second.clone()).await?;
+    let consumer = InProcess::start(config).await?;
+    s.wait_for_rows(40, Duration::from_secs(60))
+        .await
+        .context("the second life's events, which reuse the first life's offsets")?;
+    let both: Vec<Uuid> = first.iter().chain(&second).copied().collect();
+    s.assert_exactly(&both).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    assert!(s.dead_letters().await?.is_empty());
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
 /// A backfill: one request whose 101 events span 101 months, all on one Kafka partition, so the consumer's one
 /// block for it touches 101 table partitions. ClickHouse 26.9 refuses such a block (`max_partitions_per_insert_block`
 /// is 100, code 252); the consumer splits it instead of retrying it forever, and every event lands once, nothing

@@ -3,10 +3,13 @@
 //! stand alone, so good rows land and only bad ones are dead-lettered. A block refused for its shape (more
 //! partitions than one INSERT may touch) is split the same way, and none of its rows is dead-lettered for it.
 //!
-//! A token names the rows of a block by their messages: `<topic>:<partition>:<first offset>-<last offset>`. The
-//! rows of a partition are sorted by offset and a block is always a contiguous run of them, so the same messages
-//! give the same token whenever they are inserted again: a retry after a timeout whose INSERT did land, or the
-//! same batch rebuilt after a crash.
+//! A token names the rows of a block by their messages: `<topic>:<partition>:<first offset>-<last offset>:<digest>`,
+//! the digest being of the messages' keys and values. The rows of a partition are sorted by offset and a block is
+//! always a contiguous run of them, so the same messages give the same token whenever they are inserted again: a
+//! retry after a timeout whose INSERT did land, or the same batch rebuilt after a crash; the messages of a topic
+//! created again under the same name give another.
+
+use std::hash::Hasher as _;
 
 use rdkafka::message::Message;
 
@@ -97,16 +100,30 @@ fn blocks<'a>(
     out
 }
 
-/// The token of a block: its topic, partition and first and last offsets.
+/// The token of a block: its topic, partition, first and last offsets, and a digest of its messages' keys and
+/// values. The offsets alone would name the messages only within one life of the topic: a topic deleted and created
+/// again numbers its messages from 0 once more, and the server would drop their first blocks as ones it already has.
+/// With the digest only the very same messages are dropped, whose rows (the same event ids) were in the table anyway.
 pub(super) fn token(entries: &[Entry], block: &[RowRef<'_>]) -> Option<String> {
     let first = &entries.get(block.first()?.index)?.received.message;
     let last = &entries.get(block.last()?.index)?.received.message;
+    // XXH3 is a specified hash: the same messages give the same digest in every build and version of Sluice.
+    let mut digest = twox_hash::XxHash3_64::new();
+    for row in block {
+        let message = &entries.get(row.index)?.received.message;
+        for part in [message.key(), message.payload()] {
+            let bytes = part.unwrap_or_default();
+            digest.write_u64(bytes.len() as u64);
+            digest.write(bytes);
+        }
+    }
     Some(format!(
-        "{}:{}:{}-{}",
+        "{}:{}:{}-{}:{:016x}",
         first.topic(),
         first.partition(),
         first.offset(),
-        last.offset()
+        last.offset(),
+        digest.finish()
     ))
 }
 

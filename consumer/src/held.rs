@@ -1,9 +1,10 @@
-//! Messages a failed attempt left pending, held for the next try while every other partition flows.
+//! What a failed attempt left pending, held for the next try while every other partition flows: the ClickHouse
+//! writer holds messages ([`Entry`]), the lake whole segments ([`Segment`]).
 //!
-//! A failure that may clear (a table being repaired, ClickHouse or the DLQ unreachable) holds only the messages it
-//! stopped: their partitions pause until a retry gives each of them an outcome, and the read loop goes on reading,
-//! inserting and committing every other partition meanwhile. Messages of a held partition that were already
-//! fetched join the held ones, so a partition is always tried from its oldest pending message.
+//! A failure that may clear (a table being repaired, ClickHouse, storage or the DLQ unreachable) holds only what it
+//! stopped: its partitions pause until a retry gives each message an outcome, and the read loop goes on reading,
+//! writing and committing every other partition meanwhile. What of a held partition was already fetched joins the
+//! held items, so a partition is always tried from its oldest pending message.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -13,11 +14,47 @@ use sluice_runtime::backoff::Backoff;
 use tokio::time::Instant;
 
 use crate::flush::Entry;
+use crate::lake::segment::Segment;
 use crate::offsets::TopicPartition;
 
-/// The held messages, their partitions and when they are tried again.
-pub struct Held {
-    entries: Vec<Entry>,
+/// Something a sink holds: one message, or a run of one partition's messages.
+pub trait HeldItem {
+    /// Its partition.
+    fn partition(&self) -> TopicPartition;
+    /// Its first offset.
+    fn first_offset(&self) -> i64;
+    /// How many messages it carries.
+    fn messages(&self) -> usize;
+}
+
+impl HeldItem for Entry {
+    fn partition(&self) -> TopicPartition {
+        let m = &self.received.message;
+        TopicPartition::new(m.topic(), m.partition())
+    }
+    fn first_offset(&self) -> i64 {
+        self.received.message.offset()
+    }
+    fn messages(&self) -> usize {
+        1
+    }
+}
+
+impl HeldItem for Segment {
+    fn partition(&self) -> TopicPartition {
+        self.tp.clone()
+    }
+    fn first_offset(&self) -> i64 {
+        self.bounds().first
+    }
+    fn messages(&self) -> usize {
+        self.messages.len()
+    }
+}
+
+/// The held items (in the order they were tried), their partitions and when they are tried again.
+pub struct Held<T> {
+    entries: Vec<T>,
     partitions: HashSet<TopicPartition>,
     /// When each held partition started waiting.
     since: HashMap<TopicPartition, Instant>,
@@ -38,7 +75,7 @@ pub struct HeldPartition {
     pub waiting: Duration,
 }
 
-impl Held {
+impl<T: HeldItem> Held<T> {
     /// Nothing held; retries back off as `backoff` says.
     pub fn new(backoff: Backoff) -> Self {
         Self {
@@ -50,14 +87,14 @@ impl Held {
         }
     }
 
-    /// Whether no message is held.
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// How many messages are held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.iter().map(HeldItem::messages).sum()
     }
 
     /// The partitions whose messages are held (and so stay paused).
@@ -84,14 +121,14 @@ impl Held {
 
     /// Moves the entries of held partitions out of `batch` to wait with the rest of their partition; returns
     /// whether any moved (then the batch's positions changed).
-    pub fn absorb(&mut self, batch: &mut Vec<Entry>) -> bool {
+    pub fn absorb(&mut self, batch: &mut Vec<T>) -> bool {
         if self.partitions.is_empty() {
             return false;
         }
         let before = batch.len();
         let mut kept = Vec::with_capacity(before);
         for e in batch.drain(..) {
-            if self.partitions.contains(&partition_of(&e)) {
+            if self.partitions.contains(&e.partition()) {
                 self.entries.push(e);
             } else {
                 kept.push(e);
@@ -102,18 +139,18 @@ impl Held {
     }
 
     /// Holds one more message, read while the held ones wait (shutting down).
-    pub fn hold_more(&mut self, e: Entry) {
+    pub fn hold_more(&mut self, e: T) {
         self.entries.push(e);
         self.update_partitions();
     }
 
     /// Takes every held message for a try (their partitions stay paused until the try settles them).
-    pub fn take(&mut self) -> Vec<Entry> {
+    pub fn take(&mut self) -> Vec<T> {
         std::mem::take(&mut self.entries)
     }
 
     /// Holds `pending` (what a failed attempt left) until a backoff delay from now; returns the delay.
-    pub fn hold(&mut self, pending: Vec<Entry>) -> Duration {
+    pub fn hold(&mut self, pending: Vec<T>) -> Duration {
         self.entries.extend(pending);
         self.update_partitions();
         let delay = self.backoff.next_delay();
@@ -131,13 +168,13 @@ impl Held {
         self.backoff = backoff;
     }
 
-    /// Takes the held message at `offset` of `tp` out (an operator dead-letters it by hand); `None` if it is not
-    /// held here.
-    pub fn take_one(&mut self, tp: &TopicPartition, offset: i64) -> Option<Entry> {
+    /// Takes the held item that starts at `offset` of `tp` out (an operator dead-letters a message by hand);
+    /// `None` if none is held here.
+    pub fn take_one(&mut self, tp: &TopicPartition, offset: i64) -> Option<T> {
         let i = self
             .entries
             .iter()
-            .position(|e| &partition_of(e) == tp && e.received.message.offset() == offset)?;
+            .position(|e| &e.partition() == tp && e.first_offset() == offset)?;
         let entry = self.entries.swap_remove(i);
         self.update_partitions();
         Some(entry)
@@ -148,10 +185,10 @@ impl Held {
         let now = Instant::now();
         let mut by: HashMap<TopicPartition, (i64, usize)> = HashMap::new();
         for e in &self.entries {
-            let offset = e.received.message.offset();
-            let slot = by.entry(partition_of(e)).or_insert((offset, 0));
+            let offset = e.first_offset();
+            let slot = by.entry(e.partition()).or_insert((offset, 0));
             slot.0 = slot.0.min(offset);
-            slot.1 += 1;
+            slot.1 += e.messages();
         }
         let mut out: Vec<HeldPartition> = by
             .into_iter()
@@ -170,7 +207,7 @@ impl Held {
     }
 
     fn update_partitions(&mut self) {
-        self.partitions = self.entries.iter().map(partition_of).collect();
+        self.partitions = self.entries.iter().map(HeldItem::partition).collect();
         let now = Instant::now();
         self.since.retain(|tp, _| self.partitions.contains(tp));
         for tp in &self.partitions {
@@ -182,9 +219,4 @@ impl Held {
     pub fn attempts(&self) -> u32 {
         self.backoff.attempts()
     }
-}
-
-fn partition_of(e: &Entry) -> TopicPartition {
-    let m = &e.received.message;
-    TopicPartition::new(m.topic(), m.partition())
 }

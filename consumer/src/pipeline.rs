@@ -75,7 +75,7 @@ pub struct Pipeline {
     cfg: Config,
     paused: Paused,
     /// Messages a failed attempt left pending, and when they are tried again.
-    held: Held,
+    held: Held<Entry>,
     /// What the read loop may decode ahead with.
     snapshot: SharedSnapshot,
     /// Operators' requests, taken by the read loop.

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
 use consumer_support::{InProcess, Process, Setup, metric, wait_ready};
 use producer_support::{KEY, Producer, client};
 use rdkafka::message::{Headers, Message};
@@ -648,6 +649,84 @@ async fn unwritable_storage_is_waited_out_nothing_dead_lettered_or_lost() -> any
     );
     drop(lake);
     producer.stop().await?;
+    s.cleanup().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Waits until every partition but 0 is committed to its end while partition 0 still lags: one partition's
+/// storage failing holds that partition alone.
+async fn wait_only_partition_0_behind(
+    s: &Setup,
+    group: &str,
+    log: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    eventually(
+        "partitions 1.. committed to their ends, partition 0 behind",
+        Duration::from_secs(90),
+        || async {
+            let lag =
+                sluice_tests::kafka::group_state(&sluice_tests::kafka_bootstrap(), group, &s.topic)
+                    .await?
+                    .lag();
+            let others_done = lag.iter().filter(|(p, _)| **p != 0).all(|(_, l)| *l == 0);
+            let zero_behind = lag.get(&0).is_some_and(|l| *l > 0);
+            Ok((lag.len() > 1 && others_done && zero_behind).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", log()))
+}
+
+/// Partition 0's manifest directory made unusable (a file where the directory goes): its segments cannot be
+/// recorded, so they wait, and so does its recovery after a restart; every other partition is published and
+/// committed meanwhile. Once the directory is back, partition 0 catches up and every row is in the lake once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_partition_that_cannot_be_recorded_holds_back_only_itself() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("lake_one").await?;
+    let dir = lake_dir("lake_one");
+    let root = dir.display().to_string();
+    let config = lake_config(&s, &root);
+    let group = config.lake.group_id.clone();
+    // Straight to Kafka, keyed by event id, so every partition gets events (the HTTP producer keys by tenant).
+    let schema_id =
+        consumer_support::register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let producer = consumer_support::producer()?;
+    let mut lake = Process::start_lake(&config)?;
+    wait_ready(lake.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", lake.log()))?;
+    let mut sent = ids(200);
+    consumer_support::send_events(&producer, &s.topic, schema_id, &sent).await?;
+    wait_lake_rows(&root, "events", sent.len(), &[], || lake.log()).await?;
+
+    let manifests_of_0 = dir.join("_sluice/segments/events").join(&s.topic).join("0");
+    let _ = std::fs::remove_dir_all(&manifests_of_0);
+    std::fs::create_dir_all(manifests_of_0.parent().context("a parent")?)?;
+    std::fs::write(&manifests_of_0, b"not a directory")?;
+    let during = ids(400);
+    consumer_support::send_events(&producer, &s.topic, schema_id, &during).await?;
+    sent.extend(&during);
+    wait_only_partition_0_behind(&s, &group, || lake.log()).await?;
+
+    // A restart while it is still broken: partition 0's recovery cannot read its manifests and waits alone too.
+    lake.kill9()?;
+    let lake = Process::start_lake(&config)?;
+    let after = ids(200);
+    consumer_support::send_events(&producer, &s.topic, schema_id, &after).await?;
+    sent.extend(&after);
+    wait_only_partition_0_behind(&s, &group, || lake.log()).await?;
+
+    std::fs::remove_file(&manifests_of_0)?;
+    let view = wait_lake_rows(&root, "events", sent.len(), &[], || lake.log()).await?;
+    view.assert_exactly(&sent);
+    wait_lake_committed(&s, &group).await?;
+    assert!(
+        letters_of(&s, &group).await?.is_empty(),
+        "storage that fails is not poison"
+    );
+    drop(lake);
     s.cleanup().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -196,6 +196,8 @@ pub async fn serve(
         queue: VecDeque::new(),
         published: Vec::new(),
         paused: Paused::default(),
+        held: crate::held::Held::new(config.retry.backoff()),
+        awaiting: std::collections::HashMap::new(),
     };
     writer.run(shutdown.clone()).await;
     shutdown.cancel();

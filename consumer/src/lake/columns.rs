@@ -828,6 +828,51 @@ mod tests {
     }
 
     #[test]
+    fn every_mapped_type_is_one_json_object_per_line_in_gzip() {
+        use std::io::Read as _;
+        let schema = Avro::parse_str(RICH).expect("schema");
+        let columns = Columns::for_schema(&schema).expect("maps");
+        let rows = [row(0, true), row(1, false)];
+        let refs: Vec<&Value> = rows.iter().collect();
+        let batch = columns.batch(&refs).expect("batch");
+        let gz = super::super::files::ndjson_gz_bytes(&batch).expect("ndjson");
+        assert_eq!(
+            super::super::files::ndjson_gz_bytes(&batch).expect("again"),
+            gz,
+            "the same rows give the same bytes"
+        );
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .expect("gzip");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let first = &lines[0];
+        assert_eq!(first["id"], "00000000-0000-0000-0000-000000000001");
+        assert_eq!(first["at"], "2025-12-02T16:00:00.123Z");
+        assert_eq!(first["day"], "2025-12-02");
+        assert!(
+            text.contains(r#""price":-12.50,"#),
+            "the decimal's digits: {text}"
+        );
+        assert_eq!(first["kind"], "B");
+        assert_eq!(first["tags"], serde_json::json!(["x", "y"]));
+        assert_eq!(first["props"], serde_json::json!({"a": 1, "b": 2}));
+        assert_eq!(first["inner"], serde_json::json!({"n": 0}));
+        assert_eq!(first["ok"], true);
+        let keys = |v: &serde_json::Value| v.as_object().map(|o| o.len());
+        assert_eq!(
+            keys(&lines[1]),
+            keys(first),
+            "nulls are written: every line has every key"
+        );
+        assert!(lines[1]["note"].is_null());
+    }
+
+    #[test]
     fn a_value_of_the_wrong_shape_is_an_error_not_a_panic() {
         let schema = Avro::parse_str(RICH).expect("schema");
         let columns = Columns::for_schema(&schema).expect("maps");

@@ -1,5 +1,5 @@
-//! A segment's messages → Parquet files, one per `date=/hour=` directory, plus the letters of the messages that
-//! could not be decoded. Pure CPU work, run off the async runtime; the same messages and reader schema always
+//! A segment's messages → Parquet (or gzip NDJSON) files, one per `date=/hour=` directory, plus the letters of the
+//! messages that could not be decoded. Pure CPU work, run off the async runtime; the same messages and reader schema always
 //! give byte-identical files, which is what lets a redone segment overwrite its earlier copy harmlessly.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 
 use super::columns::{ColumnError, Columns};
 use super::layout::hour_dir;
-use super::settings::Compression;
+use super::settings::{Compression, Format};
 use crate::decode::{DecodeError, ValueDecoder, writer_id};
 use crate::dlq::{ErrorClass, Letter};
 use crate::registry::RegistryError;
@@ -56,12 +56,31 @@ impl FileSchema {
     }
 }
 
+/// How a segment's rows are written: the file format, and Parquet's codec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Encoding {
+    /// Parquet or NDJSON.
+    pub format: Format,
+    /// Parquet's codec (NDJSON is always gzip).
+    pub compression: Compression,
+}
+
+impl Encoding {
+    /// The bytes of a file holding `batch`.
+    fn bytes(self, batch: &RecordBatch) -> Result<bytes::Bytes, ColumnError> {
+        match self.format {
+            Format::Parquet => parquet_bytes(batch, self.compression),
+            Format::Ndjson => ndjson_gz_bytes(batch),
+        }
+    }
+}
+
 /// One file's contents, before it is published.
 #[derive(Debug)]
 pub struct File {
     /// Its `date=…/hour=…` directory.
     pub hour: String,
-    /// The Parquet bytes.
+    /// The file's bytes.
     pub bytes: bytes::Bytes,
     /// Rows in it.
     pub rows: usize,
@@ -82,7 +101,7 @@ pub fn build(
     messages: &[Received],
     writers: &HashMap<u32, Result<Arc<Schema>, RegistryError>>,
     target: &FileSchema,
-    compression: Compression,
+    encoding: Encoding,
 ) -> Result<Built, ColumnError> {
     let mut built = Built::default();
     let mut decoders: Decoders<'_> = HashMap::new();
@@ -107,7 +126,7 @@ pub fn build(
         let Some(batch) = batch else {
             continue;
         };
-        let bytes = parquet_bytes(&batch, compression)?;
+        let bytes = encoding.bytes(&batch)?;
         built.files.push(File {
             hour: hour_dir(hour.map(|h| h * HOUR_MS)),
             bytes,
@@ -250,5 +269,67 @@ pub(super) fn parquet_bytes(
         ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).map_err(parquet)?;
     writer.write(batch).map_err(parquet)?;
     let out = writer.into_inner().map_err(parquet)?;
+    Ok(bytes::Bytes::from(out))
+}
+
+/// Writes a UUID column (16 bytes, Arrow's canonical `arrow.uuid`) as the text every reader expects, not as hex.
+#[derive(Debug)]
+struct UuidsAsText;
+
+impl arrow_json::EncoderFactory for UuidsAsText {
+    fn make_default_encoder<'a>(
+        &self,
+        field: &'a arrow_schema::FieldRef,
+        array: &'a dyn arrow_array::Array,
+        _options: &'a arrow_json::writer::EncoderOptions,
+    ) -> Result<Option<arrow_json::writer::NullableEncoder<'a>>, arrow_schema::ArrowError> {
+        use arrow_array::cast::AsArray as _;
+        let is_uuid = field.extension_type_name() == Some("arrow.uuid")
+            && matches!(
+                array.data_type(),
+                arrow_schema::DataType::FixedSizeBinary(16)
+            );
+        if !is_uuid {
+            return Ok(None);
+        }
+        let values = array.as_fixed_size_binary();
+        Ok(Some(arrow_json::writer::NullableEncoder::new(
+            Box::new(UuidEncoder(values)),
+            arrow_array::Array::nulls(values).cloned(),
+        )))
+    }
+}
+
+struct UuidEncoder<'a>(&'a arrow_array::FixedSizeBinaryArray);
+
+impl arrow_json::writer::Encoder for UuidEncoder<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        let text = uuid::Uuid::from_slice(self.0.value(idx)).unwrap_or_default();
+        out.push(b'"');
+        out.extend_from_slice(
+            text.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        out.push(b'"');
+    }
+}
+
+/// One JSON object per row, columns in the schema's order, nulls written out (so every line has every key), the
+/// whole gzip-compressed. arrow-json writes timestamps as RFC 3339 strings, maps as objects, binary as hex, and UUIDs are text;
+/// gzip's header carries no time, so the same batch always gives the same bytes.
+pub(super) fn ndjson_gz_bytes(batch: &RecordBatch) -> Result<bytes::Bytes, ColumnError> {
+    let json = |e: arrow_schema::ArrowError| ColumnError::Schema(format!("json: {e}"));
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .with_encoder_factory(std::sync::Arc::new(UuidsAsText))
+        .build::<_, arrow_json::writer::LineDelimited>(gz);
+    writer.write(batch).map_err(json)?;
+    writer.finish().map_err(json)?;
+    let out = writer
+        .into_inner()
+        .finish()
+        .map_err(|e| ColumnError::Schema(format!("gzip: {e}")))?;
     Ok(bytes::Bytes::from(out))
 }

@@ -4,12 +4,15 @@
 //! ```text
 //! <root>/<table>/date=2026-12-02/hour=16/<topic>-<partition>-<first offset>-<last offset>.parquet
 //! <root>/_sluice/segments/<table>/<topic>/<partition>/<first offset>-<last offset>.json
+//! (with `format = "ndjson"`: `….ndjson.gz` files, and their manifests under `_sluice/segments-ndjson/`)
 //! <root>/_sluice/staging/<uuid>   (a local write before its rename into place)
 //! ```
 //! Offsets are zero-padded to 20 digits so names sort in offset order. Readers glob `<root>/<table>/**/*.parquet`;
 //! `_sluice` is outside every table and starts with `_`, which Spark, pyarrow and DuckDB skip when listing.
 
 use object_store::path::Path;
+
+use super::settings::Format;
 
 /// The Hive partition value for rows without a partition timestamp (what Hive itself writes).
 pub const NO_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -35,12 +38,13 @@ pub fn hour_dir(ts_ms: Option<i64>) -> String {
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: Path,
+    format: Format,
 }
 
 impl Layout {
-    /// The layout under `root` (the URL's path in its store).
-    pub fn new(root: Path) -> Self {
-        Self { root }
+    /// The layout of `format` files under `root` (the URL's path in its store).
+    pub fn new(root: Path, format: Format) -> Self {
+        Self { root, format }
     }
 
     fn under(&self, rest: &str) -> Path {
@@ -62,8 +66,10 @@ impl Layout {
         b: Bounds,
     ) -> Path {
         self.under(&format!(
-            "{table}/{hour}/{topic}-{partition}-{:020}-{:020}.parquet",
-            b.first, b.last
+            "{table}/{hour}/{topic}-{partition}-{:020}-{:020}.{}",
+            b.first,
+            b.last,
+            self.format.extension()
         ))
     }
 
@@ -74,19 +80,24 @@ impl Layout {
 
     /// Where the manifests of every segment written to `table` are.
     pub fn manifests_of(&self, table: &str) -> Path {
-        self.under(&format!("_sluice/segments/{table}"))
+        self.under(&format!("_sluice/{}/{table}", self.format.manifests()))
     }
 
     /// Where the manifests of `topic`'s `partition` (written to `table`) are.
     pub fn manifest_dir(&self, table: &str, topic: &str, partition: i32) -> Path {
-        self.under(&format!("_sluice/segments/{table}/{topic}/{partition}"))
+        self.under(&format!(
+            "_sluice/{}/{table}/{topic}/{partition}",
+            self.format.manifests()
+        ))
     }
 
     /// The manifest of segment `b`.
     pub fn manifest(&self, table: &str, topic: &str, partition: i32, b: Bounds) -> Path {
         self.under(&format!(
-            "_sluice/segments/{table}/{topic}/{partition}/{:020}-{:020}.json",
-            b.first, b.last
+            "_sluice/{}/{table}/{topic}/{partition}/{:020}-{:020}.json",
+            self.format.manifests(),
+            b.first,
+            b.last
         ))
     }
 }
@@ -120,7 +131,7 @@ mod tests {
 
     #[test]
     fn names_sort_by_offset_and_parse_back() {
-        let l = Layout::new(Path::from("lake"));
+        let l = Layout::new(Path::from("lake"), Format::Parquet);
         let b = Bounds {
             first: 7,
             last: 1_234,
@@ -138,6 +149,17 @@ mod tests {
                     .as_ref()
         );
         assert_eq!(manifest_bounds(&Path::from("x/1-2.parquet")), None);
+        let ndjson = Layout::new(Path::from("lake"), Format::Ndjson);
+        assert_eq!(
+            ndjson
+                .data_file("events", "date=2025-12-02/hour=16", "events", 3, b)
+                .as_ref(),
+            "lake/events/date=2025-12-02/hour=16/events-3-00000000000000000007-00000000000000001234.ndjson.gz"
+        );
+        assert_eq!(
+            ndjson.manifest("events", "events", 3, b).as_ref(),
+            "lake/_sluice/segments-ndjson/events/events/3/00000000000000000007-00000000000000001234.json"
+        );
         assert_eq!(manifest_bounds(&Path::from("x/9-2.json")), None);
     }
 
@@ -147,6 +169,11 @@ mod tests {
             hour_dir(None),
             "date=__HIVE_DEFAULT_PARTITION__/hour=__HIVE_DEFAULT_PARTITION__"
         );
-        assert_eq!(Layout::new(Path::from("")).table_dir("t").as_ref(), "t");
+        assert_eq!(
+            Layout::new(Path::from(""), Format::Parquet)
+                .table_dir("t")
+                .as_ref(),
+            "t"
+        );
     }
 }

@@ -176,7 +176,10 @@ pub async fn serve(
         dlq,
         metrics: metrics.clone(),
         lake_metrics,
-        compression: config.lake.compression,
+        encoding: files::Encoding {
+            format: config.lake.format,
+            compression: config.lake.compression,
+        },
     };
     let limits = Limits {
         max_rows: config.lake.max_rows,

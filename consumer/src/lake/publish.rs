@@ -13,7 +13,6 @@ use sluice_schemas::catalog;
 use super::files::{self, Built, FileSchema};
 use super::metrics::LakeMetrics;
 use super::segment::Segment;
-use super::settings::Compression;
 use super::store::Lake;
 use crate::config::StreamConfig;
 use crate::decode::writer_id;
@@ -71,8 +70,8 @@ pub struct Publisher {
     pub metrics: Metrics,
     /// The lake's own.
     pub lake_metrics: LakeMetrics,
-    /// Parquet codec.
-    pub compression: Compression,
+    /// File format and codec.
+    pub encoding: super::files::Encoding,
 }
 
 /// What a published segment settles: each message's outcome, in order.
@@ -95,12 +94,12 @@ impl Publisher {
             Ok(t) => t,
             Err(f) => return (segment, Err(f)),
         };
-        let compression = self.compression;
+        let encoding = self.encoding;
         // CPU work on this worker thread, its other tasks handed to another (the service runs the multi-thread
         // runtime); a panic must not unwind through the loop that holds the segment's receipts.
         let built = tokio::task::block_in_place(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                files::build(&segment.messages, &writers, &target, compression)
+                files::build(&segment.messages, &writers, &target, encoding)
             }))
         });
         let built = match built {

@@ -1,4 +1,4 @@
-//! The `[lake]` section: where Parquet files go, which streams, and when a file is rolled.
+//! The `[lake]` section: where files go and in which format, which streams, and when a file is rolled.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,6 +42,39 @@ pub struct LakeSettings {
     /// Parquet compression: `zstd` (default), `snappy` or `none`.
     #[serde(default)]
     pub compression: Compression,
+    /// What the files hold: `parquet` (default) or `ndjson` (gzip-compressed newline-delimited JSON).
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// What a lake file holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Parquet, compressed as `compression` says: the columnar files warehouses, Spark and DuckDB read.
+    #[default]
+    Parquet,
+    /// Newline-delimited JSON, one object per event, gzip-compressed: for ML datasets, `jq` and pandas.
+    Ndjson,
+}
+
+impl Format {
+    /// The data files' extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Ndjson => "ndjson.gz",
+        }
+    }
+
+    /// The directory under `_sluice/` of this format's manifests, so a Parquet and an NDJSON lake can share a
+    /// root without reading each other's segments.
+    pub fn manifests(self) -> &'static str {
+        match self {
+            Format::Parquet => "segments",
+            Format::Ndjson => "segments-ndjson",
+        }
+    }
 }
 
 /// How Parquet pages are compressed.
@@ -70,6 +103,7 @@ impl Default for LakeSettings {
             max_age_ms: default_max_age_ms(),
             max_buffer_bytes: default_max_buffer_bytes(),
             compression: Compression::default(),
+            format: Format::default(),
         }
     }
 }

@@ -60,7 +60,7 @@ impl Lake {
             let store = LocalFileSystem::new_with_prefix(&dir)?.with_fsync(true);
             return Ok(Self {
                 store: Arc::new(store),
-                layout: Layout::new(Path::from("")),
+                layout: Layout::new(Path::from(""), settings.format),
                 staged: true,
                 location: format!("file://{}", dir.display()),
             });
@@ -70,7 +70,7 @@ impl Lake {
             .map_err(|e| config(e.to_string()))?;
         Ok(Self {
             store: Arc::from(store),
-            layout: Layout::new(root),
+            layout: Layout::new(root, settings.format),
             staged: false,
             location: url.to_owned(),
         })

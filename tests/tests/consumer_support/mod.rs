@@ -504,7 +504,7 @@ impl Process {
             .map(|(k, v)| format!("{} = {}", q(k), q(v)))
             .collect();
         let toml = format!(
-            "{}\n[lake]\nurl = {}\ngroup_id = {}\nlisten = {}\nmax_rows = {}\nmax_bytes = {}\nmax_age_ms = {}\n\n[lake.options]\n{}\n",
+            "{}\n[lake]\nurl = {}\ngroup_id = {}\nlisten = {}\nmax_rows = {}\nmax_bytes = {}\nmax_age_ms = {}\nformat = {}\n\n[lake.options]\n{}\n",
             to_toml(config, free_addr()?),
             q(&l.url),
             q(&l.group_id),
@@ -512,6 +512,10 @@ impl Process {
             l.max_rows,
             l.max_bytes,
             l.max_age_ms,
+            q(match l.format {
+                sluice_consumer::lake::settings::Format::Parquet => "parquet",
+                sluice_consumer::lake::settings::Format::Ndjson => "ndjson",
+            }),
             options.join("\n"),
         );
         Self::spawn(toml, addr, &["lake"])

@@ -67,17 +67,21 @@ pub enum ErrorClass {
     Rejected,
     /// An operator dead-lettered the message by hand (`sluice-consumer dlq skip`) so its partition could move on.
     Operator,
+    /// ClickHouse kept refusing the row on its own with an error it calls transient, while the rows around it
+    /// landed, attempt after attempt: the row's own doing, whatever the code says.
+    Persistent,
 }
 
 impl ErrorClass {
     /// Every class.
-    pub const ALL: [ErrorClass; 6] = [
+    pub const ALL: [ErrorClass; 7] = [
         ErrorClass::Undecodable,
         ErrorClass::UnknownSchema,
         ErrorClass::Incompatible,
         ErrorClass::Unrepresentable,
         ErrorClass::Rejected,
         ErrorClass::Operator,
+        ErrorClass::Persistent,
     ];
 
     /// The header value and metric label.
@@ -89,6 +93,7 @@ impl ErrorClass {
             ErrorClass::Unrepresentable => "unrepresentable",
             ErrorClass::Rejected => "rejected",
             ErrorClass::Operator => "operator",
+            ErrorClass::Persistent => "persistent",
         }
     }
 

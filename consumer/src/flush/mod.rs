@@ -152,6 +152,8 @@ pub struct Flush<S, D, R> {
     spare: Vec<RowBuffers>,
     /// Writer ids the registry did not know, asked again for a while before their messages are dead-lettered.
     unknown_ids: UnknownIds,
+    /// Rows refused on their own while the rows beside them landed, counted across attempts.
+    strikes: insert::Strikes,
 }
 
 impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
@@ -173,6 +175,7 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
             plan: BlockPlan::default(),
             spare: Vec::new(),
             unknown_ids: UnknownIds::default(),
+            strikes: insert::Strikes::default(),
         }
     }
 
@@ -234,6 +237,7 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
         }
         let undelivered =
             dead_letter::send(&self.dlq, &self.streams, &self.metrics, entries, letters).await;
+        self.strikes.forget_settled(entries);
         if let Some(f) = retry.or(undelivered) {
             return Err(f);
         }
@@ -342,8 +346,16 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
             let Some(stream) = self.streams.get_mut(topic) else {
                 continue;
             };
-            if let Some(f) =
-                insert::isolating(&self.sink, stream, rows, entries, judged, &self.plan).await
+            if let Some(f) = insert::isolating(
+                &self.sink,
+                stream,
+                rows,
+                entries,
+                judged,
+                &self.plan,
+                &mut self.strikes,
+            )
+            .await
             {
                 // The table may have been dropped or altered under us: check it again before the next try.
                 stream.table_ok = false;

@@ -55,6 +55,12 @@ fn is_bad(row: &[u8]) -> bool {
     row.starts_with(&[3, b'b', b'a', b'd'])
 }
 
+/// A row the fake server always refuses with an error it calls transient (as a row too large for the memory
+/// limit would be), whatever block it is in.
+fn is_heavy(row: &[u8]) -> bool {
+    row.starts_with(&[5, b'h', b'e', b'a', b'v', b'y'])
+}
+
 impl RowSink for Shared<FakeClickHouse> {
     async fn insert(
         &self,
@@ -113,6 +119,13 @@ impl RowSink for Shared<FakeClickHouse> {
                 .is_ok()
         {
             return Err(clickhouse::error::Error::Network("connection reset".into()));
+        }
+        if rows.iter().any(|r| is_heavy(r.bytes)) {
+            return Err(clickhouse::error::Error::BadResponse(
+                "Code: 241. DB::Exception: Memory limit (for query) exceeded. (MEMORY_LIMIT_EXCEEDED) \
+                 (version 26.9.2.1)"
+                    .into(),
+            ));
         }
         if rows.iter().any(|r| is_bad(r.bytes)) {
             return Err(clickhouse::error::Error::BadResponse(
@@ -734,6 +747,63 @@ async fn a_batch_rebuilt_after_a_crash_gets_the_same_tokens() {
     let before_the_crash = tokens_of_a_run().await;
     assert_eq!(offsets_named(&before_the_crash), ["t:0:5-8", "t:1:3-3"]);
     assert_eq!(tokens_of_a_run().await, before_the_crash);
+}
+
+#[tokio::test]
+async fn a_row_refused_alone_with_a_transient_error_is_dead_lettered_after_its_strikes() {
+    for tokens in [false, true] {
+        let mut h = if tokens {
+            Harness::with_tokens(&["t"])
+        } else {
+            Harness::new(&["t"])
+        };
+        let mut entries = h.good("t", 0..40);
+        let heavy = h.framed("heavy", 17);
+        entries[17] = h.entry("t", 0, 17, heavy);
+        for attempt in 1..super::insert::STRIKES {
+            let failure = h
+                .flush
+                .attempt(&mut entries, None)
+                .await
+                .expect_err("the heavy row is still pending");
+            assert!(matches!(failure, Failure::Insert(_)), "{failure}");
+            assert_eq!(h.landed(), 39, "attempt {attempt}: every other row landed");
+            assert!(h.letters().is_empty(), "attempt {attempt}: not yet");
+        }
+        h.flush.attempt(&mut entries, None).await.expect("settled");
+        assert_eq!(
+            h.letters(),
+            vec![("t.dlq".into(), 17, ErrorClass::Persistent)],
+            "tokens: {tokens}"
+        );
+        assert_eq!(h.landed(), 39);
+    }
+}
+
+#[tokio::test]
+async fn a_server_refusing_everything_is_waited_out_and_no_row_is_blamed() {
+    let mut h = Harness::with_tokens(&["t"]);
+    // Every row heavy: the server refuses whatever it is sent, as an overloaded one would.
+    let mut entries: Vec<Entry> = (0..64)
+        .map(|o| {
+            let payload = h.framed("heavy", o);
+            h.entry("t", (o % 2) as i32, o / 2, payload)
+        })
+        .collect();
+    for _ in 0..2 * super::insert::STRIKES {
+        h.clickhouse.inserts.store(0, Ordering::SeqCst);
+        h.flush
+            .attempt(&mut entries, None)
+            .await
+            .expect_err("waits");
+        let sent = h.clickhouse.inserts.load(Ordering::SeqCst);
+        assert!(
+            sent <= 4,
+            "an outage costs a few inserts per attempt, not a descent: {sent}"
+        );
+    }
+    assert!(h.letters().is_empty(), "nothing is the rows' fault");
+    assert_eq!(h.landed(), 0);
 }
 
 /// The topic, partition and offsets a token names, without the digest of its messages.

@@ -36,8 +36,7 @@ use crate::rows::Decoded;
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::source::Received;
 use crate::source::kafka::{
-    Paused, SourceConsumer, SourceContext, commit_sync, commit_with_metadata, committed_plans,
-    set_paused,
+    Paused, SourceConsumer, SourceContext, commit_with_metadata, committed_plans, set_paused,
 };
 
 /// What the pipeline is made of.
@@ -147,8 +146,8 @@ impl Pipeline {
                     due = batch.is_worth_flushing(now_ms()) || done.held.is_due();
                     flusher = Flusher::Idle(Box::new(done));
                 }
-                () = sleep_until_opt(deadline) => due = true,
-                () = sleep_until_tokio(retry_at) => due = true,
+                () = sleep_until_some_std(deadline) => due = true,
+                () = sluice_runtime::backoff::sleep_until_some(retry_at) => due = true,
                 Some(request) = recv_opt(&mut operator) => {
                     let mut pipeline = flusher.idle().await;
                     let answer = pipeline.dead_letter_by_hand(&request.skip).await;
@@ -439,19 +438,9 @@ impl Pipeline {
         plan
     }
 
-    /// Commits every position that moved; a failure is logged and the positions are retried with the next commit.
+    /// Commits every position that moved; a failure is counted and the positions are retried with the next commit.
     async fn commit(&mut self) {
-        let positions = self.context.offsets().committable();
-        if positions.is_empty() {
-            return;
-        }
-        match commit_sync(&self.consumer, positions.clone()).await {
-            Ok(()) => {
-                self.context.offsets().committed(&positions);
-                self.metrics.offsets_committed(positions.len(), Ok(()));
-            }
-            Err(e) => self.metrics.offsets_committed(positions.len(), Err(&e)),
-        }
+        self.context.commit_moved(&self.consumer).await;
     }
 }
 
@@ -588,23 +577,7 @@ fn receive(
     m: &BorrowedMessage<'_>,
 ) -> Option<Received> {
     counted.inc(metrics, m.topic());
-    let receipt = context
-        .offsets()
-        .received(m.topic(), m.partition(), m.offset());
-    match receipt {
-        Some(receipt) => Some(Received {
-            message: m.detach(),
-            receipt,
-        }),
-        None => {
-            tracing::warn!(
-                topic = m.topic(),
-                partition = m.partition(),
-                "message from an unassigned partition dropped"
-            );
-            None
-        }
-    }
+    context.receive(m)
 }
 
 /// Wall-clock milliseconds since the epoch, as Kafka timestamps count them.
@@ -620,16 +593,6 @@ async fn recv_opt<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<
     }
 }
 
-async fn sleep_until_tokio(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
-        None => std::future::pending().await,
-    }
+async fn sleep_until_some_std(deadline: Option<std::time::Instant>) {
+    sluice_runtime::backoff::sleep_until_some(deadline.map(Instant::from_std)).await;
 }

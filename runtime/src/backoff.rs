@@ -40,6 +40,14 @@ impl Backoff {
     }
 }
 
+/// Sleeps until `deadline`; with none, forever (a `select!` branch for a timer that may not be set).
+pub async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use crate::held::Held;
 use crate::metrics::Metrics;
 use crate::offsets::TopicPartition;
 use crate::source::Received;
-use crate::source::kafka::{Paused, SourceConsumer, SourceContext, commit_sync};
+use crate::source::kafka::{Paused, SourceConsumer, SourceContext};
 
 /// The running lake writer.
 pub struct LakeLoop {
@@ -82,8 +82,8 @@ impl LakeLoop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                () = sleep_until_opt(deadline) => {}
-                () = sleep_until_opt(retry_at) => {}
+                () = sluice_runtime::backoff::sleep_until_some(deadline) => {}
+                () = sluice_runtime::backoff::sleep_until_some(retry_at) => {}
                 msg = self.consumer.recv() => match msg {
                     Ok(m) => {
                         if let Some(r) = receive(&self.context, &self.metrics, &m) {
@@ -361,20 +361,9 @@ impl LakeLoop {
 
     /// Commits every position that moved, then deletes the manifests the commit put behind us.
     async fn commit(&mut self) {
-        let positions = self.context.offsets().committable();
-        if positions.is_empty() {
+        let Some(positions) = self.context.commit_moved(&self.consumer).await else {
             return;
-        }
-        match commit_sync(&self.consumer, positions.clone()).await {
-            Ok(()) => {
-                self.context.offsets().committed(&positions);
-                self.metrics.offsets_committed(positions.len(), Ok(()));
-            }
-            Err(e) => {
-                self.metrics.offsets_committed(positions.len(), Err(&e));
-                return;
-            }
-        }
+        };
         let behind = |tp: &TopicPartition, b: &Bounds| {
             positions
                 .iter()
@@ -399,18 +388,5 @@ fn receive(
     m: &BorrowedMessage<'_>,
 ) -> Option<Received> {
     metrics.consumed(m.topic());
-    let receipt = context
-        .offsets()
-        .received(m.topic(), m.partition(), m.offset())?;
-    Some(Received {
-        message: m.detach(),
-        receipt,
-    })
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+    context.receive(m)
 }

@@ -36,6 +36,48 @@ impl SourceContext {
     pub fn offsets(&self) -> MutexGuard<'_, Offsets> {
         self.offsets.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Takes a message read into the offset book; `None` (logged) if its partition is no longer ours.
+    pub fn receive(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<super::Received> {
+        use rdkafka::message::Message as _;
+        let receipt = self
+            .offsets()
+            .received(m.topic(), m.partition(), m.offset());
+        match receipt {
+            Some(receipt) => Some(super::Received {
+                message: m.detach(),
+                receipt,
+            }),
+            None => {
+                tracing::warn!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    "message from an unassigned partition dropped"
+                );
+                None
+            }
+        }
+    }
+
+    /// Commits every position that moved and records it; returns what was committed (`None`: nothing moved, or
+    /// the commit failed, counted in the metrics and retried with the next commit).
+    pub async fn commit_moved(&self, consumer: &Arc<SourceConsumer>) -> Option<Vec<Position>> {
+        let positions = self.offsets().committable();
+        if positions.is_empty() {
+            return None;
+        }
+        match commit_sync(consumer, positions.clone()).await {
+            Ok(()) => {
+                self.offsets().committed(&positions);
+                self.metrics.offsets_committed(positions.len(), Ok(()));
+                Some(positions)
+            }
+            Err(e) => {
+                self.metrics.offsets_committed(positions.len(), Err(&e));
+                None
+            }
+        }
+    }
 }
 
 fn list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {

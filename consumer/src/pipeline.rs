@@ -502,12 +502,9 @@ impl Serving<'_> {
                 }
             }
         };
-        let assigned: HashSet<TopicPartition> =
-            self.context.offsets().assigned().into_iter().collect();
-        let resume: Vec<TopicPartition> = paused
-            .into_iter()
-            .filter(|tp| assigned.contains(tp))
-            .collect();
+        // Every partition paused here is resumed, still assigned or not: one revoked meanwhile keeps librdkafka's
+        // pause flag if it comes back (see the rebalance callback).
+        let resume: Vec<TopicPartition> = paused.into_iter().collect();
         set_paused(self.consumer, &resume, false);
         // The partitions the pipeline holds stay paused.
         pipeline.paused.reapply(self.consumer);

@@ -189,6 +189,65 @@ async fn a_deleted_dlq_topic_is_created_again_for_the_letter() -> anyhow::Result
     Ok(())
 }
 
+/// Partitions that leave this consumer while it waits out a long flush (everything paused, the group served) and
+/// come back later must be read again: librdkafka keeps a partition's pause flag across a revoke and a new
+/// assignment. A second member joins while every insert is slow, then leaves; events sent to every partition
+/// after that all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_that_leave_during_a_long_flush_and_come_back_are_read_again()
+-> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_come_back").await?;
+    let schema_id = register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let config = s.config();
+    let first = InProcess::start(config.clone()).await?;
+    first.ready().await?;
+    // Every insert takes 20 ms a row: a flush of 100 rows outlasts the one second after which the read loop
+    // pauses everything and serves the group.
+    clickhouse()
+        .query(&format!(
+            "ALTER TABLE {} ADD COLUMN guard UInt8 MATERIALIZED sleepEachRow(0.02) * 0",
+            s.table
+        ))
+        .execute()
+        .await?;
+    let producer = producer()?;
+    let mut sent = Vec::new();
+    let load = |n: usize| {
+        let producer = &producer;
+        let topic = &s.topic;
+        async move {
+            let batch = ids(n);
+            send_events(producer, topic, schema_id, &batch).await?;
+            anyhow::Ok(batch)
+        }
+    };
+    sent.extend(load(300).await?);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // A second member joins while the first waits for its flush, takes some partitions, and leaves again.
+    let second = InProcess::start(config.clone()).await?;
+    second.ready().await?;
+    for _ in 0..4 {
+        sent.extend(load(50).await?);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    second.stop().await?;
+    clickhouse()
+        .query(&format!("ALTER TABLE {} DROP COLUMN guard", s.table))
+        .execute()
+        .await?;
+    // Every partition, after the partitions came back.
+    sent.extend(load(200).await?);
+    s.wait_for_rows(sent.len() as u64, Duration::from_secs(60))
+        .await
+        .context("events on the partitions that came back")?;
+    s.assert_exactly(&sent).await?;
+    s.wait_committed_at_end(Duration::from_secs(30)).await?;
+    first.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}
+
 /// A topic deleted and created again numbers its messages from 0 once more. The consumer must not take the new
 /// messages for the old ones: on a server with deduplication tokens, a token named only by the offsets would be one
 /// the table already has, and the new first block would be dropped as a duplicate. Both lives on partition 0, each in

@@ -120,6 +120,12 @@ impl ConsumerContext for SourceContext {
                 self.offsets().assign(tps);
             }
             Rebalance::Revoke(tpl) => {
+                // Resumed before it leaves: librdkafka keeps an application pause on a partition across a revoke
+                // and a later assignment, and one paused now (held, or paused while a long flush ran) would never
+                // be fetched again when it comes back.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!(error = %e, "could not resume the revoked partitions");
+                }
                 let tps = list(tpl);
                 tracing::info!(partitions = ?tps, "partitions revoked; committing what is done, dropping the rest");
                 self.metrics.rebalanced("revoke", tps.len());

@@ -1,16 +1,16 @@
 //! The live dashboard, as an operator sees it: headless Chromium (Debian's, driven by playwright-core from npm)
 //! shows non-zero ingest and insert rates, a lag row per partition and a poison message's class within seconds,
-//! with no request leaving the service; its event stream carries the numbers `/metrics` serves; and tabs that
-//! never read do not grow the consumer's memory.
+//! with no request leaving the service; and its event stream carries the numbers `/metrics` serves. (That a tab
+//! which stops reading holds no queue is a unit test of the stream, `dashboard::tests`: from outside, the sockets'
+//! kernel buffers, up to 4 MiB each, would hide any queue for minutes.)
 
 mod consumer_support;
 mod producer_support;
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use consumer_support::{
-    InProcess, PARTITIONS, Process, Setup, metric, producer as kafka_producer, send_raw, wait_ready,
+    InProcess, PARTITIONS, Setup, metric, producer as kafka_producer, send_raw,
 };
 use producer_support::{KEY, Producer};
 use serde_json::{Value as Json, json};
@@ -195,63 +195,6 @@ async fn an_operator_sees_the_pipeline_flow_and_the_stream_matches_metrics() -> 
 
     consumer.stop().await?;
     producer.stop().await?;
-    s.cleanup().await;
-    Ok(())
-}
-
-/// Resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tabs_that_never_read_do_not_grow_the_consumer() -> anyhow::Result<()> {
-    init_tracing();
-    let s = Setup::new("dashboard_stuck").await?;
-    consumer_support::register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
-    let mut consumer = Process::start(&s.config())?;
-    if let Err(e) = wait_ready(consumer.addr).await {
-        anyhow::bail!("{e}; log:\n{}", consumer.log());
-    }
-    let pid = consumer.child.id();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = rss_kib(pid)?;
-    // A hundred tabs open the stream and never read a byte of it, for twenty snapshots. Queued per tab, those
-    // snapshots alone would be 100 x 20 x the snapshot's size.
-    let mut stuck = Vec::new();
-    for _ in 0..100 {
-        let mut c = std::net::TcpStream::connect(consumer.addr)?;
-        c.write_all(
-            b"GET /dashboard/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
-        )?;
-        stuck.push(c);
-    }
-    // What opening them costs is paid once; after that, memory must hold still while snapshots keep coming.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let opened = rss_kib(pid)?;
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let after = rss_kib(pid)?;
-    // A reader that does read still gets fresh snapshots.
-    let snap = first_snapshot(&format!("http://{}/dashboard/events", consumer.addr)).await?;
-    assert!(snap["at_ms"].as_i64().is_some());
-    drop(stuck);
-    let grown = after.saturating_sub(opened);
-    let queued_kib = 100 * 20 * snap.to_string().len() as u64 / 1024;
-    eprintln!(
-        "100 stuck tabs: RSS {before} KiB before, {opened} once open, {after} after 20 s (+{grown}); \
-         per-tab queues would hold {queued_kib} KiB"
-    );
-    assert!(
-        grown < queued_kib / 2,
-        "100 stuck tabs grew RSS by {grown} KiB in 20 s ({opened} → {after}); per-tab queues would be {queued_kib} KiB; log:\n{}",
-        consumer.log()
-    );
-    consumer.terminate()?;
     s.cleanup().await;
     Ok(())
 }

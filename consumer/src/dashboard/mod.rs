@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
@@ -115,19 +115,22 @@ async fn events(
     if !d.allowed(&headers, &q) {
         return denied();
     }
-    Sse::new(snapshots(d.latest))
+    let events =
+        snapshots(d.latest).map(|data| Ok::<_, Infallible>(Event::default().data(data.as_str())));
+    Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
-/// The current snapshot, then each new one; a slow reader skips to the latest instead of queueing.
-fn snapshots(rx: watch::Receiver<Arc<String>>) -> impl Stream<Item = Result<Event, Infallible>> {
+/// The current snapshot, then each new one; a slow reader skips to the latest instead of queueing, so a tab that
+/// stops reading holds one snapshot (and what its socket buffers), however long it stays open.
+fn snapshots(rx: watch::Receiver<Arc<String>>) -> impl Stream<Item = Arc<String>> {
     futures::stream::unfold((rx, true), |(mut rx, first)| async move {
         if !first && rx.changed().await.is_err() {
             return None;
         }
         let data = rx.borrow_and_update().clone();
-        Some((Ok(Event::default().data(data.as_str())), (rx, false)))
+        Some((data, (rx, false)))
     })
 }
 
@@ -195,5 +198,47 @@ async fn feed(sources: Sources, tx: watch::Sender<Arc<String>>, shutdown: Cancel
         if tx.send(Arc::new(snap.to_string())).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt as _;
+
+    #[tokio::test]
+    async fn a_tab_that_stops_reading_gets_only_the_latest_snapshot_when_it_reads_again() {
+        let (tx, rx) = watch::channel(Arc::new("0".to_string()));
+        let stream = snapshots(rx);
+        futures::pin_mut!(stream);
+        assert_eq!(
+            stream.next().await.as_deref().map(String::as_str),
+            Some("0")
+        );
+        // A thousand snapshots while the tab reads nothing, with time for any task behind the stream to take each
+        // one (as a second between snapshots gives it): none of them waits for the tab.
+        for n in 1..=1000 {
+            let _ = tx.send(Arc::new(n.to_string()));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(tx.receiver_count(), 1);
+        assert_eq!(
+            stream.next().await.as_deref().map(String::as_str),
+            Some("1000")
+        );
+        assert!(
+            stream.next().now_or_never().is_none(),
+            "nothing else was waiting"
+        );
+        let _ = tx.send(Arc::new("1001".to_string()));
+        assert_eq!(
+            stream.next().await.as_deref().map(String::as_str),
+            Some("1001")
+        );
+        drop(tx);
+        assert!(
+            stream.next().await.is_none(),
+            "the stream ends with the feed"
+        );
     }
 }

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use apache_avro::Schema;
 
+use crate::consume::ReadAhead;
 use crate::decode::Reader;
 use crate::flush::Entry;
-use crate::rows::{Decoded, SchemaLookup, Writer, decode_into};
+use crate::rows::{Decoded, RowBuffers, SchemaLookup, Writer, decode_into};
 
 /// What one stream's rows can be decoded with.
 #[derive(Debug, Clone)]
@@ -74,6 +75,62 @@ pub fn predecode_into(snapshot: &Snapshot, items: &[Entry], from: usize, out: &m
         .map(|(i, e)| (i, &e.received.message));
     // Poison is the flush's to classify and dead-letter: it decodes these messages again.
     let _left_to_the_flush = decode_into(snapshot, messages, out);
+}
+
+/// Messages decoded ahead at a time while a batch is read.
+const PREDECODE_CHUNK: usize = 2_000;
+
+/// The ClickHouse sink's read-ahead: decodes the batch being read a chunk at a time, between reads, so decoding
+/// overlaps the insert in flight and little is left to decode when the batch is due.
+pub struct Predecoder {
+    snapshot: SharedSnapshot,
+    /// The batch's rows decoded so far.
+    pre: Decoded,
+    /// How many of the batch's messages that covers.
+    upto: usize,
+}
+
+impl Predecoder {
+    /// Decodes with what `snapshot` holds when each chunk is decoded.
+    pub fn new(snapshot: SharedSnapshot) -> Self {
+        Self {
+            snapshot,
+            pre: Decoded::default(),
+            upto: 0,
+        }
+    }
+}
+
+impl ReadAhead for Predecoder {
+    type Done = Decoded;
+    type Spare = Vec<RowBuffers>;
+
+    fn grew(&mut self, items: &[Entry]) {
+        if items.len() < self.upto {
+            // A batch taken without `finish` (never today): start again rather than index past it.
+            self.pre = Decoded::default();
+            self.upto = 0;
+        }
+        if items.len() - self.upto >= PREDECODE_CHUNK {
+            predecode_into(&self.snapshot.current(), items, self.upto, &mut self.pre);
+            self.upto = items.len();
+        }
+    }
+
+    fn finish(&mut self, items: &[Entry]) -> Decoded {
+        predecode_into(
+            &self.snapshot.current(),
+            items,
+            self.upto.min(items.len()),
+            &mut self.pre,
+        );
+        self.upto = 0;
+        std::mem::take(&mut self.pre)
+    }
+
+    fn recycle(&mut self, spare: Vec<RowBuffers>) {
+        self.pre.add_spare(spare);
+    }
 }
 
 #[cfg(test)]

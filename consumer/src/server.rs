@@ -1,4 +1,5 @@
-//! Wiring: the ops endpoints, start-up (topics, reader schemas, tables, subscription) and the pipeline.
+//! Wiring: the ops endpoints, start-up (topics, reader schemas, tables, subscription), then the consume loop with the
+//! ClickHouse step.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,16 +15,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StreamConfig};
+use crate::consume::{self, Group, Settings};
 use crate::dashboard;
 use crate::decode::{Reader, Shape};
 use crate::dlq::DlqProducer;
 use crate::error::Error;
 use crate::flush::Stream;
 use crate::metrics::Metrics;
-use crate::pipeline::{Parts, Pipeline};
 use crate::registry::SchemaRegistry;
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::source::kafka::{SourceContext, subscribe};
+use crate::write::{ClickHouseStep, Parts};
 
 struct PipelineReady(Arc<AtomicBool>);
 
@@ -226,20 +228,25 @@ async fn run(
     let (consumer, context) = subscribe(config, &metrics)?;
     let _ = dashboard_context.set(context.clone());
     tracing::info!(group = %config.group_id, topics = ?config.streams.iter().map(|s| &s.topic).collect::<Vec<_>>(), "consuming");
-    let parts = Parts {
-        consumer,
-        context,
-        streams,
-        registry,
-        sink,
-        dlq,
-        metrics,
-        ready,
-        operator,
-    };
-    Pipeline::new(parts, config.clone())
-        .run(shutdown.clone())
-        .await
+    let step = ClickHouseStep::new(
+        Parts {
+            streams,
+            registry,
+            sink,
+            dlq,
+            metrics: metrics.clone(),
+        },
+        config.clone(),
+    );
+    let settings = Settings::new(config, ready, Some(operator));
+    consume::run(
+        step,
+        Group::new(consumer, context, metrics),
+        settings,
+        shutdown.clone(),
+    )
+    .await;
+    Ok(())
 }
 
 /// The subject's latest version, or the bundled schema while the subject is not registered.

@@ -3,7 +3,8 @@
 //!
 //! Modules in the order a message travels: `segment` (which messages make one set of files) → `files` (Avro
 //! values → `columns` → Parquet bytes) → `publish` (manifest, dead letters, files, through `store`, named by
-//! `layout`) → `run` (the loop, recovery at assignment, and the commit).
+//! `layout`) → `step` (the write step under the shared consume loop: recovery at assignment, publishing in order,
+//! manifests deleted after the commit).
 //!
 //! Exactly once without a database: a segment's bounds are recorded in a manifest before any of its files is
 //! put, every file is put whole under a name made of its topic, partition and offsets, and the offsets are
@@ -15,12 +16,12 @@ pub mod files;
 pub mod layout;
 pub mod metrics;
 pub mod publish;
-pub mod run;
 pub mod segment;
 pub mod settings;
+pub mod step;
 pub mod store;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -34,15 +35,16 @@ use tokio_util::sync::CancellationToken;
 pub use settings::LakeSettings;
 
 use crate::config::{Config, StreamConfig};
+use crate::consume::{self, Group, Settings};
 use crate::dlq::DlqProducer;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::SchemaRegistry;
-use crate::source::kafka::{Paused, subscribe};
+use crate::source::kafka::subscribe;
 use metrics::LakeMetrics;
 use publish::{LakeStream, Publisher};
-use run::LakeLoop;
 use segment::{Limits, Segments};
+use step::LakeStep;
 use store::Lake;
 
 struct Ready(Arc<AtomicBool>);
@@ -187,22 +189,15 @@ pub async fn serve(
         max_age: config.lake.max_age(),
         max_buffer_bytes: config.lake.max_buffer_bytes,
     };
-    let writer = LakeLoop {
-        consumer,
-        context,
-        publisher,
-        segments: Segments::new(limits),
-        metrics,
-        retry: config.retry.clone(),
-        grace: config.shutdown_grace(),
-        ready,
-        queue: VecDeque::new(),
-        published: Vec::new(),
-        paused: Paused::default(),
-        held: crate::held::Held::new(config.retry.backoff()),
-        awaiting: std::collections::HashMap::new(),
-    };
-    writer.run(shutdown.clone()).await;
+    let step = LakeStep::new(publisher, Segments::new(limits), config.retry.clone());
+    let settings = Settings::new(&config, ready, None);
+    consume::run(
+        step,
+        Group::new(consumer, context, metrics),
+        settings,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     match ops.await {
         Ok(Ok(())) => {}

@@ -1,4 +1,5 @@
-//! The lake loop: read → segments → publish → settle → commit.
+//! The lake's write step, under the shared consume loop ([`crate::consume`]): messages → segments → publish →
+//! settle.
 //!
 //! A segment is published whole before its offsets are settled, and a partition's segments are published in
 //! order, so the committed position of a partition is always just past a published segment. On its first message
@@ -6,146 +7,76 @@
 //! cut again at the same bounds, and manifests behind the position are deleted.
 //!
 //! Nothing here waits inline: a segment that fails to publish is [`Held`] with the rest of its partition, and a
-//! partition whose manifests cannot be read waits in [`Awaiting`]; only those partitions pause, each is tried again
-//! from the loop's timer, and the loop goes on polling (rebalances, the poll interval) and publishing every other
-//! partition meanwhile.
+//! partition whose manifests cannot be read waits in [`Awaiting`]; only those partitions pause (the loop asks
+//! [`Sink::waiting`]), each is tried again when [`Sink::wake_at`] comes, and the loop goes on polling and
+//! publishing every other partition meanwhile.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use object_store::path::Path;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use sluice_runtime::backoff::Backoff;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::layout::Bounds;
 use super::publish::Publisher;
 use super::segment::{Segment, Segments};
+use crate::config::RetrySettings;
+use crate::consume::{Group, Sink};
+use crate::flush::Entry;
 use crate::held::Held;
-use crate::metrics::Metrics;
-use crate::offsets::TopicPartition;
+use crate::offsets::{Position, TopicPartition};
 use crate::source::Received;
-use crate::source::kafka::{Paused, SourceConsumer, SourceContext};
 
-/// The running lake writer.
-pub struct LakeLoop {
-    /// The group member.
-    pub consumer: Arc<SourceConsumer>,
-    /// Its rebalance context.
-    pub context: SourceContext,
+/// How often segments of partitions no longer assigned are forgotten.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The lake's write step.
+pub struct LakeStep {
     /// The publish step.
-    pub publisher: Publisher,
+    publisher: Publisher,
     /// Open segments.
-    pub segments: Segments,
-    /// Shared consumer metrics.
-    pub metrics: Metrics,
+    segments: Segments,
     /// Retry delays.
-    pub retry: crate::config::RetrySettings,
-    /// How long a shutdown waits for a segment being retried.
-    pub grace: Duration,
-    /// Set once consuming.
-    pub ready: Arc<AtomicBool>,
+    retry: RetrySettings,
     /// Segments complete and waiting to be published, in order.
-    pub queue: VecDeque<Segment>,
+    queue: VecDeque<Segment>,
     /// Manifests of published segments, deleted once their offsets are committed.
-    pub published: Vec<(TopicPartition, Bounds, Path)>,
-    /// Partitions paused: those held or awaiting their manifests.
-    pub paused: Paused,
+    published: Vec<(TopicPartition, Bounds, Path)>,
     /// Segments whose publish failed, with the rest of their partitions', until their next try.
-    pub held: Held<Segment>,
+    held: Held<Segment>,
     /// Partitions whose manifests could not be read yet, with the messages fetched for them meanwhile.
-    pub awaiting: HashMap<TopicPartition, Awaiting>,
+    awaiting: HashMap<TopicPartition, Awaiting>,
+    last_prune: Instant,
 }
 
 /// A partition whose manifests could not be read: nothing of it can be cut into segments until they are.
-pub struct Awaiting {
+struct Awaiting {
     generation: u64,
     messages: Vec<Received>,
     backoff: Backoff,
     retry_at: Instant,
 }
 
-impl LakeLoop {
-    /// Consumes until `shutdown`. Open segments are not published on the way out: their messages are read again.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        self.ready.store(true, Ordering::SeqCst);
-        let mut last_prune = Instant::now();
-        loop {
-            let deadline = self.segments.next_deadline().map(Instant::from_std);
-            let retry_at = [self.held.retry_at(), self.awaiting_retry_at()]
-                .into_iter()
-                .flatten()
-                .min();
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                () = sluice_runtime::backoff::sleep_until_some(deadline) => {}
-                () = sluice_runtime::backoff::sleep_until_some(retry_at) => {}
-                msg = self.consumer.recv() => match msg {
-                    Ok(m) => {
-                        if let Some(r) = receive(&self.context, &self.metrics, &m) {
-                            self.accept(r).await;
-                        }
-                    }
-                    Err(e) => {
-                        self.metrics.retrying("kafka", 0, Duration::from_millis(100), &e);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
-            self.recover_due().await;
-            let due = self.segments.due(std::time::Instant::now());
-            self.queue.extend(due);
-            if !self.queue.is_empty() || self.held.is_due() {
-                self.publish_queue().await;
-                self.commit().await;
-            }
-            if last_prune.elapsed() > Duration::from_secs(1) {
-                self.prune_revoked();
-                last_prune = Instant::now();
-            }
-            self.publisher
-                .lake_metrics
-                .open_bytes(self.segments.buffered());
-        }
-        self.ready.store(false, Ordering::SeqCst);
-        self.finish_held().await;
-        self.commit().await;
-        tracing::info!(
-            open_bytes = self.segments.buffered(),
-            "shutting down: open segments are left to be read again"
-        );
-        let consumer = self.consumer.clone();
-        drop(self);
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-        tracing::info!("left the group");
-    }
-
-    /// Shutting down: the held segments are tried until the grace is spent; what is left is read again.
-    async fn finish_held(&mut self) {
-        let give_up_at = Instant::now() + self.grace;
-        while !self.held.is_empty() {
-            let next = self.held.retry_at().unwrap_or(give_up_at).min(give_up_at);
-            tokio::time::sleep_until(next).await;
-            if Instant::now() >= give_up_at {
-                tracing::warn!(
-                    messages = self.held.len(),
-                    "shutdown grace over: leaving segments unpublished for redelivery"
-                );
-                return;
-            }
-            self.held.make_due();
-            self.publish_queue().await;
+impl LakeStep {
+    /// Publishes with `publisher`, cutting segments with `segments`.
+    pub fn new(publisher: Publisher, segments: Segments, retry: RetrySettings) -> Self {
+        Self {
+            publisher,
+            segments,
+            held: Held::new(retry.backoff()),
+            retry,
+            queue: VecDeque::new(),
+            published: Vec::new(),
+            awaiting: HashMap::new(),
+            last_prune: Instant::now(),
         }
     }
 
     /// Takes a message into its partition's segment, reading the partition's manifests first if it is new.
-    async fn accept(&mut self, r: Received) {
+    async fn accept(&mut self, group: &Group, r: Received) {
         let tp = TopicPartition::new(r.message.topic(), r.message.partition());
-        let Some(generation) = self.context.offsets().generation(&tp.topic, tp.partition) else {
+        let Some(generation) = group.context.offsets().generation(&tp.topic, tp.partition) else {
             return;
         };
         if let Some(waiting) = self.awaiting.get_mut(&tp) {
@@ -161,7 +92,7 @@ impl LakeLoop {
                 Err(e) => {
                     let mut backoff = self.retry.backoff();
                     let delay = backoff.next_delay();
-                    self.metrics.retrying("storage", 1, delay, &e);
+                    group.metrics.retrying("storage", 1, delay, &e);
                     self.awaiting.insert(
                         tp,
                         Awaiting {
@@ -171,7 +102,6 @@ impl LakeLoop {
                             retry_at: Instant::now() + delay,
                         },
                     );
-                    self.repause();
                     return;
                 }
             }
@@ -180,14 +110,9 @@ impl LakeLoop {
         self.queue.extend(done);
     }
 
-    /// When the next partition awaiting its manifests is tried again.
-    fn awaiting_retry_at(&self) -> Option<Instant> {
-        self.awaiting.values().map(|a| a.retry_at).min()
-    }
-
     /// Reads the manifests of the awaiting partitions that are due; a partition that gets them starts its segments
     /// with the messages fetched meanwhile and resumes.
-    async fn recover_due(&mut self) {
+    async fn recover_due(&mut self, group: &Group) {
         let now = Instant::now();
         let due: Vec<TopicPartition> = self
             .awaiting
@@ -195,9 +120,6 @@ impl LakeLoop {
             .filter(|(_, a)| a.retry_at <= now)
             .map(|(tp, _)| tp.clone())
             .collect();
-        if due.is_empty() {
-            return;
-        }
         for tp in due {
             let Some(mut waiting) = self.awaiting.remove(&tp) else {
                 continue;
@@ -214,14 +136,14 @@ impl LakeLoop {
                 }
                 Err(e) => {
                     let delay = waiting.backoff.next_delay();
-                    self.metrics
+                    group
+                        .metrics
                         .retrying("storage", waiting.backoff.attempts(), delay, &e);
                     waiting.retry_at = Instant::now() + delay;
                     self.awaiting.insert(tp, waiting);
                 }
             }
         }
-        self.repause();
     }
 
     /// The bounds of `tp`'s manifests at or after `from` (the group's position); deletes the ones behind it.
@@ -256,8 +178,8 @@ impl LakeLoop {
     }
 
     /// Publishes the queued segments in order, one attempt each; the held ones too when their retry is due. A
-    /// segment that fails is held with every later one of its partition, and only that partition pauses.
-    async fn publish_queue(&mut self) {
+    /// segment that fails is held with every later one of its partition, and only that partition waits.
+    async fn publish_queue(&mut self, group: &Group) {
         let retrying = self.held.is_due();
         if retrying {
             for segment in self.held.take().into_iter().rev() {
@@ -271,7 +193,7 @@ impl LakeLoop {
             let current = segment
                 .messages
                 .first()
-                .is_some_and(|r| self.context.offsets().is_current(&r.receipt));
+                .is_some_and(|r| group.context.offsets().is_current(&r.receipt));
             if !current {
                 tracing::info!(topic = %segment.tp.topic, partition = segment.tp.partition, "dropping a segment of a revoked partition");
                 continue;
@@ -286,7 +208,7 @@ impl LakeLoop {
             }
             let (segment, result) = self.publisher.attempt(segment).await;
             match result {
-                Ok(outcomes) => self.settle(segment, outcomes),
+                Ok(outcomes) => self.settle(group, segment, outcomes),
                 Err(f) => {
                     failed_partitions.insert(segment.tp.clone());
                     failed.push(segment);
@@ -297,23 +219,24 @@ impl LakeLoop {
         match failure {
             Some(failure) => {
                 let delay = self.held.hold(failed);
-                self.metrics
+                group
+                    .metrics
                     .retrying(failure.label(), self.held.attempts(), delay, &failure);
-                self.metrics
+                group
+                    .metrics
                     .held_partitions(&self.held.summary(), Some((failure.label(), &failure)));
             }
             None => {
                 if retrying && self.held.is_empty() {
                     self.held.recovered(self.retry.backoff());
                 }
-                self.metrics.held_partitions(&self.held.summary(), None);
+                group.metrics.held_partitions(&self.held.summary(), None);
             }
         }
-        self.repause();
     }
 
     /// A published segment: its manifest is kept for deletion after the commit, its messages settled.
-    fn settle(&mut self, segment: Segment, outcomes: Vec<crate::offsets::Outcome>) {
+    fn settle(&mut self, group: &Group, segment: Segment, outcomes: Vec<crate::offsets::Outcome>) {
         let table = self
             .publisher
             .streams
@@ -329,41 +252,78 @@ impl LakeLoop {
             );
             self.published.push((segment.tp.clone(), b, path));
         }
-        let mut offsets = self.context.offsets();
+        let mut offsets = group.context.offsets();
         for (r, outcome) in segment.messages.into_iter().zip(outcomes) {
             offsets.settle(r.receipt, outcome);
         }
     }
 
-    /// Pauses exactly the partitions that wait: held, or awaiting their manifests.
-    fn repause(&mut self) {
-        let mut waiting: HashSet<TopicPartition> = self.held.partitions().clone();
-        waiting.extend(self.awaiting.keys().cloned());
-        self.paused
-            .pause_only(&self.consumer, &self.context, &waiting);
-    }
-
     /// Forgets the segments, and the awaiting messages, of partitions no longer assigned.
-    fn prune_revoked(&mut self) {
+    fn prune_revoked(&mut self, group: &Group) {
         let assigned: HashSet<TopicPartition> =
-            self.context.offsets().assigned().into_iter().collect();
+            group.context.offsets().assigned().into_iter().collect();
         for tp in self.segments.partitions() {
             if !assigned.contains(&tp) {
                 self.segments.forget(&tp);
             }
         }
-        let before = self.awaiting.len();
         self.awaiting.retain(|tp, _| assigned.contains(tp));
-        if self.awaiting.len() != before {
-            self.repause();
+    }
+}
+
+impl Sink for LakeStep {
+    type Ahead = ();
+
+    fn read_ahead(&self) {}
+
+    /// Cuts `batch` into segments and publishes every segment that is due (and the held ones, when their retry
+    /// is). Open segments stay open: their messages are settled only once published.
+    async fn write(&mut self, group: &Group, batch: Vec<Entry>, _: Option<()>) {
+        if self.last_prune.elapsed() >= PRUNE_EVERY {
+            self.prune_revoked(group);
+            self.last_prune = Instant::now();
         }
+        for e in batch {
+            self.accept(group, e.received).await;
+        }
+        self.recover_due(group).await;
+        let due = self.segments.due(std::time::Instant::now());
+        self.queue.extend(due);
+        if !self.queue.is_empty() || self.held.is_due() {
+            self.publish_queue(group).await;
+        }
+        self.publisher
+            .lake_metrics
+            .open_bytes(self.segments.buffered());
     }
 
-    /// Commits every position that moved, then deletes the manifests the commit put behind us.
-    async fn commit(&mut self) {
-        let Some(positions) = self.context.commit_moved(&self.consumer).await else {
-            return;
-        };
+    fn spare(&mut self) {}
+
+    fn wake_at(&self) -> Option<Instant> {
+        let segment = self.segments.next_deadline().map(Instant::from_std);
+        let awaiting = self.awaiting.values().map(|a| a.retry_at).min();
+        [segment, self.held.retry_at(), awaiting]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn waiting(&self) -> HashSet<TopicPartition> {
+        let mut waiting = self.held.partitions().clone();
+        waiting.extend(self.awaiting.keys().cloned());
+        waiting
+    }
+
+    fn holds(&self) -> usize {
+        self.held.len()
+    }
+
+    fn make_due(&mut self) {
+        self.held.make_due();
+    }
+
+    /// Deletes the manifests the commit put behind the group.
+    async fn committed(&mut self, positions: &[Position]) {
         let behind = |tp: &TopicPartition, b: &Bounds| {
             positions
                 .iter()
@@ -379,14 +339,4 @@ impl LakeLoop {
             }
         }
     }
-}
-
-/// Takes a message into the offset book; `None` if its partition is no longer ours.
-fn receive(
-    context: &SourceContext,
-    metrics: &Metrics,
-    m: &BorrowedMessage<'_>,
-) -> Option<Received> {
-    metrics.consumed(m.topic());
-    context.receive(m)
 }

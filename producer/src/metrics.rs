@@ -21,6 +21,8 @@ pub struct Metrics {
     pub in_flight_events: IntGauge,
     /// `sluice_producer_in_flight_bytes`.
     pub in_flight_bytes: IntGauge,
+    /// `sluice_producer_schema_registry_up`.
+    pub registry_up: IntGauge,
 }
 
 impl Metrics {
@@ -75,6 +77,10 @@ impl Metrics {
             "sluice_producer_in_flight_bytes",
             "Request bytes held by requests in progress",
         )?;
+        let registry_up = IntGauge::new(
+            "sluice_producer_schema_registry_up",
+            "1 while the schema registry answers (needed only at start-up: not part of /readyz)",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(accepted.clone()))?;
@@ -82,6 +88,7 @@ impl Metrics {
         registry.register(Box::new(produce_seconds.clone()))?;
         registry.register(Box::new(in_flight_events.clone()))?;
         registry.register(Box::new(in_flight_bytes.clone()))?;
+        registry.register(Box::new(registry_up.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -91,6 +98,7 @@ impl Metrics {
             produce_seconds,
             in_flight_events,
             in_flight_bytes,
+            registry_up,
         })
     }
 }

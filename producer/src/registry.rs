@@ -3,15 +3,13 @@
 
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use schema_registry_converter::async_impl::schema_registry::{
     SrSettings, get_all_subjects, post_schema,
 };
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use sluice_runtime::backoff::Backoff;
-use sluice_runtime::ops::ReadinessCheck;
+use tokio_util::sync::CancellationToken;
 
 /// Why a schema could not be registered.
 #[derive(Debug, thiserror::Error)]
@@ -72,25 +70,40 @@ pub async fn register(
     }
 }
 
-/// `/readyz` check: the registry answers `GET /subjects`.
-pub struct RegistryCheck {
-    /// Client settings.
-    pub sr: SrSettings,
-}
+/// How often [`watch`] asks the registry whether it answers.
+pub const WATCH_EVERY: Duration = Duration::from_secs(5);
 
-impl ReadinessCheck for RegistryCheck {
-    fn name(&self) -> &str {
-        "schema_registry"
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        async move {
-            match tokio::time::timeout(Duration::from_secs(2), get_all_subjects(&self.sr)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(describe(&e)),
-                Err(_) => Err("no answer within 2s".into()),
+/// Keeps `up` at 1 while the registry answers `GET /subjects` (within 2 s) and 0 while it does not, until
+/// `shutdown`. A metric, not a readiness check: ingest never calls the registry after start-up, so a registry
+/// rollout must not take every producer out of its Service.
+pub async fn watch(sr: SrSettings, up: prometheus::IntGauge, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(WATCH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let answer = match tokio::time::timeout(Duration::from_secs(2), get_all_subjects(&sr)).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(describe(&e)),
+            Err(_) => Err("no answer within 2s".to_owned()),
+        };
+        let was_up = up.get() == 1;
+        match answer {
+            Ok(()) => {
+                if !was_up {
+                    tracing::info!("schema registry answers");
+                }
+                up.set(1);
+            }
+            Err(e) => {
+                if was_up {
+                    tracing::warn!(error = %e, "schema registry does not answer; ingest goes on without it");
+                }
+                up.set(0);
             }
         }
-        .boxed()
     }
 }

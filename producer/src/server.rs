@@ -18,7 +18,7 @@ use crate::auth::Keys;
 use crate::config::{Config, ConfigProblem};
 use crate::handlers::AppState;
 use crate::metrics::Metrics;
-use crate::registry::{self, RegisterError, RegistryCheck};
+use crate::registry::{self, RegisterError};
 use crate::routes;
 use crate::sink::EventSink;
 use crate::sink::kafka::KafkaSink;
@@ -91,11 +91,17 @@ pub async fn serve(
 
     let checks: Vec<Box<dyn ReadinessCheck>> = vec![
         Box::new(BrokerCheck { sink: sink.clone() }),
-        Box::new(RegistryCheck { sr }),
         Box::new(TopicsCheck {
             ready: topics_ready,
         }),
     ];
+    // Up at start-up (every schema just registered); watched as a metric from here on.
+    metrics.registry_up.set(1);
+    let registry_task = tokio::spawn(registry::watch(
+        sr,
+        metrics.registry_up.clone(),
+        shutdown.clone(),
+    ));
     let ops = Ops::new(metrics.registry.clone(), checks);
     let state = Arc::new(AppState::new(
         streams,
@@ -111,6 +117,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
     topic_task.abort();
+    registry_task.abort();
     // Handlers already waited for their acknowledgements; this catches anything a dropped request left queued.
     if let Err(e) = sink.flush(FLUSH_TIMEOUT).await {
         tracing::warn!(error = %e, "producer flush at shutdown did not complete");

@@ -350,7 +350,6 @@ async fn broker_down_fails_readiness_and_never_answers_202() -> anyhow::Result<(
     let r = http.get(p.url("/readyz")).send().await?;
     assert_eq!(r.status(), 503);
     let body = r.text().await?;
-    assert!(body.contains("schema_registry: ok"), "{body}");
     assert!(
         body.lines()
             .any(|l| l.starts_with("kafka: ") && l != "kafka: ok"),
@@ -382,6 +381,47 @@ async fn broker_down_fails_readiness_and_never_answers_202() -> anyhow::Result<(
         started.elapsed() < Duration::from_secs(10),
         "requests fail within the delivery timeout, never hang"
     );
+    p.stop().await
+}
+
+#[tokio::test]
+async fn a_stopped_registry_leaves_the_producer_ready_and_ingesting() -> anyhow::Result<()> {
+    // A registry of the test's own, so stopping it takes nothing from the other tests.
+    let (mut registry, base) =
+        sluice_tests::registry_node::start(&unique("_schemas_producer_readyz")).await?;
+    let mut cfg = config();
+    cfg.registry_url = base;
+    let p = Producer::ready(cfg).await?;
+    registry.kill().await?;
+
+    let http = client();
+    // The registry's state is a metric, seen within a few probes.
+    sluice_tests::eventually("registry_up to read 0", Duration::from_secs(30), || {
+        let http = http.clone();
+        let url = p.url("/metrics");
+        async move {
+            let text = http.get(url).send().await?.text().await?;
+            Ok(text
+                .lines()
+                .any(|l| l == "sluice_producer_schema_registry_up 0")
+                .then_some(()))
+        }
+    })
+    .await?;
+    // Ingest never calls the registry after start-up: a registry rollout must not take producers out of service.
+    let r = http.get(p.url("/readyz")).send().await?;
+    let status = r.status();
+    let body = r.text().await?;
+    assert_eq!(status, 200, "{body}");
+    let batch = Json::Array((0..3).map(event).collect());
+    let r = http
+        .post(p.events_url("events"))
+        .bearer_auth(KEY)
+        .json(&batch)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202, "{}", r.text().await?);
+    assert_eq!(high_watermarks(&p.topic("events")).await?, 3);
     p.stop().await
 }
 

@@ -5,7 +5,7 @@
 //! drops a block only if it is identical to one it has. Messages that arrive while a batch is retried join it, and
 //! a batch rebuilt after a crash is cut wherever the backlog is by then: without a plan either would merge rows
 //! that already landed with new ones into a block nobody has seen. So before the first insert of a batch, the
-//! pipeline commits each partition's current position again with the plan as the offset's metadata (Kafka keeps
+//! ClickHouse step commits each partition's current position again with the plan as the offset's metadata (Kafka keeps
 //! it with the group's offsets); the commit after the batch replaces it. A new owner that finds a plan at the
 //! position it resumes from cuts its first blocks at the same offsets.
 

@@ -47,11 +47,11 @@ pub enum Refused {
     NotConsuming,
 }
 
-/// A skip on its way to the pipeline, with where its answer goes.
+/// A skip on its way to the consume loop, with where its answer goes.
 pub struct Request {
     /// What to skip.
     pub skip: Skip,
-    /// The pipeline's answer: the DLQ topic the letter went to.
+    /// The write step's answer: the DLQ topic the letter went to.
     pub reply: oneshot::Sender<Result<String, Refused>>,
 }
 

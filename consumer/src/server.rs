@@ -24,7 +24,7 @@ use crate::flush::Stream;
 use crate::metrics::Metrics;
 use crate::registry::SchemaRegistry;
 use crate::sink::clickhouse::ClickHouseSink;
-use crate::source::kafka::{SourceContext, subscribe};
+use crate::source::kafka::{KafkaGroup, SourceContext, subscribe};
 use crate::write::{ClickHouseStep, Parts};
 
 struct PipelineReady(Arc<AtomicBool>);
@@ -241,7 +241,7 @@ async fn run(
     let settings = Settings::new(config, ready, Some(operator));
     consume::run(
         step,
-        Group::new(consumer, context, metrics),
+        Group::new(KafkaGroup { consumer, context }, metrics),
         settings,
         shutdown.clone(),
     )

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::block_plan::{self, BlockPlan};
 use crate::config::Config;
-use crate::consume::{Group, Sink};
+use crate::consume::{Group, GroupPort, Sink};
 use crate::dlq::DlqProducer;
 use crate::flush::{Entry, Flush, Stream, mark_revoked, observe_freshness, settle};
 use crate::held::Held;
@@ -106,7 +106,7 @@ impl Sink for ClickHouseStep {
             BlockPlan::default()
         };
         self.flush.set_plan(plan);
-        let revoked = mark_revoked(&mut entries, &group.context.offsets());
+        let revoked = mark_revoked(&mut entries, &group.port.offsets());
         if revoked > 0 {
             tracing::info!(
                 dropped = revoked,
@@ -115,7 +115,7 @@ impl Sink for ClickHouseStep {
         }
         let result = self.flush.attempt(&mut entries, ahead).await;
         observe_freshness(&entries, &self.metrics);
-        settle(&mut entries, &mut group.context.offsets());
+        settle(&mut entries, &mut group.port.offsets());
         match result {
             Ok(()) => {
                 if with_held {
@@ -179,7 +179,7 @@ impl Sink for ClickHouseStep {
             Ok(dlq_topic) => {
                 tracing::warn!(topic = %skip.topic, partition = skip.partition, offset = skip.offset, %dlq_topic, reason, "dead-lettered by an operator");
                 group
-                    .context
+                    .port
                     .offsets()
                     .settle_held(&entry.received.receipt, Outcome::DeadLettered);
                 self.held.make_due();
@@ -214,7 +214,7 @@ impl ClickHouseStep {
         }
         // Only where the batch starts at the position the group would resume from: a plan is committed there.
         let unread: Vec<(block_plan::Key, u64)> = {
-            let offsets = group.context.offsets();
+            let offsets = group.port.offsets();
             ranges.retain(|(t, p), (first, _)| offsets.next_pending(t, *p) == Some(*first));
             ranges
                 .keys()
@@ -226,7 +226,7 @@ impl ClickHouseStep {
                 .collect()
         };
         let prior = match committed_plans(
-            &group.consumer,
+            &group.port.consumer,
             unread.iter().map(|(k, _)| k.clone()).collect(),
         )
         .await
@@ -247,7 +247,7 @@ impl ClickHouseStep {
             }
         };
         let plan = BlockPlan::for_batch(&ranges, &prior);
-        if let Err(e) = commit_with_metadata(&group.consumer, plan.metadata(&ranges)).await {
+        if let Err(e) = commit_with_metadata(&group.port.consumer, plan.metadata(&ranges)).await {
             tracing::warn!(error = %e, "could not record the block plan; a batch rebuilt after a crash may be cut elsewhere");
         }
         plan

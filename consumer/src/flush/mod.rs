@@ -1,9 +1,9 @@
 //! One flush attempt, as its steps: resolve writer schemas → prepare the streams (tables, readers) → decode →
-//! insert → dead-letter. Each step records what became of each message on its [`Entry`]; the pipeline then
+//! insert → dead-letter. Each step records what became of each message on its [`Entry`]; the write step then
 //! settles the receipts of the entries that have an outcome (the only way an offset can move) and commits.
 //!
 //! Failures go through [`verdict`] one by one: a message at fault gets a [`Letter`] and is dead-lettered in the
-//! same attempt; anything else fails the attempt, so the pipeline backs off and tries the messages still pending.
+//! same attempt; anything else fails the attempt, so the write step backs off and tries the messages still pending.
 //! The steps talk to ClickHouse, the registry and the DLQ only through the [`ports`] traits.
 
 mod dead_letter;
@@ -192,7 +192,7 @@ impl<S: RowSink, D: DeadLetterSink, R: SchemaSource> Flush<S, D, R> {
     }
 
     /// Whether the server drops a block identical to one it has (replicated tables, insert tokens): then the
-    /// pipeline plans where blocks end, so retries and rebuilt batches send the same blocks.
+    /// write step plans where blocks end, so retries and rebuilt batches send the same blocks.
     pub fn dedups_blocks(&self) -> bool {
         self.sink.capabilities().dedup_token || self.sink.routes_by_partition()
     }

@@ -40,7 +40,7 @@ use crate::dlq::DlqProducer;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::SchemaRegistry;
-use crate::source::kafka::subscribe;
+use crate::source::kafka::{KafkaGroup, subscribe};
 use metrics::LakeMetrics;
 use publish::{LakeStream, Publisher};
 use segment::{Limits, Segments};
@@ -193,7 +193,7 @@ pub async fn serve(
     let settings = Settings::new(&config, ready, None);
     consume::run(
         step,
-        Group::new(consumer, context, metrics),
+        Group::new(KafkaGroup { consumer, context }, metrics),
         settings,
         shutdown.clone(),
     )

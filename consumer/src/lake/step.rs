@@ -22,7 +22,7 @@ use super::layout::Bounds;
 use super::publish::Publisher;
 use super::segment::{Segment, Segments};
 use crate::config::RetrySettings;
-use crate::consume::{Group, Sink};
+use crate::consume::{Group, GroupPort, Sink};
 use crate::flush::Entry;
 use crate::held::Held;
 use crate::offsets::{Position, TopicPartition};
@@ -74,9 +74,9 @@ impl LakeStep {
     }
 
     /// Takes a message into its partition's segment, reading the partition's manifests first if it is new.
-    async fn accept(&mut self, group: &Group, r: Received) {
+    async fn accept<K: GroupPort>(&mut self, group: &Group<K>, r: Received) {
         let tp = TopicPartition::new(r.message.topic(), r.message.partition());
-        let Some(generation) = group.context.offsets().generation(&tp.topic, tp.partition) else {
+        let Some(generation) = group.port.offsets().generation(&tp.topic, tp.partition) else {
             return;
         };
         if let Some(waiting) = self.awaiting.get_mut(&tp) {
@@ -112,7 +112,7 @@ impl LakeStep {
 
     /// Reads the manifests of the awaiting partitions that are due; a partition that gets them starts its segments
     /// with the messages fetched meanwhile and resumes.
-    async fn recover_due(&mut self, group: &Group) {
+    async fn recover_due<K: GroupPort>(&mut self, group: &Group<K>) {
         let now = Instant::now();
         let due: Vec<TopicPartition> = self
             .awaiting
@@ -179,7 +179,7 @@ impl LakeStep {
 
     /// Publishes the queued segments in order, one attempt each; the held ones too when their retry is due. A
     /// segment that fails is held with every later one of its partition, and only that partition waits.
-    async fn publish_queue(&mut self, group: &Group) {
+    async fn publish_queue<K: GroupPort>(&mut self, group: &Group<K>) {
         let retrying = self.held.is_due();
         if retrying {
             for segment in self.held.take().into_iter().rev() {
@@ -193,7 +193,7 @@ impl LakeStep {
             let current = segment
                 .messages
                 .first()
-                .is_some_and(|r| group.context.offsets().is_current(&r.receipt));
+                .is_some_and(|r| group.port.offsets().is_current(&r.receipt));
             if !current {
                 tracing::info!(topic = %segment.tp.topic, partition = segment.tp.partition, "dropping a segment of a revoked partition");
                 continue;
@@ -236,7 +236,12 @@ impl LakeStep {
     }
 
     /// A published segment: its manifest is kept for deletion after the commit, its messages settled.
-    fn settle(&mut self, group: &Group, segment: Segment, outcomes: Vec<crate::offsets::Outcome>) {
+    fn settle<K: GroupPort>(
+        &mut self,
+        group: &Group<K>,
+        segment: Segment,
+        outcomes: Vec<crate::offsets::Outcome>,
+    ) {
         let table = self
             .publisher
             .streams
@@ -252,16 +257,16 @@ impl LakeStep {
             );
             self.published.push((segment.tp.clone(), b, path));
         }
-        let mut offsets = group.context.offsets();
+        let mut offsets = group.port.offsets();
         for (r, outcome) in segment.messages.into_iter().zip(outcomes) {
             offsets.settle(r.receipt, outcome);
         }
     }
 
     /// Forgets the segments, and the awaiting messages, of partitions no longer assigned.
-    fn prune_revoked(&mut self, group: &Group) {
+    fn prune_revoked<K: GroupPort>(&mut self, group: &Group<K>) {
         let assigned: HashSet<TopicPartition> =
-            group.context.offsets().assigned().into_iter().collect();
+            group.port.offsets().assigned().into_iter().collect();
         for tp in self.segments.partitions() {
             if !assigned.contains(&tp) {
                 self.segments.forget(&tp);
@@ -271,14 +276,14 @@ impl LakeStep {
     }
 }
 
-impl Sink for LakeStep {
+impl<K: GroupPort> Sink<K> for LakeStep {
     type Ahead = ();
 
     fn read_ahead(&self) {}
 
     /// Cuts `batch` into segments and publishes every segment that is due (and the held ones, when their retry
     /// is). Open segments stay open: their messages are settled only once published.
-    async fn write(&mut self, group: &Group, batch: Vec<Entry>, _: Option<()>) {
+    async fn write(&mut self, group: &Group<K>, batch: Vec<Entry>, _: Option<()>) {
         if self.last_prune.elapsed() >= PRUNE_EVERY {
             self.prune_revoked(group);
             self.last_prune = Instant::now();

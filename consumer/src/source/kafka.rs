@@ -1,30 +1,34 @@
 //! The Kafka side: a group member (classic cooperative-sticky, or KIP-848) with auto-commit off, whose rebalance
 //! callbacks keep [`Offsets`] in step with the assignment. Both protocols hand over partitions incrementally.
 //!
-//! librdkafka runs these callbacks inside `recv()`, on the pipeline's own task, so they never race a flush: a
+//! librdkafka runs these callbacks inside `recv()`, on the consume loop's own task, so they never race a flush: a
 //! revoke commits what is already done for the leaving partitions, synchronously, then forgets them; the
-//! pipeline drops their pending messages before its next insert or commit.
+//! write step drops their pending messages before its next insert or commit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{Config, GroupProtocol};
+use crate::consume::GroupPort;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::offsets::{Offsets, Position, TopicPartition};
 
-/// The consumer type the pipeline reads from.
+/// The consumer type the consume loop reads from.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
 
-/// Shared between the pipeline and the rebalance callbacks.
+/// Shared between the consume loop and the rebalance callbacks.
 #[derive(Clone)]
 pub struct SourceContext {
     offsets: Arc<Mutex<Offsets>>,
@@ -297,107 +301,57 @@ pub fn set_paused(consumer: &SourceConsumer, tps: &[TopicPartition], paused: boo
     }
 }
 
-/// The partitions a loop paused while it retries: all assigned ones at once, and resumed together once it is
-/// through (those revoked meanwhile are left alone).
-#[derive(Debug, Default)]
-pub struct Paused(std::collections::HashSet<TopicPartition>);
+/// The real group member behind the consume loop's port.
+pub struct KafkaGroup {
+    /// The group member.
+    pub consumer: Arc<SourceConsumer>,
+    /// Its rebalance context (owns the offset book).
+    pub context: SourceContext,
+}
 
-impl Paused {
-    /// Pauses every assigned partition not paused yet.
-    pub fn pause_assigned(&mut self, consumer: &SourceConsumer, context: &SourceContext) {
-        let new: Vec<TopicPartition> = context
-            .offsets()
-            .assigned()
-            .into_iter()
-            .filter(|tp| !self.0.contains(tp))
-            .collect();
-        self.pause(consumer, context, new);
+impl GroupPort for KafkaGroup {
+    fn messages(&self) -> BoxStream<'_, KafkaResult<Option<super::Received>>> {
+        let mut counted = ConsumedCounter::default();
+        let context = &self.context;
+        self.consumer
+            .stream()
+            .map(move |m| {
+                m.map(|m| {
+                    use rdkafka::message::Message as _;
+                    counted.inc(&context.metrics, m.topic());
+                    context.receive(&m)
+                })
+            })
+            .boxed()
     }
 
-    /// Pauses `tp` (a partition whose message arrived while paused ones are retried).
-    pub fn pause_one(
-        &mut self,
-        consumer: &SourceConsumer,
-        context: &SourceContext,
-        tp: TopicPartition,
-    ) {
-        if !self.0.contains(&tp) {
-            self.pause(consumer, context, vec![tp]);
-        }
+    fn set_paused(&self, tps: &[TopicPartition], paused: bool) {
+        set_paused(&self.consumer, tps, paused);
     }
 
-    fn pause(
-        &mut self,
-        consumer: &SourceConsumer,
-        context: &SourceContext,
-        tps: Vec<TopicPartition>,
-    ) {
-        if tps.is_empty() {
-            return;
-        }
-        set_paused(consumer, &tps, true);
-        self.0.extend(tps);
-        context.metrics.paused_partitions(self.0.len());
+    fn offsets(&self) -> MutexGuard<'_, Offsets> {
+        self.context.offsets()
     }
 
-    /// Pauses exactly `held` (those still assigned): newly held partitions pause, and paused ones no longer held
-    /// resume.
-    pub fn pause_only(
-        &mut self,
-        consumer: &SourceConsumer,
-        context: &SourceContext,
-        held: &std::collections::HashSet<TopicPartition>,
-    ) {
-        if self.0.is_empty() && held.is_empty() {
-            return;
-        }
-        let assigned: std::collections::HashSet<TopicPartition> =
-            context.offsets().assigned().into_iter().collect();
-        let free: Vec<TopicPartition> = self.0.difference(held).cloned().collect();
-        if !free.is_empty() {
-            let resume: Vec<TopicPartition> = free
-                .iter()
-                .filter(|tp| assigned.contains(*tp))
-                .cloned()
-                .collect();
-            set_paused(consumer, &resume, false);
-            for tp in &free {
-                self.0.remove(tp);
+    async fn commit_moved(&self) -> Option<Vec<Position>> {
+        self.context.commit_moved(&self.consumer).await
+    }
+}
+
+/// The consumed-messages counter of the topic read last, so a run of messages from one topic costs no label lookup.
+#[derive(Default)]
+struct ConsumedCounter(Option<(String, prometheus::IntCounter)>);
+
+impl ConsumedCounter {
+    fn inc(&mut self, metrics: &Metrics, topic: &str) {
+        match &self.0 {
+            Some((t, c)) if t == topic => c.inc(),
+            _ => {
+                let c = metrics.consumed_counter(topic);
+                c.inc();
+                self.0 = Some((topic.to_owned(), c));
             }
-            tracing::info!(partitions = ?resume, "resumed: their messages are done");
         }
-        let new: Vec<TopicPartition> = held
-            .iter()
-            .filter(|tp| !self.0.contains(*tp) && assigned.contains(*tp))
-            .cloned()
-            .collect();
-        if !new.is_empty() {
-            tracing::info!(partitions = ?new, "paused while their pending messages are retried");
-        }
-        self.pause(consumer, context, new);
-        context.metrics.paused_partitions(self.0.len());
-    }
-
-    /// Pauses again what this set holds (after something else resumed everything).
-    pub fn reapply(&self, consumer: &SourceConsumer) {
-        if !self.0.is_empty() {
-            let tps: Vec<TopicPartition> = self.0.iter().cloned().collect();
-            set_paused(consumer, &tps, true);
-        }
-    }
-
-    /// Resumes what is paused and still assigned.
-    pub fn resume(&mut self, consumer: &SourceConsumer, context: &SourceContext) {
-        if self.0.is_empty() {
-            return;
-        }
-        let assigned: std::collections::HashSet<TopicPartition> =
-            context.offsets().assigned().into_iter().collect();
-        let resume: Vec<TopicPartition> =
-            self.0.drain().filter(|tp| assigned.contains(tp)).collect();
-        set_paused(consumer, &resume, false);
-        tracing::info!(partitions = resume.len(), "resumed after recovery");
-        context.metrics.paused_partitions(0);
     }
 }
 

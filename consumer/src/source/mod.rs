@@ -1,4 +1,4 @@
-//! Where messages come from: the Kafka group member and the messages it hands to the pipeline.
+//! Where messages come from: the Kafka group member and the messages it hands to the consume loop.
 
 pub mod kafka;
 

@@ -1,6 +1,6 @@
 //! The consume loop every sink shares: read → batch → write step → pause what waits → commit.
 //!
-//! This loop owns the Kafka side: the group member, the offset book (through [`SourceContext`]), the pause set,
+//! This loop owns the Kafka side: the group member and its offset book (through the [`GroupPort`]), the pause set,
 //! serving the group while a write runs long, the operator's requests, the commit, and shutdown. A sink is only its
 //! write step ([`Sink`]), as a Kafka Connect `SinkTask` is only `put`/`flush` under a framework that owns the
 //! consumer: the ClickHouse writer ([`crate::write`]) and the lake ([`crate::lake::step`]) are the two.
@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::error::KafkaResult;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +31,13 @@ use crate::metrics::Metrics;
 use crate::offsets::{Position, TopicPartition};
 use crate::operator;
 use crate::source::Received;
-use crate::source::kafka::{Paused, SourceConsumer, SourceContext, set_paused};
+use crate::source::kafka::KafkaGroup;
+
+mod port;
+#[cfg(test)]
+mod tests;
+
+pub use port::{GroupPort, PauseSet};
 
 /// Work the read loop does on a filling batch, ahead of its write (the ClickHouse sink decodes rows there, so
 /// little is left to decode when the batch is due).
@@ -57,10 +64,10 @@ impl ReadAhead for () {
 }
 
 /// What the read loop hands a write step for a due batch.
-pub type Ahead<S> = <<S as Sink>::Ahead as ReadAhead>::Done;
+pub type Ahead<K, S> = <<S as Sink<K>>::Ahead as ReadAhead>::Done;
 
-/// A sink's write step.
-pub trait Sink: Send + Sized + 'static {
+/// A sink's write step, over the group member `K`.
+pub trait Sink<K: GroupPort = KafkaGroup>: Send + Sized + 'static {
     /// What the read loop does ahead for it.
     type Ahead: ReadAhead;
 
@@ -72,9 +79,9 @@ pub trait Sink: Send + Sized + 'static {
     /// finish yet it keeps (then [`Sink::waiting`] names its partitions and [`Sink::wake_at`] when to try again).
     fn write(
         &mut self,
-        group: &Group,
+        group: &Group<K>,
         batch: Vec<Entry>,
-        ahead: Option<Ahead<Self>>,
+        ahead: Option<Ahead<K, Self>>,
     ) -> impl Future<Output = ()> + Send;
 
     /// Buffers the last write is done with, for the read-ahead.
@@ -101,7 +108,7 @@ pub trait Sink: Send + Sized + 'static {
     /// Dead-letters the held message `skip` names, by an operator's hand; returns the DLQ topic.
     fn skip(
         &mut self,
-        group: &Group,
+        group: &Group<K>,
         skip: &operator::Skip,
     ) -> impl Future<Output = Result<String, operator::Refused>> + Send {
         let _ = (group, skip);
@@ -109,25 +116,22 @@ pub trait Sink: Send + Sized + 'static {
     }
 }
 
-/// The Kafka side a write step sees: the group member and its offset book.
-pub struct Group {
+/// The Kafka side a write step sees: the group member (with its offset book) and the metrics.
+pub struct Group<K = KafkaGroup> {
     /// The group member.
-    pub consumer: Arc<SourceConsumer>,
-    /// Its rebalance context (owns the offset book).
-    pub context: SourceContext,
+    pub port: Arc<K>,
     /// Metric handles.
     pub metrics: Metrics,
-    paused: Paused,
+    paused: PauseSet,
 }
 
-impl Group {
-    /// The group member `consumer`, with its `context`.
-    pub fn new(consumer: Arc<SourceConsumer>, context: SourceContext, metrics: Metrics) -> Self {
+impl<K: GroupPort> Group<K> {
+    /// The group member `port`.
+    pub fn new(port: K, metrics: Metrics) -> Self {
         Self {
-            consumer,
-            context,
+            port: Arc::new(port),
             metrics,
-            paused: Paused::default(),
+            paused: PauseSet::default(),
         }
     }
 }
@@ -161,14 +165,14 @@ impl Settings {
 }
 
 /// A sink with the Kafka side, between writes.
-struct Worker<S> {
+struct Worker<K, S> {
     sink: S,
-    group: Group,
+    group: Group<K>,
 }
 
-impl<S: Sink> Worker<S> {
+impl<K: GroupPort, S: Sink<K>> Worker<K, S> {
     /// One write, then the Kafka side of it: pause exactly what waits, commit what moved.
-    async fn write(mut self, batch: Vec<Entry>, ahead: Option<Ahead<S>>) -> Self {
+    async fn write(mut self, batch: Vec<Entry>, ahead: Option<Ahead<K, S>>) -> Self {
         let started = Instant::now();
         let count = batch.len();
         self.sink.write(&self.group, batch, ahead).await;
@@ -191,8 +195,8 @@ impl<S: Sink> Worker<S> {
     async fn settle(&mut self) {
         let waiting = self.sink.waiting();
         let g = &mut self.group;
-        g.paused.pause_only(&g.consumer, &g.context, &waiting);
-        if let Some(positions) = g.context.commit_moved(&g.consumer).await {
+        g.paused.pause_only(&*g.port, &g.metrics, &waiting);
+        if let Some(positions) = g.port.commit_moved().await {
             self.sink.committed(&positions).await;
         }
     }
@@ -200,7 +204,12 @@ impl<S: Sink> Worker<S> {
 
 /// Consumes with `sink` until `shutdown`, then writes what it read, spends at most the grace on what the sink
 /// holds, commits and leaves the group.
-pub async fn run<S: Sink>(sink: S, group: Group, settings: Settings, shutdown: CancellationToken) {
+pub async fn run<K: GroupPort, S: Sink<K>>(
+    sink: S,
+    group: Group<K>,
+    settings: Settings,
+    shutdown: CancellationToken,
+) {
     let Settings {
         batch,
         grace,
@@ -210,14 +219,12 @@ pub async fn run<S: Sink>(sink: S, group: Group, settings: Settings, shutdown: C
     let mut batch = Batch::new(batch);
     let mut ahead = sink.read_ahead();
     ready.store(true, Ordering::SeqCst);
-    let consumer = group.consumer.clone();
-    // Reading needs only these two; the write in flight owns the rest.
-    let context = group.context.clone();
+    // Reading needs only the port; the write in flight owns the rest.
+    let port = group.port.clone();
     let metrics = group.metrics.clone();
     let mut writer = Writer::Idle(Box::new(Worker { sink, group }));
     // One stream for the whole run: `recv()` registers and drops a waker slot per message.
-    let mut messages = consumer.stream();
-    let mut counted = ConsumedCounter::default();
+    let mut messages = port.messages();
     loop {
         let deadline = batch.deadline().map(Instant::from_std);
         let due: bool;
@@ -253,12 +260,12 @@ pub async fn run<S: Sink>(sink: S, group: Group, settings: Settings, shutdown: C
                         }
                     }
                     match next.take().flatten() {
-                        Some(Ok(m)) => {
-                            if let Some(r) = receive(&context, &mut counted, &metrics, &m) {
-                                batch.push(r);
-                                ahead.grew(batch.items());
-                            }
+                        Some(Ok(Some(r))) => {
+                            batch.push(r);
+                            ahead.grew(batch.items());
                         }
+                        // Its partition left: nothing to read.
+                        Some(Ok(None)) => {}
                         Some(Err(e)) => {
                             metrics.retrying("kafka", 0, Duration::from_millis(100), &e);
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -281,14 +288,7 @@ pub async fn run<S: Sink>(sink: S, group: Group, settings: Settings, shutdown: C
                 Writer::Idle(w) => *w,
                 Writer::Busy(busy) => {
                     let mut fetched = Vec::new();
-                    let serving = Serving {
-                        consumer: &consumer,
-                        context: &context,
-                        metrics: &metrics,
-                    };
-                    let w = serving
-                        .wait_for(busy, &mut messages, &mut counted, &mut fetched)
-                        .await;
+                    let w = wait_for(&*port, busy, &mut messages, &mut fetched).await;
                     // Already fetched when everything paused: the next batch starts with them, in order.
                     for r in fetched {
                         batch.push(r);
@@ -309,25 +309,24 @@ pub async fn run<S: Sink>(sink: S, group: Group, settings: Settings, shutdown: C
         "shutting down: writing the last batch"
     );
     worker = worker.write(batch.take(), None).await;
-    worker = finish_held(worker, grace, &mut counted).await;
+    worker = finish_held(worker, grace).await;
     ready.store(false, Ordering::SeqCst);
     worker.settle().await;
     // Dropping the last handle closes the consumer: it leaves the group (the revoke callback commits nothing new,
     // everything done is committed above). Closing blocks, so do it off the runtime.
     drop(worker);
-    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    let _ = tokio::task::spawn_blocking(move || drop(port)).await;
     tracing::info!("left the group");
 }
 
 /// Shutting down: tries what the sink holds until it is done or `grace` runs out, serving the group meanwhile;
 /// what is left stays uncommitted for redelivery.
-async fn finish_held<S: Sink>(
-    mut worker: Worker<S>,
+async fn finish_held<K: GroupPort, S: Sink<K>>(
+    mut worker: Worker<K, S>,
     grace: Duration,
-    counted: &mut ConsumedCounter,
-) -> Worker<S> {
+) -> Worker<K, S> {
     let give_up_at = Instant::now() + grace;
-    let consumer = worker.group.consumer.clone();
+    let port = worker.group.port.clone();
     while worker.sink.holds() > 0 {
         let Some(wake_at) = worker.sink.wake_at() else {
             break;
@@ -340,20 +339,20 @@ async fn finish_held<S: Sink>(
             break;
         }
         let mut fetched = Vec::new();
+        let mut messages = port.messages();
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(wake_at.min(give_up_at)) => break,
-                msg = consumer.recv() => {
+                msg = messages.next() => {
                     // Keeps the group membership alive and serves rebalances; a message still in librdkafka's
                     // fetch queue waits with the held ones, so no received offset is passed over.
-                    if let Some(r) = msg.ok().and_then(|m| {
-                        receive(&worker.group.context, counted, &worker.group.metrics, &m)
-                    }) {
+                    if let Some(Ok(Some(r))) = msg {
                         fetched.push(Entry::new(r));
                     }
                 }
             }
         }
+        drop(messages);
         worker.sink.make_due();
         worker = worker.write(fetched, None).await;
     }
@@ -372,81 +371,62 @@ const DRAIN_READY: usize = 1_000;
 const SERVE_THE_GROUP_AFTER: Duration = Duration::from_secs(1);
 
 /// A write in flight, handing its worker back when done.
-type Busy<S> = Pin<Box<dyn Future<Output = Worker<S>> + Send>>;
+type Busy<K, S> = Pin<Box<dyn Future<Output = Worker<K, S>> + Send>>;
 
-/// What the read loop needs to keep serving the group while a long write runs.
-struct Serving<'a> {
-    consumer: &'a SourceConsumer,
-    context: &'a SourceContext,
-    metrics: &'a Metrics,
-}
-
-impl Serving<'_> {
-    /// Waits for the write in flight while keeping the group membership: a write can take minutes (bisecting
-    /// hundreds of refused rows, an insert at its timeout, storage retried), and a member that stops polling for
-    /// `max.poll.interval.ms` is expelled and its batch read again by the next owner. After a moment every assigned
-    /// partition pauses and the stream is polled (serving rebalances and the poll interval); messages fetched
-    /// before the pause go to `fetched`, to be read into the next batch.
-    async fn wait_for<S: Sink>(
-        &self,
-        mut busy: Busy<S>,
-        messages: &mut (
-                 impl futures::Stream<Item = rdkafka::error::KafkaResult<BorrowedMessage<'_>>> + Unpin
-             ),
-        counted: &mut ConsumedCounter,
-        fetched: &mut Vec<Received>,
-    ) -> Worker<S> {
+/// Waits for the write in flight while keeping the group membership: a write can take minutes (bisecting hundreds
+/// of refused rows, an insert at its timeout, storage retried), and a member that stops polling for
+/// `max.poll.interval.ms` is expelled and its batch read again by the next owner. After a moment every assigned
+/// partition pauses and the stream is polled (serving rebalances and the poll interval); messages fetched before
+/// the pause go to `fetched`, to be read into the next batch.
+async fn wait_for<K: GroupPort, S: Sink<K>>(
+    port: &K,
+    mut busy: Busy<K, S>,
+    messages: &mut BoxStream<'_, KafkaResult<Option<Received>>>,
+    fetched: &mut Vec<Received>,
+) -> Worker<K, S> {
+    tokio::select! {
+        w = &mut busy => return w,
+        () = tokio::time::sleep(SERVE_THE_GROUP_AFTER) => {}
+    }
+    let mut paused: HashSet<TopicPartition> = port.offsets().assigned().into_iter().collect();
+    port.set_paused(&paused.iter().cloned().collect::<Vec<_>>(), true);
+    tracing::debug!(
+        partitions = paused.len(),
+        "a long write: paused everything to serve the group meanwhile"
+    );
+    let worker = loop {
         tokio::select! {
-            w = &mut busy => return w,
-            () = tokio::time::sleep(SERVE_THE_GROUP_AFTER) => {}
-        }
-        let mut paused: HashSet<TopicPartition> =
-            self.context.offsets().assigned().into_iter().collect();
-        set_paused(
-            self.consumer,
-            &paused.iter().cloned().collect::<Vec<_>>(),
-            true,
-        );
-        tracing::debug!(
-            partitions = paused.len(),
-            "a long write: paused everything to serve the group meanwhile"
-        );
-        let worker = loop {
-            tokio::select! {
-                w = &mut busy => break w,
-                msg = messages.next() => {
-                    if let Some(Ok(m)) = msg
-                        && let Some(r) = receive(self.context, counted, self.metrics, &m)
-                    {
-                        let tp = TopicPartition::new(r.receipt.topic(), r.receipt.partition());
-                        // Assigned during the wait: paused too, so nothing more piles up here.
-                        if paused.insert(tp.clone()) {
-                            set_paused(self.consumer, &[tp], true);
-                        }
-                        fetched.push(r);
+            w = &mut busy => break w,
+            msg = messages.next() => {
+                if let Some(Ok(Some(r))) = msg {
+                    let tp = TopicPartition::new(r.receipt.topic(), r.receipt.partition());
+                    // Assigned during the wait: paused too, so nothing more piles up here.
+                    if paused.insert(tp.clone()) {
+                        port.set_paused(&[tp], true);
                     }
+                    fetched.push(r);
                 }
             }
-        };
-        // Every partition paused here is resumed, still assigned or not: one revoked meanwhile keeps librdkafka's
-        // pause flag if it comes back (see the rebalance callback).
-        let resume: Vec<TopicPartition> = paused.into_iter().collect();
-        set_paused(self.consumer, &resume, false);
-        // The partitions the sink waits on stay paused.
-        worker.group.paused.reapply(self.consumer);
-        worker
-    }
+        }
+    };
+    // Every partition paused here is resumed, still assigned or not: one revoked meanwhile keeps librdkafka's
+    // pause flag if it comes back (see the rebalance callback).
+    let resume: Vec<TopicPartition> = paused.into_iter().collect();
+    port.set_paused(&resume, false);
+    // The partitions the sink waits on stay paused.
+    worker.group.paused.reapply(port);
+    worker
 }
 
 /// The worker between writes, or a write of it running while the next batch is read.
-enum Writer<S> {
-    Idle(Box<Worker<S>>),
-    Busy(Busy<S>),
+enum Writer<K, S> {
+    Idle(Box<Worker<K, S>>),
+    Busy(Busy<K, S>),
 }
 
-impl<S: Sink> Writer<S> {
+impl<K: GroupPort, S: Sink<K>> Writer<K, S> {
     /// The worker once no write is running.
-    async fn idle(self) -> Worker<S> {
+    async fn idle(self) -> Worker<K, S> {
         match self {
             Writer::Idle(w) => *w,
             Writer::Busy(f) => f.await,
@@ -467,41 +447,12 @@ impl<S: Sink> Writer<S> {
     }
 
     /// Completes with the worker when the running write ends; never while idle.
-    async fn finished(&mut self) -> Worker<S> {
+    async fn finished(&mut self) -> Worker<K, S> {
         match self {
             Writer::Idle(_) => std::future::pending().await,
             Writer::Busy(f) => f.await,
         }
     }
-}
-
-/// The consumed-messages counter of the topic read last, so a run of messages from one topic costs no label lookup.
-#[derive(Default)]
-struct ConsumedCounter(Option<(String, prometheus::IntCounter)>);
-
-impl ConsumedCounter {
-    fn inc(&mut self, metrics: &Metrics, topic: &str) {
-        match &self.0 {
-            Some((t, c)) if t == topic => c.inc(),
-            _ => {
-                let c = metrics.consumed_counter(topic);
-                c.inc();
-                self.0 = Some((topic.to_owned(), c));
-            }
-        }
-    }
-}
-
-/// Takes a message read from Kafka into the offset book; `None` if its partition is no longer ours.
-fn receive(
-    context: &SourceContext,
-    counted: &mut ConsumedCounter,
-    metrics: &Metrics,
-    m: &BorrowedMessage<'_>,
-) -> Option<Received> {
-    use rdkafka::message::Message as _;
-    counted.inc(metrics, m.topic());
-    context.receive(m)
 }
 
 /// Wall-clock milliseconds since the epoch, as Kafka timestamps count them.

@@ -47,12 +47,27 @@ impl Failure {
             Failure::Insert(_) | Failure::Table(_) => "clickhouse",
             Failure::Registry(_) => "registry",
             Failure::Decode(_) => "decode",
+            // Not transient: it waits (only its partition) until someone grants the ACL, so it is told apart.
+            Failure::DeadLetter(e) if dlq_denied(e) => "dlq_denied",
             Failure::DeadLetter(_) => "dlq",
             Failure::Unsettled(_) => "pending",
             Failure::Storage(_) => "storage",
             Failure::Lake(_) => "lake",
         }
     }
+}
+
+/// Whether the DLQ producer was refused by the broker's authorizer (an ACL), which no retry clears by itself.
+fn dlq_denied(e: &Error) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    matches!(
+        e,
+        Error::Kafka(KafkaError::MessageProduction(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+        ))
+    )
 }
 
 /// What to do about a [`Failure`].
@@ -159,6 +174,20 @@ mod tests {
     }
 
     const REJECTED: Verdict = Verdict::DeadLetter(ErrorClass::Rejected);
+
+    #[test]
+    fn a_dlq_the_consumer_may_not_write_waits_under_a_label_of_its_own() {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        let produce = |code| Failure::DeadLetter(Error::Kafka(KafkaError::MessageProduction(code)));
+        let denied = produce(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert_eq!(
+            verdict(&denied),
+            Verdict::Retry,
+            "never dead-letter a letter"
+        );
+        assert_eq!(denied.label(), "dlq_denied");
+        assert_eq!(produce(RDKafkaErrorCode::RequestTimedOut).label(), "dlq");
+    }
 
     #[test]
     fn clickhouse_failures() {

@@ -2,6 +2,7 @@
 //! plaintext never sits in config or memory longer than one request.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
@@ -57,6 +58,30 @@ impl Keys {
         self.by_hash
             .get(&hash_key(presented))
             .ok_or(ApiError::BadKey)
+    }
+}
+
+/// The keys in force, replaced whole when the config is read again ([`crate::reload`]): a request sees one set.
+#[derive(Debug, Default)]
+pub struct KeyRing(RwLock<Arc<Keys>>);
+
+impl KeyRing {
+    /// `keys` in force.
+    pub fn new(keys: Keys) -> Self {
+        Self(RwLock::new(Arc::new(keys)))
+    }
+
+    /// The keys in force now.
+    pub fn current(&self) -> Arc<Keys> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `keys` in force for every request that starts from now on.
+    pub fn replace(&self, keys: Keys) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
     }
 }
 

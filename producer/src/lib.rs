@@ -11,6 +11,7 @@ pub mod error;
 pub mod handlers;
 pub mod metrics;
 pub mod registry;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod sink;
@@ -18,4 +19,4 @@ pub mod stream;
 pub mod validate;
 
 pub use config::Config;
-pub use server::{ServeError, serve};
+pub use server::{ServeError, serve, serve_reloading_keys};

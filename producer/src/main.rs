@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let shutdown = sluice_runtime::shutdown::on_signal();
-    sluice_producer::serve(config, listener, shutdown).await?;
+    // Keys change without a restart when they come from a file.
+    sluice_producer::serve_reloading_keys(config, path, listener, shutdown).await?;
     Ok(())
 }

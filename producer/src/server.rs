@@ -56,6 +56,17 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    serve_reloading_keys(config, None, listener, shutdown).await
+}
+
+/// [`serve`], with the ingestion keys read again from `keys_from` (the config file `config` came from) on SIGHUP
+/// and whenever it changes ([`crate::reload`]).
+pub async fn serve_reloading_keys(
+    config: Config,
+    keys_from: Option<std::path::PathBuf>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     config.check()?;
     let metrics = Metrics::new()?;
     let sr = registry::settings(&config.registry_url)
@@ -110,6 +121,13 @@ pub async fn serve(
         config.limits.clone(),
         metrics,
     ));
+    let reload_task = keys_from.map(|path| {
+        tokio::spawn(crate::reload::watch_keys(
+            path,
+            state.clone(),
+            shutdown.clone(),
+        ))
+    });
     let app = routes::router(state, ops);
 
     tracing::info!(addr = %listener.local_addr()?, "producer listening");
@@ -118,6 +136,9 @@ pub async fn serve(
         .await;
     topic_task.abort();
     registry_task.abort();
+    if let Some(task) = reload_task {
+        task.abort();
+    }
     // Handlers already waited for their acknowledgements; this catches anything a dropped request left queued.
     if let Err(e) = sink.flush(FLUSH_TIMEOUT).await {
         tracing::warn!(error = %e, "producer flush at shutdown did not complete");

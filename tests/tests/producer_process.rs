@@ -107,11 +107,15 @@ streams = ["events"]
     }
 
     fn sigterm(&self) -> anyhow::Result<()> {
+        self.signal("-TERM")
+    }
+
+    fn signal(&self, which: &str) -> anyhow::Result<()> {
         let ok = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid()?.to_string()])
+            .args([which, &self.pid()?.to_string()])
             .status()?
             .success();
-        anyhow::ensure!(ok, "kill -TERM failed");
+        anyhow::ensure!(ok, "kill {which} failed");
         Ok(())
     }
 
@@ -271,6 +275,64 @@ async fn flood_gets_429_with_retry_after_and_memory_stays_bounded() -> anyhow::R
             "{written} written < {accepted} acknowledged"
         );
     }
+    Ok(())
+}
+
+/// The status a one-event request with `key` gets.
+async fn status_with_key(p: &Process, key: &str) -> anyhow::Result<u16> {
+    let r = client()
+        .post(p.url())
+        .bearer_auth(key)
+        .json(&batch(1, 0))
+        .send()
+        .await?;
+    Ok(r.status().as_u16())
+}
+
+#[tokio::test]
+async fn a_key_revoked_in_the_config_file_is_refused_within_seconds_and_its_successor_works()
+-> anyhow::Result<()> {
+    let mut p = Process::start("").await?;
+    assert_eq!(status_with_key(&p, KEY).await?, 202);
+    const NEXT: &str = "rotated-key-for-the-reload-test";
+    assert_eq!(status_with_key(&p, NEXT).await?, 401, "not configured yet");
+
+    // Rotate: the file now holds only the successor; no restart, no signal.
+    let text = std::fs::read_to_string(&p.config_path)?;
+    let rotated = text.replace(&key_hash(KEY), &key_hash(NEXT));
+    std::fs::write(&p.config_path, &rotated)?;
+    eventually(
+        "the rotation to take effect",
+        Duration::from_secs(15),
+        || async {
+            let (old, next) = (
+                status_with_key(&p, KEY).await?,
+                status_with_key(&p, NEXT).await?,
+            );
+            Ok((old == 401 && next == 202).then_some(()))
+        },
+    )
+    .await?;
+
+    // A file that no longer parses is refused: the keys in force stay.
+    std::fs::write(&p.config_path, "this is not toml [")?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        status_with_key(&p, NEXT).await?,
+        202,
+        "a broken file changes nothing"
+    );
+
+    // SIGHUP reads the file again (and does not end the process, as it would by default).
+    std::fs::write(&p.config_path, &text)?;
+    p.signal("-HUP")?;
+    eventually(
+        "the old key back after SIGHUP",
+        Duration::from_secs(15),
+        || async { Ok((status_with_key(&p, KEY).await? == 202).then_some(())) },
+    )
+    .await?;
+    assert!(p.child.try_wait()?.is_none(), "still running after SIGHUP");
     Ok(())
 }
 

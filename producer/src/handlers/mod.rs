@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::auth::Keys;
+use crate::auth::{KeyRing, Keys};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::sink::EventSink;
@@ -21,8 +21,8 @@ use crate::stream::Stream;
 pub struct AppState {
     /// Streams by name.
     pub streams: HashMap<String, Arc<Stream>>,
-    /// Ingestion keys.
-    pub keys: Keys,
+    /// Ingestion keys (reloadable).
+    pub keys: KeyRing,
     /// Where events go.
     pub sink: Arc<dyn EventSink>,
     /// Request bounds.
@@ -48,7 +48,7 @@ impl AppState {
         let bytes_in_flight = Arc::new(Semaphore::new(limits.max_in_flight_bytes));
         Self {
             streams,
-            keys,
+            keys: KeyRing::new(keys),
             sink,
             limits,
             metrics,

@@ -90,7 +90,8 @@ async fn handle(
 ) -> Result<Accepted, ApiError> {
     let limits = &app.limits;
     let deadline = tokio::time::Instant::now() + limits.request_timeout();
-    let key = app.keys.authenticate(headers)?;
+    let keys = app.keys.current();
+    let key = keys.authenticate(headers)?;
     let stream = app
         .streams
         .get(name)

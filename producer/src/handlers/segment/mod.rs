@@ -125,9 +125,8 @@ async fn handle(
     }?;
     *events = parsed.count;
     // The key may be in the body, so authentication waits for it; a bad key wins over bad messages.
-    let key = app
-        .keys
-        .authenticate_segment(headers, parsed.write_key.as_deref())?;
+    let keys = app.keys.current();
+    let key = keys.authenticate_segment(headers, parsed.write_key.as_deref())?;
     let stream = app
         .streams
         .get(STREAM)

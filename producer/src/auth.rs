@@ -38,23 +38,23 @@ impl Keys {
         self.lookup(presented)
     }
 
-    /// The write key of a Segment API request: HTTP Basic's user name (Segment's SDKs send `writeKey:`), else
-    /// `writeKey` from the body, else a Bearer or X-Api-Key header; or 401.
+    /// The write key of a Segment API request: the one in its headers ([`segment_header_key`]), else `writeKey`
+    /// from the body; or 401.
     pub fn authenticate_segment(
         &self,
         headers: &HeaderMap,
         body_key: Option<&str>,
     ) -> Result<&KeyConfig, ApiError> {
-        let basic = basic_user(headers);
-        let presented = basic
+        let header = segment_header_key(headers);
+        let presented = header
             .as_deref()
             .or(body_key.map(str::trim).filter(|k| !k.is_empty()))
-            .or_else(|| presented_key(headers))
             .ok_or(ApiError::MissingKey)?;
         self.lookup(presented)
     }
 
-    fn lookup(&self, presented: &str) -> Result<&KeyConfig, ApiError> {
+    /// The configuration of the key `presented` (plaintext), or 401.
+    pub fn lookup(&self, presented: &str) -> Result<&KeyConfig, ApiError> {
         self.by_hash
             .get(&hash_key(presented))
             .ok_or(ApiError::BadKey)
@@ -83,6 +83,12 @@ impl KeyRing {
     pub fn replace(&self, keys: Keys) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
     }
+}
+
+/// The key a Segment API request carries in its headers: HTTP Basic's user name (Segment's SDKs send
+/// `writeKey:`), else a Bearer or X-Api-Key header. Such a request is authenticated before its body is read.
+pub fn segment_header_key(headers: &HeaderMap) -> Option<String> {
+    basic_user(headers).or_else(|| presented_key(headers).map(str::to_owned))
 }
 
 /// The user name of `Authorization: Basic base64(user:password)`, when present and non-empty.

@@ -205,6 +205,11 @@ pub struct Limits {
     /// Request bytes held by requests in progress (default 64 MiB).
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
+    /// Request bytes held by Segment requests whose key is only in the body (`writeKey`), which cannot be
+    /// authenticated before their body is read: a budget of their own, so clients without a key in their headers
+    /// cannot take `max_in_flight_bytes` from those with one (default 8 MiB).
+    #[serde(default = "default_max_unkeyed_in_flight_bytes")]
+    pub max_unkeyed_in_flight_bytes: usize,
     /// Whole-request deadline, body upload included (default 15000 ms).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -225,6 +230,7 @@ impl Default for Limits {
             max_message_bytes: default_max_message_bytes(),
             max_in_flight_events: default_max_in_flight_events(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            max_unkeyed_in_flight_bytes: default_max_unkeyed_in_flight_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
             retry_after_secs: default_retry_after_secs(),
             startup_timeout_ms: default_startup_timeout_ms(),
@@ -371,6 +377,12 @@ impl Config {
                 "must be at least limits.max_body_bytes and below 4 GiB",
             ));
         }
+        if l.max_unkeyed_in_flight_bytes > u32::MAX as usize {
+            return Err(problem(
+                "limits.max_unkeyed_in_flight_bytes",
+                "must be below 4 GiB",
+            ));
+        }
         if l.max_in_flight_events < l.max_batch_events || l.max_in_flight_events > u32::MAX as usize
         {
             return Err(problem(
@@ -463,6 +475,9 @@ fn default_max_in_flight_events() -> usize {
 }
 fn default_max_in_flight_bytes() -> usize {
     64 << 20
+}
+fn default_max_unkeyed_in_flight_bytes() -> usize {
+    8 << 20
 }
 fn default_request_timeout_ms() -> u64 {
     15_000

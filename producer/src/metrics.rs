@@ -21,6 +21,8 @@ pub struct Metrics {
     pub in_flight_events: IntGauge,
     /// `sluice_producer_in_flight_bytes`.
     pub in_flight_bytes: IntGauge,
+    /// `sluice_producer_in_flight_unkeyed_bytes`.
+    pub in_flight_unkeyed_bytes: IntGauge,
     /// `sluice_producer_schema_registry_up`.
     pub registry_up: IntGauge,
 }
@@ -77,6 +79,10 @@ impl Metrics {
             "sluice_producer_in_flight_bytes",
             "Request bytes held by requests in progress",
         )?;
+        let in_flight_unkeyed_bytes = IntGauge::new(
+            "sluice_producer_in_flight_unkeyed_bytes",
+            "Request bytes held by Segment requests whose key is only in the body (a budget of their own)",
+        )?;
         let registry_up = IntGauge::new(
             "sluice_producer_schema_registry_up",
             "1 while the schema registry answers (needed only at start-up: not part of /readyz)",
@@ -88,6 +94,7 @@ impl Metrics {
         registry.register(Box::new(produce_seconds.clone()))?;
         registry.register(Box::new(in_flight_events.clone()))?;
         registry.register(Box::new(in_flight_bytes.clone()))?;
+        registry.register(Box::new(in_flight_unkeyed_bytes.clone()))?;
         registry.register(Box::new(registry_up.clone()))?;
         Ok(Self {
             registry,
@@ -98,6 +105,7 @@ impl Metrics {
             produce_seconds,
             in_flight_events,
             in_flight_bytes,
+            in_flight_unkeyed_bytes,
             registry_up,
         })
     }

@@ -425,6 +425,105 @@ async fn a_stopped_registry_leaves_the_producer_ready_and_ingesting() -> anyhow:
     p.stop().await
 }
 
+/// Reserved bytes in flight, keyed and unkeyed, from `/metrics`.
+async fn bytes_in_flight(p: &Producer) -> anyhow::Result<i64> {
+    let text = client().get(p.url("/metrics")).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| {
+            l.starts_with("sluice_producer_in_flight_bytes ")
+                || l.starts_with("sluice_producer_in_flight_unkeyed_bytes ")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok())
+        .sum())
+}
+
+#[tokio::test]
+async fn clients_without_a_key_in_their_headers_cannot_starve_those_with_one() -> anyhow::Result<()>
+{
+    use sluice_producer::config::StreamConfig;
+    use tokio::io::AsyncWriteExt;
+    let mut cfg = config();
+    cfg.streams.insert(
+        "segment".into(),
+        StreamConfig {
+            key_field: "message_id".into(),
+            event_id_field: "message_id".into(),
+            partitions: PARTITIONS,
+            ..StreamConfig::new(&unique("producer_segment"), "segment")
+        },
+    );
+    if let Some(k) = cfg.keys.get_mut(&producer_support::key_hash(KEY)) {
+        k.streams.push("segment".into());
+    }
+    cfg.limits.max_body_bytes = 1 << 20;
+    cfg.limits.max_in_flight_bytes = 2 << 20;
+    cfg.limits.max_unkeyed_in_flight_bytes = 1 << 20;
+    let p = Producer::ready(cfg).await?;
+
+    // Twelve uploads of 500 KB with no key in their headers, trickled: they declare three times the whole budget.
+    const DECLARED: usize = 500 * 1024;
+    let addr = p.base.trim_start_matches("http://").to_owned();
+    let mut tricklers = Vec::new();
+    for _ in 0..12 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await?;
+        s.write_all(
+            format!(
+                "POST /v1/batch HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {DECLARED}\r\n\r\n{{\"batch\":["
+            )
+            .as_bytes(),
+        )
+        .await?;
+        tricklers.push(s);
+    }
+    // Two of them fit their own budget and hold it; the rest were refused.
+    sluice_tests::eventually(
+        "the keyless uploads admitted",
+        Duration::from_secs(10),
+        || async { Ok((bytes_in_flight(&p).await? >= 2 * DECLARED as i64).then_some(())) },
+    )
+    .await?;
+
+    // An authenticated 160 KB batch on the native route is accepted meanwhile.
+    let http = client();
+    let batch = Json::Array(
+        (0..40)
+            .map(|i| {
+                let mut e = event(i);
+                e["properties"]["pad"] = json!("x".repeat(4000));
+                e
+            })
+            .collect(),
+    );
+    let r = http
+        .post(p.events_url("events"))
+        .bearer_auth(KEY)
+        .json(&batch)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202, "{}", r.text().await?);
+    // So is a Segment batch whose key is in its headers, as Segment's SDKs send it.
+    let segment =
+        json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "m-1"}]});
+    let r = http
+        .post(p.url("/v1/batch"))
+        .basic_auth(KEY, Some(""))
+        .json(&segment)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    // A wrong key in the headers is refused before its body is read.
+    let r = http
+        .post(p.url("/v1/batch"))
+        .basic_auth("not-a-key", Some(""))
+        .json(&segment)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401);
+    drop(tricklers);
+    p.stop().await
+}
+
 #[tokio::test]
 async fn openapi_document_matches_what_is_served() -> anyhow::Result<()> {
     let mut cfg = config();

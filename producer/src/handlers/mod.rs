@@ -33,6 +33,8 @@ pub struct AppState {
     pub events_in_flight: Arc<Semaphore>,
     /// Permits for request bytes in flight (one per byte).
     pub bytes_in_flight: Arc<Semaphore>,
+    /// Permits for the bytes of requests whose key is only in their body.
+    pub unkeyed_bytes_in_flight: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
     ) -> Self {
         let events_in_flight = Arc::new(Semaphore::new(limits.max_in_flight_events));
         let bytes_in_flight = Arc::new(Semaphore::new(limits.max_in_flight_bytes));
+        let unkeyed_bytes_in_flight = Arc::new(Semaphore::new(limits.max_unkeyed_in_flight_bytes));
         Self {
             streams,
             keys: KeyRing::new(keys),
@@ -54,6 +57,7 @@ impl AppState {
             metrics,
             events_in_flight,
             bytes_in_flight,
+            unkeyed_bytes_in_flight,
         }
     }
 }

@@ -27,15 +27,32 @@ pub(crate) fn reserve_body(
     app: &AppState,
     content_length: Option<usize>,
 ) -> Result<Held, ApiError> {
-    let reserve = content_length
-        .unwrap_or(INITIAL_RESERVE_BYTES)
-        .clamp(1, app.limits.max_body_bytes);
     Held::try_new(
         &app.bytes_in_flight,
-        reserve,
+        initial_reserve(app, content_length),
         &app.metrics.in_flight_bytes,
         "bytes",
     )
+}
+
+/// [`reserve_body`] for a request not authenticated yet (its key is in the body): from the small budget of its
+/// own, so such requests cannot starve the ones that authenticated from their headers.
+pub(crate) fn reserve_unkeyed_body(
+    app: &AppState,
+    content_length: Option<usize>,
+) -> Result<Held, ApiError> {
+    Held::try_new(
+        &app.unkeyed_bytes_in_flight,
+        initial_reserve(app, content_length),
+        &app.metrics.in_flight_unkeyed_bytes,
+        "unkeyed bytes",
+    )
+}
+
+fn initial_reserve(app: &AppState, content_length: Option<usize>) -> usize {
+    content_length
+        .unwrap_or(INITIAL_RESERVE_BYTES)
+        .clamp(1, app.limits.max_body_bytes)
 }
 
 /// Reserves one permit per event of a batch.

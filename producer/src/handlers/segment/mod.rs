@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::ingest::prepare::{BuildJob, Built, Input};
 use super::ingest::{admission, body, headers, produce};
+use crate::auth;
 use crate::error::{ApiError, EventError};
 use message::Envelope;
 
@@ -111,8 +112,19 @@ async fn handle(
     let limits = &app.limits;
     let deadline = tokio::time::Instant::now() + limits.request_timeout();
     let max = MAX_BATCH_BYTES.min(limits.max_body_bytes);
+    let keys = app.keys.current();
+    // A key in the headers is checked before any body byte is reserved or read, and such requests share the main
+    // budget with the native route's; a key only in the body can be checked only once the body is read, so those
+    // requests draw on a small budget of their own and cannot starve the others.
+    let header_key = match auth::segment_header_key(headers) {
+        Some(k) => Some(keys.lookup(&k)?),
+        None => None,
+    };
     let checked = headers::check(headers, max)?;
-    let mut held_bytes = admission::reserve_body(app, checked.content_length)?;
+    let mut held_bytes = match header_key {
+        Some(_) => admission::reserve_body(app, checked.content_length)?,
+        None => admission::reserve_unkeyed_body(app, checked.content_length)?,
+    };
     let bytes = body::read_within(body, deadline, max, &mut held_bytes).await?;
     let received_at = chrono::Utc::now();
     // Parsing and converting a large batch is CPU work: off the async workers, like the native route's.
@@ -125,8 +137,11 @@ async fn handle(
     }?;
     *events = parsed.count;
     // The key may be in the body, so authentication waits for it; a bad key wins over bad messages.
-    let keys = app.keys.current();
-    let key = keys.authenticate_segment(headers, parsed.write_key.as_deref())?;
+    let key = match header_key {
+        Some(key) => key,
+        // No key in the headers: the body's `writeKey`.
+        None => keys.authenticate_segment(headers, parsed.write_key.as_deref())?,
+    };
     let stream = app
         .streams
         .get(STREAM)

@@ -30,6 +30,21 @@ pub fn settings(url: &str) -> Result<SrSettings, SRCError> {
         .build()
 }
 
+/// `url` with the password of its `user:password@` (the registry credential) masked, for messages and logs.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 fn describe(e: &SRCError) -> String {
     match &e.cause {
         Some(cause) => format!("{}: {cause}", e.error),
@@ -61,7 +76,7 @@ pub async fn register(
         let Some(pause) = pause else {
             return Err(RegisterError {
                 subject: subject.to_owned(),
-                url: url.to_owned(),
+                url: without_password(url),
                 detail: describe(&e),
             });
         };
@@ -105,5 +120,19 @@ pub async fn watch(sr: SrSettings, up: prometheus::IntGauge, shutdown: Cancellat
                 up.set(0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_registry_password_never_reaches_a_message() {
+        assert_eq!(
+            without_password("http://writer:s3cret@sr:8081/apis/ccompat/v7"),
+            "http://writer:***@sr:8081/apis/ccompat/v7"
+        );
+        assert_eq!(without_password("http://sr:8081"), "http://sr:8081");
     }
 }

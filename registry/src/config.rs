@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_runtime::kafka::KafkaSettings;
 
+use crate::auth::AuthConfig;
 use crate::compat::CompatibilityLevel;
 
 /// Everything `sluice-registry` reads from `config/registry.toml` and `SLUICE_*` variables.
@@ -27,6 +28,9 @@ pub struct RegistryConfig {
     /// How long a write may wait for the broker's acknowledgement before the request fails with 50001.
     #[serde(default = "default_write_timeout_ms")]
     pub write_timeout_ms: u64,
+    /// Who may do what (HTTP Basic); no users: open.
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 impl Default for RegistryConfig {
@@ -37,6 +41,7 @@ impl Default for RegistryConfig {
             topic: default_topic(),
             default_compatibility: CompatibilityLevel::default(),
             write_timeout_ms: default_write_timeout_ms(),
+            auth: AuthConfig::default(),
         }
     }
 }

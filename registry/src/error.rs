@@ -79,6 +79,12 @@ pub enum Error {
     /// 50001 with 503: the log has not been replayed yet, so answers would be incomplete.
     #[error("The registry is still reading its log; retry shortly")]
     NotReady,
+    /// No valid credentials where the request needs some (401).
+    #[error("Unauthorized: send HTTP Basic credentials of a registry user")]
+    Unauthorized,
+    /// The user's role does not allow the request (403).
+    #[error("Forbidden: this user's role may not do this")]
+    Forbidden,
     /// The listener failed (start-up or serving).
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
@@ -112,6 +118,8 @@ impl Error {
             Error::UnprocessableJson(_) => (StatusCode::UNPROCESSABLE_ENTITY, 422),
             Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 415),
             Error::NoRoute => (StatusCode::NOT_FOUND, 404),
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, 40101),
+            Error::Forbidden => (StatusCode::FORBIDDEN, 40301),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 405),
             Error::Store(_) | Error::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50001),
             // 503 so clients (schema_registry_converter among them) treat it as retryable.
@@ -140,6 +148,8 @@ impl Error {
             Error::UnprocessableJson(_) => "unprocessable_json",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::NoRoute => "no_route",
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden => "forbidden",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::Store(_) => "store",
             Error::NotReady => "not_ready",
@@ -168,6 +178,12 @@ impl IntoResponse for Error {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if matches!(self, Error::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sluice-registry\""),
+            );
+        }
         response.extensions_mut().insert(ErrorKind(self.label()));
         response
     }

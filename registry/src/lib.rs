@@ -6,6 +6,7 @@
 //! a single primary); a second instance on the same topic would mint conflicting ids.
 
 pub mod api;
+pub mod auth;
 pub mod avro;
 pub mod compat;
 pub mod config;

@@ -18,6 +18,7 @@ use crate::api::{
     CONTENT_TYPE, CompatibilityResponse, ConfigRequest, ConfigUpdateResponse, RegisterResponse,
     SchemaRequest, VersionSpec, flag, negotiate, parse_body,
 };
+use crate::auth::{AuthConfig, authorize};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
 use crate::service::Registry;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Request metrics.
     pub metrics: Metrics,
+    /// Who may do what.
+    pub auth: Arc<AuthConfig>,
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -83,6 +86,11 @@ pub fn router(state: AppState, ops: Ops) -> Router {
             get(|| async { json(&serde_json::json!({ "mode": "READWRITE" })) }),
         )
         .merge(ops.router())
+        // Inside the metrics layer, so refusals are counted like any answer.
+        .route_layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            authorize,
+        ))
         .route_layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
@@ -403,7 +411,11 @@ mod tests {
         ));
         registry.install(Index::default());
         router(
-            AppState { registry, metrics },
+            AppState {
+                registry,
+                metrics,
+                auth: Arc::default(),
+            },
             Ops::new(prometheus::Registry::new(), vec![]),
         )
     }
@@ -563,6 +575,7 @@ mod tests {
             AppState {
                 registry,
                 metrics: metrics.clone(),
+                auth: Arc::default(),
             },
             Ops::new(prometheus::Registry::new(), vec![]),
         );

@@ -84,7 +84,15 @@ pub async fn serve(
         }),
         Box::new(Broker(config.kafka.clone())),
     ];
-    let app = router(AppState { registry, metrics }, Ops::new(prometheus, checks));
+    if !config.auth.enabled() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "no [auth.users]: anyone who can reach this address may register, delete and change compatibility");
+    }
+    let state = AppState {
+        registry,
+        metrics,
+        auth: Arc::new(config.auth.clone()),
+    };
+    let app = router(state, Ops::new(prometheus, checks));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, topic = %config.topic, "schema registry listening");
     let result = axum::serve(listener, app)

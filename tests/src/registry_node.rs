@@ -12,6 +12,11 @@ use crate::{eventually, kafka_bootstrap, service_binary};
 
 /// Starts the binary on `topic` and waits for `/readyz`; returns the child (killed on drop) and its base URL.
 pub async fn start(topic: &str) -> anyhow::Result<(Child, String)> {
+    start_with(topic, &[]).await
+}
+
+/// [`start`] with extra `SLUICE_*` settings.
+pub async fn start_with(topic: &str, env: &[(&str, &str)]) -> anyhow::Result<(Child, String)> {
     let port = crate::kafka::free_port()?;
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/registry.toml");
     let mut cmd = Command::new(service_binary("sluice-registry")?);
@@ -24,6 +29,7 @@ pub async fn start(topic: &str) -> anyhow::Result<(Child, String)> {
         .env("SLUICE_TOPIC", topic)
         .env("SLUICE_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .kill_on_drop(true)

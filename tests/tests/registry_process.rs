@@ -1,6 +1,8 @@
 //! The `sluice-registry` binary as the stack runs it (`SLUICE_CONFIG=config/registry.toml`, overridden by
 //! `SLUICE_*` variables), killed with SIGKILL: every write it acknowledged must be there after a restart.
 
+mod producer_support;
+
 use anyhow::Context;
 use serde_json::{Value, json};
 use sluice_tests::registry_node::start;
@@ -71,5 +73,136 @@ async fn acknowledged_writes_survive_sigkill() -> anyhow::Result<()> {
     }
     again.start_kill()?;
     again.wait().await?;
+    Ok(())
+}
+
+/// Lowercase hex SHA-256, as `[auth.users.*].password_sha256` holds a password.
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[tokio::test]
+async fn writes_need_a_credential_and_permanent_deletes_an_admin() -> anyhow::Result<()> {
+    let (writer_hash, admin_hash) = (sha256_hex("w-secret"), sha256_hex("a-secret"));
+    let (_child, base) = sluice_tests::registry_node::start_with(
+        &unique("_schemas_auth"),
+        &[
+            (
+                "SLUICE_AUTH__USERS__WRITER__PASSWORD_SHA256",
+                writer_hash.as_str(),
+            ),
+            ("SLUICE_AUTH__USERS__WRITER__ROLE", "write"),
+            (
+                "SLUICE_AUTH__USERS__ADMIN__PASSWORD_SHA256",
+                admin_hash.as_str(),
+            ),
+            ("SLUICE_AUTH__USERS__ADMIN__ROLE", "admin"),
+        ],
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let config = json!({"compatibility": "NONE"}).to_string();
+    let put_config = |user: Option<(&str, &str)>| {
+        let mut r = http
+            .put(format!("{base}/config"))
+            .header("Content-Type", CONTENT_TYPE)
+            .body(config.clone());
+        if let Some((u, p)) = user {
+            r = r.basic_auth(u, Some(p));
+        }
+        r.send()
+    };
+    // No credential, or a wrong one: 401 with a Basic challenge and Confluent's error shape.
+    let r = put_config(None).await?;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let body: Value = r.json().await?;
+    assert_eq!(body["error_code"], 40101, "{body}");
+    assert_eq!(put_config(Some(("writer", "wrong"))).await?.status(), 401);
+    assert_eq!(
+        put_config(Some(("writer", "w-secret"))).await?.status(),
+        200
+    );
+    // Reads stay open.
+    assert_eq!(get(&base, "/subjects").await?.0, 200);
+
+    // Sluice's producer sends its credential from its config (`user:password@` in `registry_url`, as Confluent's
+    // clients take it): it registers its schemas at start-up and ingests.
+    let mut cfg = producer_support::config();
+    cfg.registry_url = base.replacen("http://", "http://writer:w-secret@", 1);
+    let producer = producer_support::Producer::ready(cfg).await?;
+    let r = producer_support::client()
+        .post(producer.events_url("events"))
+        .bearer_auth(producer_support::KEY)
+        .json(&producer_support::event(1))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    producer.stop().await?;
+
+    // Confluent's own Python client registers with `basic.auth.user.info`.
+    let subject = unique("auth-value");
+    let python = std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import sys
+from confluent_kafka.schema_registry import SchemaRegistryClient, Schema
+url, user, subject = sys.argv[1:4]
+schema = Schema('{"type":"record","name":"A","fields":[{"name":"a","type":"int"}]}', 'AVRO')
+try:
+    SchemaRegistryClient({'url': url}).register_schema(subject, schema)
+    print('registered without credentials')
+except Exception as e:
+    print('refused', getattr(e, 'http_status_code', e))
+print('id', SchemaRegistryClient({'url': url, 'basic.auth.user.info': user}).register_schema(subject, schema))
+"#;
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", script, &base, "writer:w-secret", &subject])
+        .output()
+        .await
+        .with_context(|| format!("running {python} (SLUICE_TEST_PYTHON)"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("refused 401"), "{stdout}");
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("id "))
+        .with_context(|| format!("no id in {stdout}"))?;
+    let (status, schema) = get(&base, &format!("/schemas/ids/{id}")).await?;
+    assert_eq!(status, 200);
+    assert!(
+        schema["schema"]
+            .as_str()
+            .is_some_and(|s| s.contains("\"A\"")),
+        "{schema}"
+    );
+
+    // Deleting: soft with a writer, permanently only with an admin.
+    let delete = |path: String, user: (&str, &str)| {
+        http.delete(format!("{base}{path}"))
+            .basic_auth(user.0, Some(user.1))
+            .send()
+    };
+    let writer = ("writer", "w-secret");
+    assert_eq!(
+        delete(format!("/subjects/{subject}"), writer)
+            .await?
+            .status(),
+        200
+    );
+    let r = delete(format!("/subjects/{subject}?permanent=true"), writer).await?;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await?;
+    assert_eq!(body["error_code"], 40301, "{body}");
+    let r = delete(
+        format!("/subjects/{subject}?permanent=true"),
+        ("admin", "a-secret"),
+    )
+    .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
     Ok(())
 }

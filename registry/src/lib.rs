@@ -2,8 +2,8 @@
 //! compacted single-partition Kafka topic (`_schemas`), replayed into memory at start-up.
 //!
 //! One registry process writes to a topic at a time: it assigns ids and versions from its in-memory index and
-//! does not follow writes made by another process. Run one instance per topic (as Confluent's docs say for
-//! a single primary); a second instance on the same topic would mint conflicting ids.
+//! does not follow writes made by another process, so a second instance on the same topic fences the first
+//! (a fixed `transactional.id`, see `log::kafka`) and the first refuses writes from then on.
 
 pub mod api;
 pub mod auth;

@@ -35,6 +35,7 @@ pub async fn serve(
         KafkaLog::new(&config.kafka, &config.topic, config.write_timeout())
             .map_err(Error::Store)?,
     );
+    let fenced = log.fenced();
     let registry = Arc::new(Registry::new(
         log.clone(),
         config.default_compatibility,
@@ -83,6 +84,7 @@ pub async fn serve(
             last_error,
         }),
         Box::new(Broker(config.kafka.clone())),
+        Box::new(SoleWriter(fenced)),
     ];
     if !config.auth.enabled() && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "no [auth.users]: anyone who can reach this address may register, delete and change compatibility");
@@ -125,6 +127,25 @@ impl ReadinessCheck for LogReplayed {
             ))
         };
         futures::future::ready(result).boxed()
+    }
+}
+
+/// Not ready once another instance fenced this one: its index no longer follows the topic.
+struct SoleWriter(Arc<std::sync::atomic::AtomicBool>);
+
+impl ReadinessCheck for SoleWriter {
+    fn name(&self) -> &str {
+        "sole_writer"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        let fenced = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        futures::future::ready(if fenced {
+            Err("fenced: another registry instance writes this topic".to_owned())
+        } else {
+            Ok(())
+        })
+        .boxed()
     }
 }
 

@@ -206,3 +206,60 @@ print('id', SchemaRegistryClient({'url': url, 'basic.auth.user.info': user}).reg
     assert_eq!(r.status(), 200, "{}", r.text().await?);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_topic_fences_the_first_and_no_id_names_two_schemas()
+-> anyhow::Result<()> {
+    let topic = unique("_schemas_two");
+    let (_a, first) = start(&topic).await?;
+    let (_b, second) = start(&topic).await?;
+    // Both take writes at once, each for schemas of its own.
+    let register = |base: String, who: &'static str, i: usize| async move {
+        let schema = json!({"type": "record", "name": format!("{who}{i}"), "fields": [{"name": "f", "type": "int"}]})
+            .to_string();
+        let subject = format!("{who}-{i}-value");
+        let (status, body) = post(
+            &base,
+            &format!("/subjects/{subject}/versions"),
+            json!({ "schema": schema }),
+        )
+        .await?;
+        anyhow::Ok((status, body["id"].as_u64(), schema))
+    };
+    let writes = (0..10).flat_map(|i| {
+        [
+            register(first.clone(), "first", i),
+            register(second.clone(), "second", i),
+        ]
+    });
+    let answers = futures::future::join_all(writes).await;
+    let mut ids = std::collections::HashMap::new();
+    let mut refused = 0;
+    for answer in answers {
+        let (status, id, schema) = answer?;
+        match (status, id) {
+            (200, Some(id)) => {
+                if let Some(other) = ids.insert(id, schema.clone()) {
+                    anyhow::bail!("id {id} was given to two schemas: {other} and {schema}");
+                }
+            }
+            _ => refused += 1,
+        }
+    }
+    assert!(
+        refused >= 10,
+        "the fenced instance refuses its writes ({refused} refused)"
+    );
+    // Every id given out names the schema it was given for, on the instance that writes now.
+    for (id, schema) in &ids {
+        let (status, body) = get(&second, &format!("/schemas/ids/{id}")).await?;
+        assert_eq!(status, 200);
+        let served: Value = serde_json::from_str(body["schema"].as_str().unwrap_or_default())?;
+        assert_eq!(served, serde_json::from_str::<Value>(schema)?, "id {id}");
+    }
+    // The fenced one says so.
+    let r = reqwest::get(format!("{first}/readyz")).await?;
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await?.contains("fenced"));
+    Ok(())
+}

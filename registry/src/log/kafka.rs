@@ -1,13 +1,21 @@
-//! The `_schemas` topic: an idempotent acks=all producer for writes, and the start-up replay that rebuilds
+//! The `_schemas` topic: a transactional acks=all producer for writes, and the start-up replay that rebuilds
 //! the index by reading the topic from the beginning past a marker record written at start.
+//!
+//! One writer per topic, enforced: the producer's `transactional.id` is fixed by the topic, so a second instance
+//! starting on the same topic fences the first (Kafka refuses the first one's next commit) before it replays the
+//! log, and its replay then includes everything the first one committed. A fenced instance refuses every write
+//! and reports not ready, so two instances can never mint the same id for different schemas.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_runtime::kafka::{KafkaSettings, TopicSpec, ensure_topics};
 
@@ -28,6 +36,17 @@ pub struct KafkaLog {
     producer: FutureProducer,
     topic: String,
     timeout: Duration,
+    /// One transaction at a time (the marker at replay and the API's writes).
+    writing: tokio::sync::Mutex<Transactions>,
+    /// Set once another instance took the topic over: shared with the readiness check.
+    fenced: Arc<AtomicBool>,
+}
+
+/// Whether this producer's transactions were initialised (once, at the first write: that is what fences an
+/// older instance).
+#[derive(Default)]
+struct Transactions {
+    ready: bool,
 }
 
 impl KafkaLog {
@@ -37,6 +56,7 @@ impl KafkaLog {
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            .set("transactional.id", format!("sluice-registry-{topic}"))
             // Registry writes are rare and a client waits on each: send at once.
             .set("linger.ms", "0")
             .set("message.timeout.ms", timeout.as_millis().to_string())
@@ -46,11 +66,33 @@ impl KafkaLog {
             producer,
             topic: topic.to_owned(),
             timeout,
+            writing: tokio::sync::Mutex::new(Transactions::default()),
+            fenced: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Appends `record` and returns its offset once acknowledged.
+    /// Set once another registry instance took the topic over.
+    pub fn fenced(&self) -> Arc<AtomicBool> {
+        self.fenced.clone()
+    }
+
+    /// Appends `record` in a transaction of its own and returns its offset once committed.
     async fn send(&self, record: &Record) -> Result<i64, String> {
+        let mut tx = self.writing.lock().await;
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(FENCED.to_owned());
+        }
+        if !tx.ready {
+            let (producer, timeout) = (self.producer.clone(), self.timeout);
+            self.blocking("starting transactions on", move || {
+                producer.init_transactions(timeout)
+            })
+            .await?;
+            tx.ready = true;
+        }
+        self.producer
+            .begin_transaction()
+            .map_err(|e| self.failed("beginning a transaction", e))?;
         let (key, value) = record.encode();
         let mut out = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.topic)
             .partition(PARTITION)
@@ -58,12 +100,74 @@ impl KafkaLog {
         if let Some(value) = &value {
             out = out.payload(value);
         }
-        match self.producer.send(out, self.timeout).await {
-            Ok(delivery) => Ok(delivery.offset),
-            Err((e, _)) => Err(format!("writing to {}: {e}", self.topic)),
+        let offset = match self.producer.send(out, self.timeout).await {
+            Ok(delivery) => delivery.offset,
+            Err((e, _)) => {
+                let error = self.failed("writing", e);
+                let (producer, timeout) = (self.producer.clone(), self.timeout);
+                let _ = self
+                    .blocking("aborting a write to", move || {
+                        producer.abort_transaction(timeout)
+                    })
+                    .await;
+                return Err(error);
+            }
+        };
+        let (producer, timeout) = (self.producer.clone(), self.timeout);
+        if let Err(error) = self
+            .blocking("committing a write to", move || {
+                producer.commit_transaction(timeout)
+            })
+            .await
+        {
+            // Not committed: aborted, so the next write starts clean (a no-op once fenced).
+            let (producer, timeout) = (self.producer.clone(), self.timeout);
+            let _ = self
+                .blocking("aborting a write to", move || {
+                    producer.abort_transaction(timeout)
+                })
+                .await;
+            return Err(error);
+        }
+        Ok(offset)
+    }
+
+    /// Runs a blocking transaction call off the runtime.
+    async fn blocking(
+        &self,
+        what: &str,
+        call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
+    ) -> Result<(), String> {
+        match tokio::task::spawn_blocking(call).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.failed(what, e)),
+            Err(e) => Err(format!("transaction task: {e}")),
         }
     }
+
+    /// Describes `e`, marking this instance fenced when another one took the topic over.
+    fn failed(&self, what: &str, e: KafkaError) -> String {
+        let fenced = matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        ) || matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+        if fenced {
+            if !self.fenced.swap(true, Ordering::SeqCst) {
+                tracing::error!(topic = %self.topic, error = %e, "another registry instance took this topic over: this one refuses writes from now on");
+            }
+            return FENCED.to_owned();
+        }
+        format!("{what} {}: {e}", self.topic)
+    }
 }
+
+/// What a fenced instance answers to every write.
+const FENCED: &str =
+    "another registry instance writes this topic now: this one is fenced and refuses writes";
 
 impl Log for KafkaLog {
     fn append<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<(), String>> {
@@ -125,6 +229,8 @@ pub async fn replay(
         .client_config()
         // Offsets are never committed: every start reads the whole log.
         .set("group.id", format!("sluice-registry-replay-{topic}"))
+        // Only committed writes: an aborted one never minted anything.
+        .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

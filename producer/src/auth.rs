@@ -7,8 +7,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 
-use crate::config::KeyConfig;
+use crate::config::{KeyConfig, Limits};
 use crate::error::ApiError;
+use crate::quota::KeyQuota;
 
 /// Header carrying a key when `Authorization` is not used.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -18,22 +19,50 @@ pub fn hash_key(plaintext: &str) -> String {
     hex::encode(Sha256::digest(plaintext.as_bytes()))
 }
 
+/// A configured key and its quotas.
+#[derive(Debug)]
+pub struct Key {
+    /// What it may do.
+    pub config: KeyConfig,
+    /// How much of the producer it may use.
+    pub quota: Arc<KeyQuota>,
+}
+
+impl std::ops::Deref for Key {
+    type Target = KeyConfig;
+    fn deref(&self) -> &KeyConfig {
+        &self.config
+    }
+}
+
 /// The configured keys, by hex SHA-256.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Keys {
-    by_hash: HashMap<String, KeyConfig>,
+    by_hash: HashMap<String, Key>,
 }
 
 impl Keys {
-    /// Keys from config (already checked to be lowercase hex).
-    pub fn new(keys: &BTreeMap<String, KeyConfig>) -> Self {
+    /// Keys from config (already checked to be lowercase hex), each with the quotas it and `limits` set.
+    pub fn new(keys: &BTreeMap<String, KeyConfig>, limits: &Limits) -> Self {
         Self {
-            by_hash: keys.iter().map(|(h, k)| (h.clone(), k.clone())).collect(),
+            by_hash: keys
+                .iter()
+                .map(|(h, k)| {
+                    let quota = Arc::new(KeyQuota::new(k, limits));
+                    (
+                        h.clone(),
+                        Key {
+                            config: k.clone(),
+                            quota,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 
     /// The key a request carries, or 401.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<&KeyConfig, ApiError> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<&Key, ApiError> {
         let presented = presented_key(headers).ok_or(ApiError::MissingKey)?;
         self.lookup(presented)
     }
@@ -44,7 +73,7 @@ impl Keys {
         &self,
         headers: &HeaderMap,
         body_key: Option<&str>,
-    ) -> Result<&KeyConfig, ApiError> {
+    ) -> Result<&Key, ApiError> {
         let header = segment_header_key(headers);
         let presented = header
             .as_deref()
@@ -54,7 +83,7 @@ impl Keys {
     }
 
     /// The configuration of the key `presented` (plaintext), or 401.
-    pub fn lookup(&self, presented: &str) -> Result<&KeyConfig, ApiError> {
+    pub fn lookup(&self, presented: &str) -> Result<&Key, ApiError> {
         self.by_hash
             .get(&hash_key(presented))
             .ok_or(ApiError::BadKey)
@@ -137,13 +166,17 @@ mod tests {
 
     fn keys() -> Keys {
         let hash = hex::encode(Sha256::digest(b"dev-key"));
-        Keys::new(&BTreeMap::from([(
-            hash,
-            KeyConfig {
-                tenant: "demo".into(),
-                streams: vec!["events".into()],
-            },
-        )]))
+        Keys::new(
+            &BTreeMap::from([(
+                hash,
+                KeyConfig {
+                    tenant: "demo".into(),
+                    streams: vec!["events".into()],
+                    ..Default::default()
+                },
+            )]),
+            &crate::config::Limits::default(),
+        )
     }
 
     fn headers(name: &'static str, value: &'static str) -> HeaderMap {

@@ -128,13 +128,24 @@ impl StreamConfig {
 }
 
 /// What an ingestion key may do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Tenant every event sent with this key belongs to.
     pub tenant: String,
     /// Streams this key may write; `"*"` allows all.
     pub streams: Vec<String>,
+    /// Events per second this key may send (a token bucket bursting to one second's worth, at least one batch);
+    /// over it: 429 with `Retry-After` and `X-RateLimit-*`. Default: no rate limit.
+    #[serde(default)]
+    pub events_per_second: Option<u32>,
+    /// Request body bytes per second this key may send, likewise. Default: no rate limit.
+    #[serde(default)]
+    pub bytes_per_second: Option<u32>,
+    /// The most of `limits.max_in_flight_events` this key's requests may hold at once (0 to 1). Default:
+    /// `limits.key_in_flight_share`.
+    #[serde(default)]
+    pub in_flight_share: Option<f64>,
 }
 
 impl KeyConfig {
@@ -210,6 +221,10 @@ pub struct Limits {
     /// cannot take `max_in_flight_bytes` from those with one (default 8 MiB).
     #[serde(default = "default_max_unkeyed_in_flight_bytes")]
     pub max_unkeyed_in_flight_bytes: usize,
+    /// The most of `max_in_flight_events` one key may hold unless its `in_flight_share` says otherwise (default
+    /// 0.5: no tenant can take the whole budget from the others).
+    #[serde(default = "default_key_in_flight_share")]
+    pub key_in_flight_share: f64,
     /// Whole-request deadline, body upload included (default 15000 ms).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -231,6 +246,7 @@ impl Default for Limits {
             max_in_flight_events: default_max_in_flight_events(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
             max_unkeyed_in_flight_bytes: default_max_unkeyed_in_flight_bytes(),
+            key_in_flight_share: default_key_in_flight_share(),
             request_timeout_ms: default_request_timeout_ms(),
             retry_after_secs: default_retry_after_secs(),
             startup_timeout_ms: default_startup_timeout_ms(),
@@ -377,6 +393,19 @@ impl Config {
                 "must be at least limits.max_body_bytes and below 4 GiB",
             ));
         }
+        let shares =
+            std::iter::once((
+                "limits.key_in_flight_share".to_owned(),
+                l.key_in_flight_share,
+            ))
+            .chain(self.keys.iter().filter_map(|(h, k)| {
+                Some((format!("keys.{h}.in_flight_share"), k.in_flight_share?))
+            }));
+        for (key, share) in shares {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(problem(key, "must be above 0 and at most 1"));
+            }
+        }
         if l.max_unkeyed_in_flight_bytes > u32::MAX as usize {
             return Err(problem(
                 "limits.max_unkeyed_in_flight_bytes",
@@ -475,6 +504,9 @@ fn default_max_in_flight_events() -> usize {
 }
 fn default_max_in_flight_bytes() -> usize {
     64 << 20
+}
+fn default_key_in_flight_share() -> f64 {
+    0.5
 }
 fn default_max_unkeyed_in_flight_bytes() -> usize {
     8 << 20
@@ -583,6 +615,7 @@ mod tests {
             KeyConfig {
                 tenant: "t".into(),
                 streams: vec!["events".into()],
+                ..KeyConfig::default()
             },
         );
         assert!(c.check().expect_err("bad").to_string().contains("keys.abc"));
@@ -593,6 +626,7 @@ mod tests {
             KeyConfig {
                 tenant: "t".into(),
                 streams: vec!["other".into()],
+                ..KeyConfig::default()
             },
         );
         assert!(

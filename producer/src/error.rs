@@ -62,6 +62,12 @@ pub enum ApiError {
     },
     #[error("too much work in flight ({0}); retry later")]
     Overloaded(&'static str),
+    #[error("this key's quota of {limit} {what} is used up; retry after {retry_after:?}")]
+    QuotaExceeded {
+        what: &'static str,
+        limit: u32,
+        retry_after: std::time::Duration,
+    },
     #[error("request body was not received within the request timeout")]
     BodyTimeout,
     #[error(
@@ -108,6 +114,9 @@ impl ApiError {
             ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json", false),
             ApiError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_events", false),
             ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded", true),
+            ApiError::QuotaExceeded { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", true)
+            }
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout", false),
             ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", true),
             ApiError::Sink(SinkError::QueueFull) => {
@@ -145,6 +154,24 @@ impl ApiError {
     pub fn into_response_with(self, retry_after_secs: u64) -> Response {
         let (status, _, retry) = self.parts();
         let mut resp = (status, Json(self.body())).into_response();
+        let retry_after_secs = match &self {
+            // A quota knows when its tokens are back: whole seconds, at least one.
+            ApiError::QuotaExceeded {
+                limit, retry_after, ..
+            } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let secs = secs.max(1);
+                for (name, value) in [
+                    ("x-ratelimit-limit", u64::from(*limit)),
+                    ("x-ratelimit-remaining", 0),
+                    ("x-ratelimit-reset", secs),
+                ] {
+                    resp.headers_mut().insert(name, HeaderValue::from(value));
+                }
+                secs
+            }
+            _ => retry_after_secs,
+        };
         if retry && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }

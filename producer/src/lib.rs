@@ -10,6 +10,7 @@ pub mod encode;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
+pub mod quota;
 pub mod registry;
 pub mod reload;
 pub mod routes;

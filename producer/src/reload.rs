@@ -39,7 +39,7 @@ pub async fn watch_keys(path: PathBuf, state: Arc<AppState>, shutdown: Cancellat
         let file = path.clone();
         match tokio::task::spawn_blocking(move || Config::load(Some(&file))).await {
             Ok(Ok(config)) => {
-                state.keys.replace(Keys::new(&config.keys));
+                state.keys.replace(Keys::new(&config.keys, &state.limits));
                 tracing::info!(keys = config.keys.len(), "ingestion keys reloaded");
             }
             Ok(Err(e)) => {

@@ -116,7 +116,7 @@ pub async fn serve_reloading_keys(
     let ops = Ops::new(metrics.registry.clone(), checks);
     let state = Arc::new(AppState::new(
         streams,
-        Keys::new(&config.keys),
+        Keys::new(&config.keys, &config.limits),
         sink.clone(),
         config.limits.clone(),
         metrics,

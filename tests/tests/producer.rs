@@ -525,6 +525,118 @@ async fn clients_without_a_key_in_their_headers_cannot_starve_those_with_one() -
 }
 
 #[tokio::test]
+async fn a_tenant_offered_ten_times_its_quota_gets_429s_and_the_other_none() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const RATE: u64 = 500;
+    let mut cfg = config();
+    cfg.limits.max_batch_events = 50;
+    cfg.limits.max_in_flight_events = 200;
+    // Requests stay in flight a while, so a flood would hold the whole event budget without its share.
+    cfg.produce.linger_ms = 50;
+    if let Some(k) = cfg.keys.get_mut(&producer_support::key_hash(KEY)) {
+        k.events_per_second = Some(RATE as u32);
+    }
+    let p = Arc::new(Producer::ready(cfg).await?);
+    let http = client();
+    let batch = |n: usize| Json::Array((0..n).map(event).collect());
+    let started = std::time::Instant::now();
+    let until = started + Duration::from_secs(3);
+
+    // The noisy tenant: 16 connections sending 50-event batches as fast as they are answered.
+    let (accepted, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let sample = Arc::new(std::sync::Mutex::new(None));
+    let flood: Vec<_> = (0..16)
+        .map(|_| {
+            let (p, http, body) = (p.clone(), http.clone(), batch(50));
+            let (accepted, refused, sample) = (accepted.clone(), refused.clone(), sample.clone());
+            tokio::spawn(async move {
+                while std::time::Instant::now() < until {
+                    let r = http
+                        .post(p.events_url("events"))
+                        .bearer_auth(KEY)
+                        .json(&body)
+                        .send()
+                        .await?;
+                    match r.status().as_u16() {
+                        202 => accepted.fetch_add(50, Ordering::Relaxed),
+                        429 => {
+                            let h = r.headers();
+                            let got: Vec<Option<String>> = [
+                                "retry-after",
+                                "x-ratelimit-limit",
+                                "x-ratelimit-remaining",
+                                "x-ratelimit-reset",
+                            ]
+                            .iter()
+                            .map(|n| h.get(*n).and_then(|v| v.to_str().ok()).map(str::to_owned))
+                            .collect();
+                            let body: Json = r.json().await?;
+                            if let Ok(mut s) = sample.lock() {
+                                s.get_or_insert((got, body));
+                            }
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        other => anyhow::bail!("noisy tenant got {other}"),
+                    };
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    // The quiet tenant meanwhile: one 10-event request at a time on its own stream.
+    let mut quiet = Vec::new();
+    while std::time::Instant::now() < until {
+        let r = http
+            .post(p.events_url("other"))
+            .bearer_auth(OTHER_KEY)
+            .json(&batch(10))
+            .send()
+            .await?;
+        quiet.push(r.status().as_u16());
+    }
+    for f in flood {
+        f.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        quiet.len() >= 10,
+        "the quiet tenant kept going ({} requests)",
+        quiet.len()
+    );
+    assert!(
+        quiet.iter().all(|s| *s == 202),
+        "the quiet tenant never waits on the noisy one: {quiet:?}"
+    );
+    let (accepted, refused) = (
+        accepted.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
+    assert!(refused > 0, "the noisy tenant was held to its quota");
+    // A second's burst, then the rate.
+    let most = RATE + (RATE as f64 * elapsed) as u64 + 50;
+    assert!(
+        accepted <= most,
+        "accepted {accepted} events in {elapsed:.1} s, more than the {most} its quota allows"
+    );
+    let (headers, body) = sample
+        .lock()
+        .ok()
+        .and_then(|s| s.clone())
+        .context("a 429 seen")?;
+    assert_eq!(body["error"], "quota_exceeded", "{body}");
+    assert!(
+        headers.iter().all(Option::is_some),
+        "Retry-After and X-RateLimit-*: {headers:?}"
+    );
+    assert_eq!(headers[2].as_deref(), Some("0"));
+    Arc::try_unwrap(p)
+        .map_err(|_| anyhow::anyhow!("producer still shared"))?
+        .stop()
+        .await
+}
+
+#[tokio::test]
 async fn openapi_document_matches_what_is_served() -> anyhow::Result<()> {
     let mut cfg = config();
     // The Segment API's stream, so its documented routes can answer too.

@@ -144,7 +144,7 @@ pub fn document() -> Value {
                     "type": "object",
                     "required": ["error", "message"],
                     "properties": {
-                        "error": {"type": "string", "description": "Stable code, e.g. invalid_events, bad_key, overloaded"},
+                        "error": {"type": "string", "description": "Stable code, e.g. invalid_events, bad_key, overloaded, quota_exceeded (429 with Retry-After and X-RateLimit-Limit, -Remaining, -Reset)"},
                         "message": {"type": "string"},
                         "details": {"type": "array", "items": {
                             "type": "object",

@@ -94,22 +94,27 @@ fn app_with_stream(
             Arc::new(Stream::new(name, &cfg, 42).expect("stream")),
         );
     }
-    let keys = Keys::new(&BTreeMap::from([
-        (
-            hash(KEY),
-            KeyConfig {
-                tenant: "demo".into(),
-                streams: vec!["events".into()],
-            },
-        ),
-        (
-            hash(OTHER_STREAM_KEY),
-            KeyConfig {
-                tenant: "demo".into(),
-                streams: vec!["other".into()],
-            },
-        ),
-    ]));
+    let keys = Keys::new(
+        &BTreeMap::from([
+            (
+                hash(KEY),
+                KeyConfig {
+                    tenant: "demo".into(),
+                    streams: vec!["events".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                hash(OTHER_STREAM_KEY),
+                KeyConfig {
+                    tenant: "demo".into(),
+                    streams: vec!["other".into()],
+                    ..Default::default()
+                },
+            ),
+        ]),
+        &crate::config::Limits::default(),
+    );
     let metrics = Metrics::new().expect("metrics");
     let state = Arc::new(AppState::new(streams, keys, sink, limits, metrics.clone()));
     let ops = sluice_runtime::ops::Ops::new(metrics.registry.clone(), vec![]);

@@ -51,6 +51,7 @@ pub fn config() -> Config {
             KeyConfig {
                 tenant: "demo".into(),
                 streams: vec!["events".into()],
+                ..Default::default()
             },
         ),
         (
@@ -58,6 +59,7 @@ pub fn config() -> Config {
             KeyConfig {
                 tenant: "demo".into(),
                 streams: vec!["other".into()],
+                ..Default::default()
             },
         ),
     ]);

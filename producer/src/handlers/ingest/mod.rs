@@ -105,11 +105,13 @@ async fn handle(
     // Both reservations are held until Kafka has acknowledged, so the budget covers everything a request pins.
     let mut held_bytes = admission::reserve_body(app, checked.content_length)?;
     let bytes = body::read_within(body, deadline, limits.max_body_bytes, &mut held_bytes).await?;
+    key.quota.admit_bytes(bytes.len())?;
 
     let job = BuildJob {
         app: app.clone(),
         stream: stream.clone(),
         tenant: key.tenant.clone(),
+        quota: key.quota.clone(),
         idempotency: checked.idempotency,
         input: Input::Body(bytes),
     };
@@ -117,6 +119,7 @@ async fn handle(
         records,
         event_ids,
         _events,
+        _share,
     } = prepare::build(job, events).await?;
 
     produce(app, &stream.topic, records, deadline).await?;

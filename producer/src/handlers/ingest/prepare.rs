@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use serde_json::Value as Json;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::admission::{self, Held};
 use crate::encode::Encoder;
 use crate::error::{ApiError, EventError};
 use crate::handlers::AppState;
+use crate::quota::KeyQuota;
 use crate::sink::OutRecord;
 use crate::stream::{Encoded, IdSource, Prepared, ServerSide, Stream};
 use crate::validate::ValidateLimits;
@@ -24,6 +26,8 @@ pub(crate) struct Built {
     pub(crate) event_ids: Vec<String>,
     /// The event permits, to hold until the records are acknowledged.
     pub(crate) _events: Held,
+    /// The key's share of them, likewise.
+    pub(crate) _share: OwnedSemaphorePermit,
 }
 
 /// Everything needed to turn a body into records, owned so it can run on the blocking pool.
@@ -34,6 +38,8 @@ pub(crate) struct BuildJob {
     pub(crate) stream: Arc<Stream>,
     /// The ingestion key's tenant.
     pub(crate) tenant: String,
+    /// The ingestion key's quotas.
+    pub(crate) quota: Arc<KeyQuota>,
     /// The request's idempotency key, if any.
     pub(crate) idempotency: Option<String>,
     /// The events.
@@ -85,6 +91,7 @@ impl BuildJob {
             app,
             stream,
             tenant,
+            quota,
             idempotency,
             input,
         } = self;
@@ -114,12 +121,14 @@ impl BuildJob {
                 {
                     drop(body);
                     *count = encoded.len();
+                    let share = quota.admit_events(encoded.len())?;
                     let events = admission::admit_events(&app, encoded.len())?;
                     let (records, event_ids) = into_records(encoded, limits.max_message_bytes)?;
                     return Ok(Built {
                         records,
                         event_ids,
                         _events: events,
+                        _share: share,
                     });
                 }
                 parse(body)?
@@ -136,6 +145,7 @@ impl BuildJob {
                 max: limits.max_batch_events,
             });
         }
+        let share = quota.admit_events(items.len())?;
         let events = admission::admit_events(&app, items.len())?;
 
         let prepared = validate_all(&stream, items, &server, vlimits)?;
@@ -144,6 +154,7 @@ impl BuildJob {
             records,
             event_ids,
             _events: events,
+            _share: share,
         })
     }
 }

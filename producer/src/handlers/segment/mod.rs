@@ -126,6 +126,7 @@ async fn handle(
         None => admission::reserve_unkeyed_body(app, checked.content_length)?,
     };
     let bytes = body::read_within(body, deadline, max, &mut held_bytes).await?;
+    let body_len = bytes.len();
     let received_at = chrono::Utc::now();
     // Parsing and converting a large batch is CPU work: off the async workers, like the native route's.
     let parsed = if bytes.len() <= INLINE_BODY_BYTES {
@@ -150,15 +151,23 @@ async fn handle(
     if !key.allows(STREAM) {
         return Err(ApiError::Forbidden(STREAM.to_owned()));
     }
+    key.quota.admit_bytes(body_len)?;
     let items = parsed.messages?;
     let job = BuildJob {
         app: app.clone(),
         stream: stream.clone(),
         tenant: key.tenant.clone(),
+        quota: key.quota.clone(),
         idempotency: checked.idempotency,
         input: Input::Events(items),
     };
-    let Built { records, .. } = super::ingest::prepare::build(job, events).await?;
+    // The permits are bound, not dropped with `..`: they are held until Kafka has acknowledged.
+    let Built {
+        records,
+        _events,
+        _share,
+        ..
+    } = super::ingest::prepare::build(job, events).await?;
     produce(app, &stream.topic, records, deadline).await
 }
 

@@ -31,13 +31,17 @@ fn app(sink: Arc<RecordingSink>) -> Router {
         super::STREAM.to_owned(),
         Arc::new(Stream::new(super::STREAM, &cfg, 7).expect("stream")),
     )]);
-    let keys = Keys::new(&BTreeMap::from([(
-        hash(WRITE_KEY),
-        KeyConfig {
-            tenant: "acme".into(),
-            streams: vec![super::STREAM.into()],
-        },
-    )]));
+    let keys = Keys::new(
+        &BTreeMap::from([(
+            hash(WRITE_KEY),
+            KeyConfig {
+                tenant: "acme".into(),
+                streams: vec![super::STREAM.into()],
+                ..Default::default()
+            },
+        )]),
+        &crate::config::Limits::default(),
+    );
     let metrics = Metrics::new().expect("metrics");
     let state = Arc::new(AppState::new(
         streams,

@@ -636,6 +636,62 @@ async fn a_tenant_offered_ten_times_its_quota_gets_429s_and_the_other_none() -> 
         .await
 }
 
+/// `sluice_producer_in_flight_events` from `/metrics`.
+async fn events_in_flight(p: &Producer) -> anyhow::Result<i64> {
+    let text = client().get(p.url("/metrics")).send().await?.text().await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("sluice_producer_in_flight_events "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no in-flight gauge")
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_keeps_its_budget_until_librdkafka_lets_go()
+-> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // No broker: records wait in librdkafka for its whole message timeout.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut cfg = config();
+    cfg.kafka.bootstrap_servers = dead.to_string();
+    cfg.produce.message_timeout_ms = 2500;
+    cfg.limits.request_timeout_ms = 4000;
+    let p = Producer::start(cfg).await?;
+
+    // A body trickled over 3 s leaves the produce 1 s before the request's deadline, short of librdkafka's 2.5 s.
+    let body = serde_json::to_vec(&Json::Array((0..5).map(event).collect()))?;
+    let mut s = tokio::net::TcpStream::connect(p.base.trim_start_matches("http://")).await?;
+    s.write_all(
+        format!(
+            "POST /v1/streams/events/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let (first, rest) = body.split_at(body.len() / 2);
+    s.write_all(first).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.write_all(rest).await?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"timeout\""), "{answer}");
+    // Answered, but librdkafka still holds the five events: the budget still counts them.
+    assert_eq!(
+        events_in_flight(&p).await?,
+        5,
+        "released while librdkafka holds the records"
+    );
+    sluice_tests::eventually(
+        "the budget released once librdkafka let go",
+        Duration::from_secs(10),
+        || async { Ok((events_in_flight(&p).await? == 0).then_some(())) },
+    )
+    .await?;
+    p.stop().await
+}
+
 #[tokio::test]
 async fn openapi_document_matches_what_is_served() -> anyhow::Result<()> {
     let mut cfg = config();

@@ -122,27 +122,50 @@ async fn handle(
         _share,
     } = prepare::build(job, events).await?;
 
-    produce(app, &stream.topic, records, deadline).await?;
+    produce(
+        app,
+        &stream.topic,
+        records,
+        deadline,
+        (held_bytes, _events, _share),
+    )
+    .await?;
     Ok(Accepted {
         accepted: *events,
         event_ids,
     })
 }
 
-/// Sends `records` and waits for every acknowledgement, or fails at `deadline`.
-pub(crate) async fn produce(
+/// Sends `records` and waits for every acknowledgement, or fails at `deadline`. `held` (the request's in-flight
+/// permits) is released once librdkafka lets go of the records: at once when they are acknowledged, and after the
+/// answer when the deadline passes first, since librdkafka still holds them until its message timeout and the
+/// budget must keep counting them.
+pub(crate) async fn produce<H: Send + 'static>(
     app: &AppState,
     topic: &str,
     records: Vec<OutRecord>,
     deadline: tokio::time::Instant,
+    held: H,
 ) -> Result<(), ApiError> {
     let started = Instant::now();
-    tokio::time::timeout_at(deadline, app.sink.send_all(topic, records))
-        .await
-        .map_err(|_| ApiError::Timeout)?
-        .map_err(ApiError::Sink)?;
-    app.metrics
-        .produce_seconds
-        .observe(started.elapsed().as_secs_f64());
-    Ok(())
+    let sink = app.sink.clone();
+    let topic = topic.to_owned();
+    let mut send = Box::pin(async move { sink.send_all(&topic, records).await });
+    match tokio::time::timeout_at(deadline, &mut send).await {
+        Ok(result) => {
+            result.map_err(ApiError::Sink)?;
+            app.metrics
+                .produce_seconds
+                .observe(started.elapsed().as_secs_f64());
+            drop(held);
+            Ok(())
+        }
+        Err(_) => {
+            tokio::spawn(async move {
+                let _ = send.await;
+                drop(held);
+            });
+            Err(ApiError::Timeout)
+        }
+    }
 }

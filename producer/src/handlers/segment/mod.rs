@@ -168,7 +168,14 @@ async fn handle(
         _share,
         ..
     } = super::ingest::prepare::build(job, events).await?;
-    produce(app, &stream.topic, records, deadline).await
+    produce(
+        app,
+        &stream.topic,
+        records,
+        deadline,
+        (held_bytes, _events, _share),
+    )
+    .await
 }
 
 /// Bodies above this are parsed and converted on the blocking pool.

@@ -7,7 +7,7 @@
 //! endpoint answers on a loopback listener; elsewhere only when `operator_key` is set, as a bearer token.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -90,22 +90,14 @@ async fn dead_letter(
     headers: HeaderMap,
     Json(skip): Json<Skip>,
 ) -> Response {
-    if let Some(want) = &op.key {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            given.as_bytes(),
-            want.as_bytes(),
-        )) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                "needs Authorization: Bearer <operator_key>\n",
-            )
-                .into_response();
-        }
+    if let Some(want) = &op.key
+        && !sluice_runtime::ops::key_matches(sluice_runtime::ops::bearer(&headers), want)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "needs Authorization: Bearer <operator_key>\n",
+        )
+            .into_response();
     }
     let (reply, answer) = oneshot::channel();
     if op.requests.send(Request { skip, reply }).await.is_err() {

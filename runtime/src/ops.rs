@@ -16,6 +16,23 @@ pub trait ReadinessCheck: Send + Sync + 'static {
     fn check(&self) -> BoxFuture<'_, Result<(), String>>;
 }
 
+/// The token of `Authorization: Bearer <token>`, if the request carries one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Whether `given` is the secret `want`, compared in constant time so the answer's timing tells nothing about it.
+pub fn key_matches(given: Option<&str>, want: &str) -> bool {
+    let given = given.unwrap_or_default();
+    bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        want.as_bytes(),
+    ))
+}
+
 /// What the ops router serves from.
 #[derive(Clone)]
 pub struct Ops {
@@ -72,5 +89,24 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_only_whole() {
+        assert!(key_matches(Some("s3cret"), "s3cret"));
+        assert!(!key_matches(Some("s3cre"), "s3cret"));
+        assert!(!key_matches(Some("s3cretx"), "s3cret"));
+        assert!(!key_matches(None, "s3cret"));
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderValue::from_static("Bearer s3cret"),
+        );
+        assert_eq!(bearer(&h), Some("s3cret"));
     }
 }

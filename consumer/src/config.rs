@@ -70,7 +70,8 @@ pub struct DashboardSettings {
     /// Serve `/dashboard`. Default: on when `listen` is a loopback address, off otherwise.
     #[serde(default)]
     pub enabled: Option<bool>,
-    /// When set, `/dashboard` and its event stream need `?key=<key>` or `Authorization: Bearer <key>`.
+    /// When set, `/dashboard` needs `?key=<key>` (once: the page then keeps a cookie) or `Authorization: Bearer
+    /// <key>`, and its event stream the cookie or the Bearer token.
     #[serde(default)]
     pub key: Option<String>,
     /// Producers' `/metrics` URLs, for the ingest panel. Default `["http://127.0.0.1:8080/metrics"]`.

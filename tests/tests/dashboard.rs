@@ -56,9 +56,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The dashboard's key in this test.
+const DASHBOARD_KEY: &str = "dash-key";
+
 /// The first event of the dashboard's stream.
 async fn first_snapshot(url: &str) -> anyhow::Result<Json> {
-    let mut resp = reqwest::get(url).await?;
+    let mut resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(DASHBOARD_KEY)
+        .send()
+        .await?;
     anyhow::ensure!(resp.status() == 200, "GET {url}: {}", resp.status());
     let mut buf = Vec::new();
     while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), resp.chunk()).await?? {
@@ -91,6 +98,8 @@ async fn an_operator_sees_the_pipeline_flow_and_the_stream_matches_metrics() -> 
     let producer = Producer::ready(pconfig).await?;
     let mut config = s.config();
     config.dashboard.producer_metrics = vec![producer.url("/metrics")];
+    // With a key: the browser opens the page with it once, and the page's stream must work by its cookie.
+    config.dashboard.key = Some(DASHBOARD_KEY.into());
     let consumer = InProcess::start(config).await?;
     consumer.ready().await?;
     let base = format!("http://{}", consumer.addr);
@@ -109,7 +118,7 @@ async fn an_operator_sees_the_pipeline_flow_and_the_stream_matches_metrics() -> 
     let script = project_root().join("tests/fixtures/browser/dashboard.mjs");
     let out = tokio::process::Command::new("node")
         .arg(script)
-        .arg(format!("{base}/dashboard"))
+        .arg(format!("{base}/dashboard?key={DASHBOARD_KEY}"))
         .arg(PARTITIONS.to_string())
         .arg("undecodable")
         .arg(&shot)
@@ -155,6 +164,11 @@ async fn an_operator_sees_the_pipeline_flow_and_the_stream_matches_metrics() -> 
         seen["external"],
         json!([]),
         "the page makes no request elsewhere"
+    );
+    assert_eq!(
+        seen["keyInUrls"],
+        json!([]),
+        "the key left the address bar and no request carried it (the stream went by the cookie)"
     );
     assert!(
         std::fs::metadata(&shot)?.len() > 10_000,

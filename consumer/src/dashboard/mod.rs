@@ -61,13 +61,24 @@ pub fn router(sources: Sources, shutdown: CancellationToken) -> Option<Router> {
     let key = settings.key.clone();
     let (tx, rx) = watch::channel(Arc::new("{}".to_owned()));
     tokio::spawn(feed(sources, tx, shutdown));
-    let state = Dashboard { key, latest: rx };
-    Some(
-        Router::new()
-            .route("/dashboard", get(page))
-            .route("/dashboard/events", get(events))
-            .with_state(state),
-    )
+    Some(routes(key, rx))
+}
+
+/// The two routes over the snapshots of `latest`, guarded by `key`.
+fn routes(key: Option<String>, latest: watch::Receiver<Arc<String>>) -> Router {
+    Router::new()
+        .route("/dashboard", get(page))
+        .route("/dashboard/events", get(events))
+        .with_state(Dashboard { key, latest })
+}
+
+/// The cookie the page gets once its key is checked: the key's SHA-256, never the key, and only for these paths.
+const COOKIE: &str = "sluice_dashboard";
+
+/// The value [`COOKIE`] holds for `key`.
+fn cookie_value(key: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
 #[derive(Deserialize)]
@@ -76,22 +87,35 @@ struct KeyQuery {
 }
 
 impl Dashboard {
-    fn allowed(&self, headers: &HeaderMap, query: &KeyQuery) -> bool {
+    /// Whether the request carries the key: as a Bearer token, as the cookie the page sets, or (the page only,
+    /// `query` given) as `?key=`. Each is compared in constant time, and all of them, so no timing tells which.
+    fn allowed(&self, headers: &HeaderMap, query: Option<&KeyQuery>) -> bool {
         let Some(want) = &self.key else {
             return true;
         };
         use sluice_runtime::ops::{bearer, key_matches};
-        // Both compared, in constant time: which one matched, and how much of it, shows in no timing.
-        let by_query = key_matches(query.key.as_deref(), want);
+        let by_query = key_matches(query.and_then(|q| q.key.as_deref()), want);
         let by_header = key_matches(bearer(headers), want);
-        by_query | by_header
+        let by_cookie = key_matches(cookie(headers), &cookie_value(want));
+        by_query | by_header | by_cookie
     }
+}
+
+/// The value of [`COOKIE`] in the request's `Cookie` headers.
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
 fn denied() -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        "the dashboard needs its key: /dashboard?key=<dashboard.key>\n",
+        "the dashboard needs its key: /dashboard?key=<dashboard.key> once (the page keeps it in a cookie), or \
+         Authorization: Bearer <dashboard.key>\n",
     )
         .into_response()
 }
@@ -101,18 +125,26 @@ async fn page(
     headers: HeaderMap,
     Query(q): Query<KeyQuery>,
 ) -> Response {
-    if !d.allowed(&headers, &q) {
+    if !d.allowed(&headers, Some(&q)) {
         return denied();
     }
-    Html(PAGE).into_response()
+    let mut page = Html(PAGE).into_response();
+    // The stream then needs no key in its URL (an `EventSource` cannot send headers), and the page takes the key
+    // out of the address bar, so it stays out of history, proxies' logs and shared links.
+    if let Some(key) = &d.key
+        && let Ok(v) = axum::http::HeaderValue::from_str(&format!(
+            "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/dashboard",
+            cookie_value(key)
+        ))
+    {
+        page.headers_mut().insert(axum::http::header::SET_COOKIE, v);
+    }
+    page
 }
 
-async fn events(
-    State(d): State<Dashboard>,
-    headers: HeaderMap,
-    Query(q): Query<KeyQuery>,
-) -> Response {
-    if !d.allowed(&headers, &q) {
+/// The snapshot stream: its key comes as the page's cookie or a Bearer token, never in the URL.
+async fn events(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
+    if !d.allowed(&headers, None) {
         return denied();
     }
     let events =
@@ -205,6 +237,66 @@ async fn feed(sources: Sources, tx: watch::Sender<Arc<String>>, shutdown: Cancel
 mod tests {
     use super::*;
     use futures::FutureExt as _;
+    use tower::ServiceExt as _;
+
+    async fn get(app: &Router, uri: &str, header: Option<(&str, &str)>) -> Response {
+        let mut req = axum::http::Request::get(uri);
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
+        }
+        app.clone()
+            .oneshot(req.body(axum::body::Body::empty()).expect("request"))
+            .await
+            .expect("answer")
+    }
+
+    #[tokio::test]
+    async fn the_key_is_taken_once_from_the_page_url_and_then_travels_in_a_cookie() {
+        let (_tx, rx) = watch::channel(Arc::new("{}".to_string()));
+        let app = routes(Some("s3cret".into()), rx);
+        assert_eq!(get(&app, "/dashboard", None).await.status(), 401);
+        assert_eq!(get(&app, "/dashboard?key=wrong", None).await.status(), 401);
+        let page = get(&app, "/dashboard?key=s3cret", None).await;
+        assert_eq!(page.status(), 200);
+        let set = page
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a cookie")
+            .to_owned();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        assert!(
+            !set.contains("s3cret"),
+            "the cookie holds a digest, not the key: {set}"
+        );
+        let cookie = set.split(';').next().expect("name=value");
+        // The stream: by the cookie or a Bearer token, never by a key in its URL.
+        assert_eq!(
+            get(&app, "/dashboard/events?key=s3cret", None)
+                .await
+                .status(),
+            401
+        );
+        let by_cookie = get(&app, "/dashboard/events", Some(("cookie", cookie))).await;
+        assert_eq!(by_cookie.status(), 200);
+        let by_bearer = get(
+            &app,
+            "/dashboard/events",
+            Some(("authorization", "Bearer s3cret")),
+        )
+        .await;
+        assert_eq!(by_bearer.status(), 200);
+        let forged = format!("{COOKIE}={}", cookie_value("guess"));
+        assert_eq!(
+            get(&app, "/dashboard/events", Some(("cookie", &forged)))
+                .await
+                .status(),
+            401
+        );
+    }
 
     #[tokio::test]
     async fn a_tab_that_stops_reading_gets_only_the_latest_snapshot_when_it_reads_again() {

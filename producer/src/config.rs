@@ -234,6 +234,14 @@ pub struct Limits {
     /// How long start-up waits for the schema registry (default 30000 ms).
     #[serde(default = "default_startup_timeout_ms")]
     pub startup_timeout_ms: u64,
+    /// How long a replica remembers which body an `Idempotency-Key` came with, to refuse the key with another body
+    /// (default 86400 s, Stripe's 24 h).
+    #[serde(default = "default_idempotency_window_secs")]
+    pub idempotency_window_secs: u64,
+    /// The most `Idempotency-Key`s a replica remembers; the oldest are forgotten first (default 100000, about
+    /// 10 MiB; 0 turns the 422 off, not the key-derived ids).
+    #[serde(default = "default_max_idempotency_keys")]
+    pub max_idempotency_keys: usize,
 }
 
 impl Default for Limits {
@@ -250,6 +258,8 @@ impl Default for Limits {
             request_timeout_ms: default_request_timeout_ms(),
             retry_after_secs: default_retry_after_secs(),
             startup_timeout_ms: default_startup_timeout_ms(),
+            idempotency_window_secs: default_idempotency_window_secs(),
+            max_idempotency_keys: default_max_idempotency_keys(),
         }
     }
 }
@@ -519,6 +529,14 @@ fn default_retry_after_secs() -> u64 {
 }
 fn default_startup_timeout_ms() -> u64 {
     30_000
+}
+
+fn default_idempotency_window_secs() -> u64 {
+    86_400
+}
+
+fn default_max_idempotency_keys() -> usize {
+    100_000
 }
 
 #[cfg(test)]

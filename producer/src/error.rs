@@ -68,6 +68,10 @@ pub enum ApiError {
         limit: u32,
         retry_after: std::time::Duration,
     },
+    #[error(
+        "Idempotency-Key {0:?} was used with a different body; send a new key for new events, or the first body again"
+    )]
+    IdempotencyKeyReused(String),
     #[error("request body was not received within the request timeout")]
     BodyTimeout,
     #[error(
@@ -117,6 +121,11 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", true)
             }
+            ApiError::IdempotencyKeyReused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                false,
+            ),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout", false),
             ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", true),
             ApiError::Sink(SinkError::QueueFull) => {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod handlers;
+pub mod idempotency;
 pub mod metrics;
 pub mod quota;
 pub mod registry;

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{KeyRing, Keys};
 use crate::config::Limits;
+use crate::idempotency::Ledger;
 use crate::metrics::Metrics;
 use crate::sink::EventSink;
 use crate::stream::Stream;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub bytes_in_flight: Arc<Semaphore>,
     /// Permits for the bytes of requests whose key is only in their body.
     pub unkeyed_bytes_in_flight: Arc<Semaphore>,
+    /// Which body each recent `Idempotency-Key` came with.
+    pub idempotency: Ledger,
 }
 
 impl AppState {
@@ -49,6 +52,10 @@ impl AppState {
         let events_in_flight = Arc::new(Semaphore::new(limits.max_in_flight_events));
         let bytes_in_flight = Arc::new(Semaphore::new(limits.max_in_flight_bytes));
         let unkeyed_bytes_in_flight = Arc::new(Semaphore::new(limits.max_unkeyed_in_flight_bytes));
+        let idempotency = Ledger::new(
+            std::time::Duration::from_secs(limits.idempotency_window_secs),
+            limits.max_idempotency_keys,
+        );
         Self {
             streams,
             keys: KeyRing::new(keys),
@@ -58,6 +65,7 @@ impl AppState {
             events_in_flight,
             bytes_in_flight,
             unkeyed_bytes_in_flight,
+            idempotency,
         }
     }
 }

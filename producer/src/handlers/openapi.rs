@@ -166,7 +166,8 @@ pub fn document() -> Value {
                     "summary": "Send one event (a JSON object) or a batch (a JSON array of objects)",
                     "description": "All-or-nothing validation: if any event of a batch is invalid, nothing is written and \
                         the 400 lists every problem. Content-Encoding gzip and zstd are accepted. Send an \
-                        Idempotency-Key to make server-minted event ids repeat on retries.",
+                        Idempotency-Key to make server-minted event ids repeat on retries of the same body; the key \
+                        with a different body gets 422.",
                     "security": [{"bearer": []}, {"apiKey": []}],
                     "parameters": [
                         {"name": "stream", "in": "path", "required": true, "schema": {"type": "string"}, "example": "events"},
@@ -191,6 +192,7 @@ pub fn document() -> Value {
                         "408": error_response("Body not received within the request timeout", false),
                         "413": error_response("Body, batch, or one encoded event too large", false),
                         "415": error_response("Content-Type is not application/json, or unsupported Content-Encoding", false),
+                        "422": error_response("The Idempotency-Key was used with a different body (idempotency_key_reused)", false),
                         "429": error_response("Too many events or bytes in flight", true),
                         "503": error_response("Kafka did not acknowledge in time or the producer queue is full; some events may have been written", true)
                     }
@@ -255,6 +257,7 @@ fn add_segment_paths(doc: &mut Value) {
                 "403": segment_error("The key may not write to the segment stream", false),
                 "404": segment_error("No segment stream is configured", false),
                 "415": segment_error("Content-Type is not application/json", false),
+                "422": segment_error("The Idempotency-Key was used with different messages", false),
                 "429": segment_error("Too much in flight", true),
                 "503": segment_error("Kafka did not acknowledge in time", true)
             }

@@ -40,6 +40,14 @@ impl RecordingSink {
     pub(super) fn count(&self) -> usize {
         self.records.lock().map(|r| r.len()).unwrap_or(0)
     }
+
+    /// The Kafka keys of every record written, in order.
+    pub(super) fn keys(&self) -> Vec<Vec<u8>> {
+        self.records
+            .lock()
+            .map(|r| r.iter().map(|(_, rec)| rec.key.clone()).collect())
+            .unwrap_or_default()
+    }
 }
 
 impl EventSink for RecordingSink {
@@ -196,6 +204,40 @@ async fn idempotency_key_repeats_ids() {
         .map(|v| v.to_string())
         .collect();
     assert_eq!(ids.len(), 3, "each event of the batch gets its own id");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_reused_with_another_body_gets_422_and_writes_nothing() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let req = |body: String| {
+        post()
+            .header("Idempotency-Key", "order-42")
+            .body(Body::from(body))
+            .expect("request")
+    };
+    // A rejected body does not take the key: the client fixes it and keeps the key.
+    let (status, _, _) = send(&app, req(json!([{"event_type": 5}]).to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let first = Json::Array((0..2).map(event).collect()).to_string();
+    let (status, _, a) = send(&app, req(first.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{a}");
+    let (status, _, b) = send(&app, req(first)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        a["event_ids"], b["event_ids"],
+        "the same body, the same ids"
+    );
+    let other = Json::Array((2..4).map(event).collect()).to_string();
+    let (status, _, c) = send(&app, req(other)).await;
+    assert_eq!(
+        (status, c["error"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("idempotency_key_reused")
+        )
+    );
+    assert_eq!(sink.count(), 4, "nothing written for the refused request");
 }
 
 #[tokio::test]

@@ -480,6 +480,7 @@ mod tests {
                 tenant: "acme",
                 stream: "events",
                 key: "k",
+                body: &[0; 32],
             },
         }
     }

@@ -144,11 +144,13 @@ impl TimeUnit {
 pub enum IdSource<'a> {
     /// A fresh UUIDv7 per event.
     Mint,
-    /// Derived from the request's `Idempotency-Key`, so a retried request gets the same ids.
+    /// Derived from the request's `Idempotency-Key` and its body's digest, so a retried request gets the same ids
+    /// and a different body under the same key never gets them.
     Idempotency {
         tenant: &'a str,
         stream: &'a str,
         key: &'a str,
+        body: &'a crate::idempotency::Digest32,
     },
 }
 
@@ -161,6 +163,7 @@ impl IdSource<'_> {
                 tenant,
                 stream,
                 key,
+                body,
             } => {
                 let mut h = Sha256::new();
                 for part in [
@@ -170,6 +173,7 @@ impl IdSource<'_> {
                     b"\0",
                     key.as_bytes(),
                     b"\0",
+                    &body[..],
                 ] {
                     h.update(part);
                 }
@@ -508,10 +512,12 @@ mod tests {
             .expect("valid");
         assert_eq!(p.event_id.as_deref(), Some(sent));
 
+        let body = [1u8; 32];
         let idem = IdSource::Idempotency {
             tenant: "acme",
             stream: "events",
             key: "k1",
+            body: &body,
         };
         let ev = json!({"event_type": "x", "occurred_at": 5});
         let a = s
@@ -520,9 +526,27 @@ mod tests {
         let b = s
             .prepare(ev.clone(), 3, &server(idem), LIMITS)
             .expect("valid");
-        let c = s.prepare(ev, 4, &server(idem), LIMITS).expect("valid");
+        let c = s
+            .prepare(ev.clone(), 4, &server(idem), LIMITS)
+            .expect("valid");
         assert_eq!(a.event_id, b.event_id);
         assert_ne!(a.event_id, c.event_id);
+        // The same key with another body never mints the first body's ids.
+        let other = [2u8; 32];
+        let d = s
+            .prepare(
+                ev,
+                3,
+                &server(IdSource::Idempotency {
+                    tenant: "acme",
+                    stream: "events",
+                    key: "k1",
+                    body: &other,
+                }),
+                LIMITS,
+            )
+            .expect("valid");
+        assert_ne!(a.event_id, d.event_id);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::admission::{self, Held};
 use crate::encode::Encoder;
 use crate::error::{ApiError, EventError};
 use crate::handlers::AppState;
+use crate::idempotency::{Digest32, Idempotency, body_digest};
 use crate::quota::KeyQuota;
 use crate::sink::OutRecord;
 use crate::stream::{Encoded, IdSource, Prepared, ServerSide, Stream};
@@ -50,8 +51,15 @@ pub(crate) struct BuildJob {
 pub(crate) enum Input {
     /// The whole (decompressed) body of the native route: one event object or an array of them.
     Body(Vec<u8>),
-    /// Events another route already parsed into the stream's shape (the Segment API's messages).
-    Events(Vec<Json>),
+    /// Events another route already parsed into the stream's shape (the Segment API's messages), with the digest
+    /// of the messages as sent when the request has an `Idempotency-Key` (the converted events carry the time of
+    /// receipt, so they cannot be what a retry is compared by).
+    Events {
+        /// The converted events.
+        events: Vec<Json>,
+        /// The digest of the messages as sent, without the envelope's `sentAt` and `writeKey`.
+        as_sent: Option<Digest32>,
+    },
 }
 
 impl Input {
@@ -59,7 +67,7 @@ impl Input {
         match self {
             Input::Body(b) => b.len(),
             // A Segment message is at most 32 KB; count a typical one's size so large batches leave the workers.
-            Input::Events(e) => e.len().saturating_mul(1024),
+            Input::Events { events, .. } => events.len().saturating_mul(1024),
         }
     }
 }
@@ -96,11 +104,30 @@ impl BuildJob {
             input,
         } = self;
         let limits = &app.limits;
-        let ids = match &idempotency {
-            Some(k) => IdSource::Idempotency {
+        let idem = match (idempotency, &input) {
+            (None, _) => None,
+            (Some(key), Input::Body(b)) => Some(Idempotency {
+                key,
+                body: body_digest([&b[..]]),
+            }),
+            (Some(key), Input::Events { as_sent, .. }) => Some(Idempotency {
+                key,
+                body: as_sent.ok_or_else(|| {
+                    ApiError::Internal("an idempotent request without its digest".into())
+                })?,
+            }),
+        };
+        // Claimed only once the events are known good: a client that fixes a rejected body may keep its key.
+        let claim = || match &idem {
+            Some(i) => app.idempotency.claim(&tenant, &stream.name, i),
+            None => Ok(()),
+        };
+        let ids = match &idem {
+            Some(i) => IdSource::Idempotency {
                 tenant: &tenant,
                 stream: &stream.name,
-                key: k,
+                key: &i.key,
+                body: &i.body,
             },
             None => IdSource::Mint,
         };
@@ -121,6 +148,7 @@ impl BuildJob {
                 {
                     drop(body);
                     *count = encoded.len();
+                    claim()?;
                     let share = quota.admit_events(encoded.len())?;
                     let events = admission::admit_events(&app, encoded.len())?;
                     let (records, event_ids) = into_records(encoded, limits.max_message_bytes)?;
@@ -133,7 +161,7 @@ impl BuildJob {
                 }
                 parse(body)?
             }
-            Input::Events(items) => items,
+            Input::Events { events, .. } => events,
         };
         *count = items.len();
         if items.is_empty() {
@@ -149,6 +177,7 @@ impl BuildJob {
         let events = admission::admit_events(&app, items.len())?;
 
         let prepared = validate_all(&stream, items, &server, vlimits)?;
+        claim()?;
         let (records, event_ids) = encode_all(&stream, prepared, limits.max_message_bytes)?;
         Ok(Built {
             records,

@@ -25,6 +25,7 @@ use super::ingest::prepare::{BuildJob, Built, Input};
 use super::ingest::{admission, body, headers, produce};
 use crate::auth;
 use crate::error::{ApiError, EventError};
+use crate::idempotency::{Digest32, body_digest};
 use message::Envelope;
 
 /// The stream the Segment routes write to (its schema is the bundled `segment`).
@@ -129,10 +130,11 @@ async fn handle(
     let body_len = bytes.len();
     let received_at = chrono::Utc::now();
     // Parsing and converting a large batch is CPU work: off the async workers, like the native route's.
+    let digest = checked.idempotency.is_some();
     let parsed = if bytes.len() <= INLINE_BODY_BYTES {
-        parse(&bytes, route_type, received_at)
+        parse(&bytes, route_type, received_at, digest)
     } else {
-        tokio::task::spawn_blocking(move || parse(&bytes, route_type, received_at))
+        tokio::task::spawn_blocking(move || parse(&bytes, route_type, received_at, digest))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
     }?;
@@ -159,7 +161,10 @@ async fn handle(
         tenant: key.tenant.clone(),
         quota: key.quota.clone(),
         idempotency: checked.idempotency,
-        input: Input::Events(items),
+        input: Input::Events {
+            events: items,
+            as_sent: parsed.as_sent,
+        },
     };
     // The permits are bound, not dropped with `..`: they are held until Kafka has acknowledged.
     let Built {
@@ -185,6 +190,8 @@ const INLINE_BODY_BYTES: usize = 64 * 1024;
 struct Parsed {
     write_key: Option<String>,
     count: usize,
+    /// The digest of the messages as sent, when asked for (the request has an `Idempotency-Key`).
+    as_sent: Option<Digest32>,
     messages: Result<Vec<Value>, ApiError>,
 }
 
@@ -203,11 +210,14 @@ fn parse(
     bytes: &[u8],
     route_type: Option<&'static str>,
     received_at: chrono::DateTime<chrono::Utc>,
+    digest: bool,
 ) -> Result<Parsed, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::EmptyBody);
     }
     let bad_json = |e: serde_json::Error| ApiError::BadJson(e.to_string());
+    // A retry's envelope changes (SDKs set `sentAt` on every attempt), so only the messages identify the events.
+    let mut as_sent = None;
     let (write_key, sent_at, messages): (Option<String>, Option<Value>, Vec<(Value, usize)>) =
         match route_type {
             None => {
@@ -215,6 +225,9 @@ fn parse(
                 let raw = body.batch.ok_or_else(|| {
                     ApiError::BadJson("a batch needs a `batch` array of messages".into())
                 })?;
+                if digest {
+                    as_sent = Some(body_digest(raw.iter().map(|r| r.get().as_bytes())));
+                }
                 let messages = raw
                     .into_iter()
                     .map(|r| Ok((serde_json::from_str(r.get())?, r.get().len())))
@@ -229,7 +242,14 @@ fn parse(
                     Some(Value::String(k)) => Some(k),
                     _ => None,
                 };
-                let sent_at = doc.get("sentAt").cloned();
+                let sent_at = doc.remove("sentAt");
+                if digest {
+                    let message = serde_json::to_vec(&doc).map_err(bad_json)?;
+                    as_sent = Some(body_digest([&message[..]]));
+                }
+                if let Some(t) = &sent_at {
+                    doc.insert("sentAt".to_owned(), t.clone());
+                }
                 (write_key, sent_at, vec![(Value::Object(doc), bytes.len())])
             }
         };
@@ -241,6 +261,7 @@ fn parse(
     Ok(Parsed {
         write_key,
         count: messages.len(),
+        as_sent,
         messages: convert_all(messages, &env),
     })
 }

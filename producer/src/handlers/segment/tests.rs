@@ -57,13 +57,24 @@ fn app(sink: Arc<RecordingSink>) -> Router {
 }
 
 async fn post(app: &Router, path: &str, body: Vec<u8>) -> (StatusCode, Json) {
+    post_with(app, path, &[], body).await
+}
+
+async fn post_with(
+    app: &Router,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, Json) {
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
-    let req = Request::post(path)
+    let mut req = Request::post(path)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::AUTHORIZATION, format!("Basic {auth}"))
-        .body(Body::from(body))
-        .expect("request");
+        .header(header::AUTHORIZATION, format!("Basic {auth}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Body::from(body)).expect("request");
     let resp = app.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
@@ -96,6 +107,43 @@ async fn every_route_answers_success_once_written() {
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
     assert_eq!(sink.count(), 8);
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_with_a_new_sent_at_gets_the_same_ids_and_other_messages_get_422() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let key = [("Idempotency-Key", "batch-7")];
+    let batch = |sent_at: &str, event: &str| {
+        json!({"batch": [
+            {"type": "track", "event": event, "userId": "u"},
+            {"type": "identify", "userId": "u"}
+        ], "sentAt": sent_at})
+        .to_string()
+        .into_bytes()
+    };
+    for sent_at in ["2026-12-02T12:00:00Z", "2026-12-02T12:00:05Z"] {
+        let (status, body) = post_with(&app, "/v1/batch", &key, batch(sent_at, "A")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let keys = sink.keys();
+    assert_eq!(keys.len(), 4);
+    assert_eq!(
+        keys[..2],
+        keys[2..],
+        "the retry minted the same message ids"
+    );
+    assert_ne!(keys[0], keys[1]);
+    let (status, body) =
+        post_with(&app, "/v1/batch", &key, batch("2026-12-02T12:00:09Z", "B")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("idempotency_key_reused")
+        )
+    );
+    assert_eq!(sink.count(), 4, "nothing written for the refused request");
 }
 
 #[tokio::test]

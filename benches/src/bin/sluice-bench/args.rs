@@ -51,6 +51,9 @@ pub(crate) struct Args {
     /// Seconds of overload.
     #[arg(long, default_value_t = 20.0)]
     pub(crate) overload_duration: f64,
+    /// The noisy tenant's events/s quota in the fairness phase (it is offered 10× that).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub(crate) fairness_quota: f64,
     /// Directory of the services' config files: the producer runs with `producer.toml` (listen address and topic
     /// overridden by SLUICE_* variables); the consumer's batch settings come from `consumer.toml`.
     #[arg(long, default_value = "config")]
@@ -70,12 +73,12 @@ pub(crate) struct Args {
     /// Code version to record (e.g. `git describe --always --dirty`).
     #[arg(long, default_value = "unknown")]
     pub(crate) commit: String,
-    /// Phases to run, comma-separated: produce,insert,consume,drain,lake,kafka_engine,rounds,ingest,seed,freshness,overload
+    /// Phases to run, comma-separated: produce,insert,consume,drain,lake,kafka_engine,rounds,ingest,seed,freshness,overload,fairness
     /// (`kafka_engine` and `seed`: the peers; `rounds`:
     /// the produce/ingest and insert/drain pairs again, `--rounds` times each, interleaved, as medians).
     #[arg(
         long,
-        default_value = "produce,insert,consume,drain,lake,kafka_engine,rounds,ingest,seed,freshness,overload"
+        default_value = "produce,insert,consume,drain,lake,kafka_engine,rounds,ingest,seed,freshness,overload,fairness"
     )]
     pub(crate) phases: String,
     /// How many interleaved runs of each pair the `rounds` phase makes.
@@ -93,7 +96,7 @@ pub(crate) struct Args {
 }
 
 /// Every phase, in the order they run.
-pub(crate) const PHASES: [&str; 11] = [
+pub(crate) const PHASES: [&str; 12] = [
     "produce",
     "insert",
     "consume",
@@ -105,6 +108,7 @@ pub(crate) const PHASES: [&str; 11] = [
     "seed",
     "freshness",
     "overload",
+    "fairness",
 ];
 
 impl Args {

@@ -8,18 +8,20 @@
 //! 5. end-to-end freshness at half the co-located pipeline's maximum: HTTP 202 → row visible in ClickHouse;
 //! 6. a seed-style FastAPI + confluent-kafka ingest service under the same load (a peer, `seed`);
 //! 7. the producer's memory under 10× overload (VmRSS / VmHWM from /proc);
+//! 8. fair shares: a quiet tenant's p99 alone and beside a tenant offered 10× its quota;
 //!
 //! then prints each Sluice figure as a share of its limit and, with `--output`, adds the table to BENCHMARKS.md.
 //! The producer and consumer run as real processes from the binaries next to this one (`target/<profile>/`).
 //! Every phase is bounded in time; a phase that fails is reported as "not measured" and the rest still run.
 //!
 //! One module per phase (`raw_limits`, `drain`, `lake`, `kafka_engine`, `interleaved`, `ingest`, `single_event`,
-//! `freshness`, `seed`, `overload`), each adding
+//! `freshness`, `seed`, `overload`, `fairness`), each adding
 //! its methods to the shared [`harness::Bench`]; [`Bench::run_phases`] below decides which run and in what order,
 //! since later phases compare against the figures of earlier ones.
 
 mod args;
 mod drain;
+mod fairness;
 mod freshness;
 mod harness;
 mod ingest;
@@ -181,6 +183,9 @@ impl Bench {
         }
         if self.phase("overload") {
             rows.push(self.overload(figures.ingest_max).await);
+        }
+        if self.phase("fairness") {
+            rows.push(self.fairness().await);
         }
         rows
     }

@@ -190,8 +190,19 @@ partitions = {PARTITIONS}
 
     /// A producer from `producer.toml`, serving its `events` stream on a free port and writing to `topic`.
     pub(crate) async fn start_producer(&mut self, topic: &str) -> anyhow::Result<Service> {
+        let config = self.args.config_dir.join("producer.toml");
+        self.start_producer_with(topic, &config, Vec::new()).await
+    }
+
+    /// [`Bench::start_producer`] from `config`, with `extra` environment settings on top.
+    pub(crate) async fn start_producer_with(
+        &mut self,
+        topic: &str,
+        config: &std::path::Path,
+        extra: Vec<(String, String)>,
+    ) -> anyhow::Result<Service> {
         let port = free_port()?;
-        let env = [
+        let mut env: Vec<(String, String)> = [
             ("SLUICE_LISTEN", format!("127.0.0.1:{port}")),
             ("SLUICE_REGISTRY_URL", self.args.registry.clone()),
             ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", self.args.kafka.clone()),
@@ -199,13 +210,14 @@ partitions = {PARTITIONS}
             // The Segment API's stream gets a topic of the run's own too, never the dev stack's.
             ("SLUICE_STREAMS__SEGMENT__TOPIC", format!("{topic}_segment")),
         ]
-        .map(|(k, v)| (k.to_owned(), v));
+        .map(|(k, v)| (k.to_owned(), v))
+        .into();
+        env.extend(extra);
         self.topics.push(topic.to_owned());
         self.topics.push(format!("{topic}_segment"));
-        let config = self.args.config_dir.join("producer.toml");
         let bin = self.bin_dir.join("sluice-producer");
         let dir = self.work_dir.join(format!("producer-{topic}"));
-        let mut svc = Service::start("producer", &bin, &config, &env, port, &dir).await?;
+        let mut svc = Service::start("producer", &bin, config, &env, port, &dir).await?;
         svc.wait_ready(Duration::from_secs(60)).await?;
         Ok(svc)
     }

@@ -35,6 +35,63 @@ pub struct Config {
     /// Bounds on request size and on work in flight.
     #[serde(default)]
     pub limits: Limits,
+    /// `?wait=clickhouse|lake`: which consumer groups' commits a request may wait for, and how long.
+    #[serde(default)]
+    pub wait: WaitSettings,
+}
+
+/// What `?wait=clickhouse` and `?wait=lake` wait on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitSettings {
+    /// The ClickHouse consumers' group (default `sluice-consumer`, the consumer's default).
+    #[serde(default = "default_clickhouse_group")]
+    pub clickhouse_group: String,
+    /// The lake consumers' group (default `sluice-lake`).
+    #[serde(default = "default_lake_group")]
+    pub lake_group: String,
+    /// The longest a request waits before it answers 202 with its pending events (default 10000 ms).
+    #[serde(default = "default_wait_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How often the groups' committed offsets are read while anyone waits (default 100 ms).
+    #[serde(default = "default_wait_poll_ms")]
+    pub poll_ms: u64,
+    /// The most requests waiting at once; beyond it a request answers 202 at once, its events pending (default
+    /// 10000).
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: usize,
+}
+
+impl Default for WaitSettings {
+    fn default() -> Self {
+        Self {
+            clickhouse_group: default_clickhouse_group(),
+            lake_group: default_lake_group(),
+            timeout_ms: default_wait_timeout_ms(),
+            poll_ms: default_wait_poll_ms(),
+            max_waiting: default_max_waiting(),
+        }
+    }
+}
+
+fn default_clickhouse_group() -> String {
+    "sluice-consumer".into()
+}
+
+fn default_lake_group() -> String {
+    "sluice-lake".into()
+}
+
+fn default_wait_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_wait_poll_ms() -> u64 {
+    100
+}
+
+fn default_max_waiting() -> usize {
+    10_000
 }
 
 /// One stream: where its events go and what they must look like.
@@ -281,6 +338,7 @@ impl Default for Config {
             streams: default_streams(),
             keys: BTreeMap::new(),
             limits: Limits::default(),
+            wait: WaitSettings::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod allocator;
 pub mod auth;
+pub mod committed;
 pub mod config;
 pub mod encode;
 pub mod error;

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub in_flight_unkeyed_bytes: IntGauge,
     /// `sluice_producer_schema_registry_up`.
     pub registry_up: IntGauge,
+    /// `sluice_producer_waiting_requests`: requests waiting for a consumer group's commit (`?wait=`).
+    pub waiting: IntGauge,
+    /// `sluice_producer_wait_seconds{for,outcome}`: from Kafka's acknowledgement to the commit (or the timeout).
+    pub wait_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -87,6 +91,22 @@ impl Metrics {
             "sluice_producer_schema_registry_up",
             "1 while the schema registry answers (needed only at start-up: not part of /readyz)",
         )?;
+        let waiting = IntGauge::new(
+            "sluice_producer_waiting_requests",
+            "Requests waiting for a consumer group to commit past their events (?wait=clickhouse|lake)",
+        )?;
+        let wait_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_producer_wait_seconds",
+                "Kafka acknowledgement to the consumer group's commit, per waiting request",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["for", "outcome"],
+        )?;
+        registry.register(Box::new(waiting.clone()))?;
+        registry.register(Box::new(wait_seconds.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(accepted.clone()))?;
@@ -107,6 +127,8 @@ impl Metrics {
             in_flight_bytes,
             in_flight_unkeyed_bytes,
             registry_up,
+            waiting,
+            wait_seconds,
         })
     }
 }

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Keys;
+use crate::committed::Waits;
 use crate::config::{Config, ConfigProblem};
 use crate::handlers::AppState;
 use crate::metrics::Metrics;
@@ -114,13 +115,20 @@ pub async fn serve_reloading_keys(
         shutdown.clone(),
     ));
     let ops = Ops::new(metrics.registry.clone(), checks);
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         streams,
         Keys::new(&config.keys, &config.limits),
         sink.clone(),
         config.limits.clone(),
         metrics,
-    ));
+    );
+    state.waits = Waits::new(&config.kafka, &config.wait)?;
+    let watch_tasks: Vec<_> = [&state.waits.clickhouse, &state.waits.lake]
+        .into_iter()
+        .flatten()
+        .map(|w| tokio::spawn(w.clone().run()))
+        .collect();
+    let state = Arc::new(state);
     let reload_task = keys_from.map(|path| {
         tokio::spawn(crate::reload::watch_keys(
             path,
@@ -136,6 +144,9 @@ pub async fn serve_reloading_keys(
         .await;
     topic_task.abort();
     registry_task.abort();
+    for task in watch_tasks {
+        task.abort();
+    }
     if let Some(task) = reload_task {
         task.abort();
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::auth::{KeyRing, Keys};
+use crate::committed::Waits;
 use crate::config::Limits;
 use crate::idempotency::Ledger;
 use crate::metrics::Metrics;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub unkeyed_bytes_in_flight: Arc<Semaphore>,
     /// Which body each recent `Idempotency-Key` came with.
     pub idempotency: Ledger,
+    /// The consumer groups `?wait=` may wait on.
+    pub waits: Waits,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
             bytes_in_flight,
             unkeyed_bytes_in_flight,
             idempotency,
+            waits: Waits::none(),
         }
     }
 }

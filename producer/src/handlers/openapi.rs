@@ -137,7 +137,16 @@ pub fn document() -> Value {
                     "required": ["accepted", "event_ids"],
                     "properties": {
                         "accepted": {"type": "integer"},
-                        "event_ids": {"type": "array", "items": {"type": "string", "format": "uuid"}}
+                        "event_ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+                        "pending": {"type": "array", "description": "With wait=: the events not yet queryable when the wait ended (safe in Kafka)", "items": {"$ref": "#/components/schemas/Pending"}}
+                    }
+                },
+                "Pending": {
+                    "type": "object",
+                    "required": ["index"],
+                    "properties": {
+                        "index": {"type": "integer", "description": "The event's position in the request"},
+                        "event_id": {"type": "string"}
                     }
                 },
                 "Error": {
@@ -172,6 +181,8 @@ pub fn document() -> Value {
                     "parameters": [
                         {"name": "stream", "in": "path", "required": true, "schema": {"type": "string"}, "example": "events"},
                         {"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}},
+                        {"name": "wait", "in": "query", "required": false, "description": "clickhouse: answer 200 once every event is queryable in ClickHouse (the consumer group committed past it); lake: once it is in the lake; kafka (default): 202 on Kafka's acknowledgement. The wait is bounded by wait.timeout_ms, then 202 lists the pending events.", "schema": {"type": "string", "enum": ["kafka", "clickhouse", "lake"], "default": "kafka"}},
+                        {"name": "Sluice-Wait", "in": "header", "required": false, "description": "The same as the wait parameter, for clients that cannot change the URL (the parameter wins).", "schema": {"type": "string", "enum": ["kafka", "clickhouse", "lake"]}},
                         {"name": "Content-Encoding", "in": "header", "required": false, "schema": {"type": "string", "enum": ["gzip", "zstd", "identity"]}}
                     ],
                     "requestBody": {
@@ -182,7 +193,8 @@ pub fn document() -> Value {
                         ]}}}
                     },
                     "responses": {
-                        "202": {"description": "Every event acknowledged by Kafka", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                        "200": {"description": "With wait=clickhouse or wait=lake: every event is queryable there", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                        "202": {"description": "Every event acknowledged by Kafka; with wait=, the wait ended first and pending lists the events not yet queryable", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
                         "400": error_response("Empty body, bad JSON, bad header, or invalid events (details lists each problem: a value \
                             that does not fit the schema, a date or timestamp ClickHouse cannot store, or an event time too \
                             far ahead of the server's clock)", false),
@@ -248,10 +260,16 @@ fn add_segment_paths(doc: &mut Value) {
                 HTTP Basic's user name (empty password) or writeKey in the body. 200 only once Kafka acknowledged \
                 every message; gzip accepted.",
             "security": [{"basic": []}, {"bearer": []}, {"apiKey": []}],
+            "parameters": [
+                {"name": "wait", "in": "query", "required": false, "description": "clickhouse or lake: 200 once every message is queryable there, 202 with pending when the wait (wait.timeout_ms) ends first.", "schema": {"type": "string", "enum": ["kafka", "clickhouse", "lake"], "default": "kafka"}},
+                {"name": "Sluice-Wait", "in": "header", "required": false, "schema": {"type": "string", "enum": ["kafka", "clickhouse", "lake"]}}
+            ],
             "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
             "responses": {
-                "200": {"description": "Every message acknowledged by Kafka", "content": {"application/json": {"schema": {
+                "200": {"description": "Every message acknowledged by Kafka (and with wait=, queryable)", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"success": {"const": true}}}}}},
+                "202": {"description": "With wait=: acknowledged by Kafka, the wait ended first", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"success": {"const": true}, "pending": {"type": "array", "items": {"$ref": "#/components/schemas/Pending"}}}}}}},
                 "400": segment_error("Bad JSON, an invalid message (errors lists each problem), a message over 32 KB or a batch over 500 KB", false),
                 "401": segment_error("Missing or unknown write key", false),
                 "403": segment_error("The key may not write to the segment stream", false),

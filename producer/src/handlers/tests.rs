@@ -21,7 +21,7 @@ use crate::auth::Keys;
 use crate::config::{Config, FutureSkew, KeyConfig, Limits, StreamConfig};
 use crate::metrics::Metrics;
 use crate::routes;
-use crate::sink::{EventSink, OutRecord, SinkError};
+use crate::sink::{EventSink, OutRecord, Position, SinkError};
 use crate::stream::Stream;
 
 const KEY: &str = "test-key";
@@ -55,7 +55,8 @@ impl EventSink for RecordingSink {
         &'a self,
         topic: &'a str,
         records: Vec<OutRecord>,
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        positions: bool,
+    ) -> BoxFuture<'a, Result<Vec<Position>, SinkError>> {
         async move {
             if let Some(gate) = &self.gate {
                 let _permit = gate.acquire().await;
@@ -63,10 +64,19 @@ impl EventSink for RecordingSink {
             if let Some(e) = self.fail.lock().ok().and_then(|f| f.clone()) {
                 return Err(e);
             }
+            let mut placed = Vec::new();
             if let Ok(mut r) = self.records.lock() {
-                r.extend(records.into_iter().map(|rec| (topic.to_owned(), rec)));
+                for rec in records {
+                    if positions {
+                        placed.push(Position {
+                            partition: 0,
+                            offset: r.len() as i64,
+                        });
+                    }
+                    r.push((topic.to_owned(), rec));
+                }
             }
-            Ok(())
+            Ok(placed)
         }
         .boxed()
     }

@@ -12,11 +12,11 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, Message};
 use sluice_runtime::kafka::KafkaSettings;
 use tokio::sync::Notify;
 
-use super::{EventSink, OutRecord, SinkError};
+use super::{EventSink, OutRecord, Position, SinkError};
 use crate::config::ProduceSettings;
 
 /// Writes to Kafka through one shared producer, whose polling thread runs the delivery reports.
@@ -32,14 +32,22 @@ pub struct Deliveries;
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = Arc<BatchAck>;
+    type DeliveryOpaque = Box<Delivery>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<BatchAck>) {
-        if let Err((e, _)) = result {
-            ack.fail(classify(e));
+    fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
+        match result {
+            Err((e, _)) => d.ack.fail(classify(e)),
+            Ok(m) => d.ack.place(d.index, m.partition(), m.offset()),
         }
-        ack.done_one();
+        d.ack.done_one();
     }
+}
+
+/// A record's request and its place in it. A box per record (one small allocation) is what lets a delivery report
+/// say which record it is about, for requests that wait on positions.
+pub struct Delivery {
+    ack: Arc<BatchAck>,
+    index: usize,
 }
 
 /// What one request's records have been told so far.
@@ -48,14 +56,30 @@ pub struct BatchAck {
     outstanding: AtomicUsize,
     first_error: Mutex<Option<SinkError>>,
     all_in: Notify,
+    /// Each record's position, by its index in the request, when the request asked for them.
+    positions: Option<Mutex<Vec<Position>>>,
 }
 
 impl BatchAck {
-    fn new() -> Self {
+    fn new(records: usize, positions: bool) -> Self {
+        let unknown = Position {
+            partition: -1,
+            offset: -1,
+        };
         Self {
             outstanding: AtomicUsize::new(1),
             first_error: Mutex::new(None),
             all_in: Notify::new(),
+            positions: positions.then(|| Mutex::new(vec![unknown; records])),
+        }
+    }
+
+    fn place(&self, index: usize, partition: i32, offset: i64) {
+        if let Some(p) = &self.positions {
+            let mut p = p.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = p.get_mut(index) {
+                *slot = Position { partition, offset };
+            }
         }
     }
 
@@ -72,9 +96,16 @@ impl BatchAck {
         }
     }
 
-    fn result(&self) -> Result<(), SinkError> {
+    fn result(&self) -> Result<Vec<Position>, SinkError> {
         let first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-        first.clone().map_or(Ok(()), Err)
+        if let Some(e) = first.clone() {
+            return Err(e);
+        }
+        Ok(self
+            .positions
+            .as_ref()
+            .map(|p| std::mem::take(&mut *p.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default())
     }
 }
 
@@ -135,12 +166,17 @@ impl EventSink for KafkaSink {
         &'a self,
         topic: &'a str,
         records: Vec<OutRecord>,
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        positions: bool,
+    ) -> BoxFuture<'a, Result<Vec<Position>, SinkError>> {
         async move {
-            let ack = Arc::new(BatchAck::new());
-            for r in &records {
+            let ack = Arc::new(BatchAck::new(records.len(), positions));
+            for (index, r) in records.iter().enumerate() {
                 ack.outstanding.fetch_add(1, Ordering::AcqRel);
-                let record = BaseRecord::with_opaque_to(topic, ack.clone())
+                let delivery = Box::new(Delivery {
+                    ack: ack.clone(),
+                    index,
+                });
+                let record = BaseRecord::with_opaque_to(topic, delivery)
                     .key(&r.key)
                     .payload(&r.payload);
                 if let Err((e, _)) = self.producer.send(record) {

@@ -16,6 +16,15 @@ pub struct OutRecord {
     pub payload: Vec<u8>,
 }
 
+/// Where Kafka put a record: what a request waiting for a consumer group's commit waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset in it.
+    pub offset: i64,
+}
+
 /// Why a batch was not fully acknowledged. Some of its records may still have been written.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
@@ -32,12 +41,14 @@ pub enum SinkError {
 
 /// Writes batches of records and reports only once every one is acknowledged.
 pub trait EventSink: Send + Sync + 'static {
-    /// Sends `records` to `topic`; `Ok` only when every record was acknowledged.
+    /// Sends `records` to `topic`; `Ok` only when every record was acknowledged, with each record's position in
+    /// request order when `positions` is set (empty otherwise: only waiting requests pay for them).
     fn send_all<'a>(
         &'a self,
         topic: &'a str,
         records: Vec<OutRecord>,
-    ) -> BoxFuture<'a, Result<(), SinkError>>;
+        positions: bool,
+    ) -> BoxFuture<'a, Result<Vec<Position>, SinkError>>;
     /// Whether the sink can reach its backend now.
     fn check(&self) -> BoxFuture<'_, Result<(), String>>;
     /// Waits up to `timeout` for everything queued to be delivered.

@@ -12,29 +12,50 @@ pub(crate) mod admission;
 pub(crate) mod body;
 pub(crate) mod headers;
 pub(crate) mod prepare;
+pub(crate) mod wait;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::BodyDataStream;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 pub use self::headers::IDEMPOTENCY_KEY;
 use self::prepare::{BuildJob, Built, Input};
 use super::AppState;
+use crate::committed::WaitFor;
 use crate::error::ApiError;
-use crate::sink::OutRecord;
+use crate::sink::{OutRecord, Position};
 
-/// The 202 body.
+/// The success body: 202 on Kafka's acknowledgement, 200 once a `?wait=` target has every event, 202 with
+/// `pending` when the wait ended first.
 #[derive(Debug, Serialize)]
 pub struct Accepted {
     /// Events written and acknowledged.
     pub accepted: usize,
     /// Their ids, in request order.
     pub event_ids: Vec<String>,
+    /// With `?wait=`: the events not yet queryable when the wait ended (safe in Kafka all the same); absent when
+    /// none is.
+    #[serde(skip_serializing_if = "nothing_pending")]
+    pub pending: Option<Vec<wait::Pending>>,
+}
+
+fn nothing_pending(p: &Option<Vec<wait::Pending>>) -> bool {
+    p.as_ref().is_none_or(Vec::is_empty)
+}
+
+impl Accepted {
+    /// 200 when the request waited and nothing is pending, else 202.
+    fn status(&self) -> StatusCode {
+        match &self.pending {
+            Some(p) if p.is_empty() => StatusCode::OK,
+            _ => StatusCode::ACCEPTED,
+        }
+    }
 }
 
 /// The ingestion endpoint.
@@ -48,7 +69,14 @@ pub async fn ingest(
     let label = if known { stream.as_str() } else { "unknown" };
     let (parts, body) = req.into_parts();
     let mut body = Some(body.into_data_stream());
-    let result = handle(&app, &stream, &parts.headers, &mut body, &mut events).await;
+    let result = handle(
+        &app,
+        &stream,
+        (&parts.headers, &parts.uri),
+        &mut body,
+        &mut events,
+    )
+    .await;
     if let Some(rest) = body.take()
         && result.is_err()
     {
@@ -60,7 +88,7 @@ pub async fn ingest(
                 .accepted
                 .with_label_values(&[label])
                 .inc_by(accepted.accepted as u64);
-            (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
+            (accepted.status(), axum::Json(accepted)).into_response()
         }
         Err(e) => {
             let n = events.max(1) as u64;
@@ -84,7 +112,7 @@ pub async fn ingest(
 async fn handle(
     app: &Arc<AppState>,
     name: &str,
-    headers: &HeaderMap,
+    (headers, uri): (&HeaderMap, &Uri),
     body: &mut Option<BodyDataStream>,
     events: &mut usize,
 ) -> Result<Accepted, ApiError> {
@@ -92,6 +120,7 @@ async fn handle(
     let deadline = tokio::time::Instant::now() + limits.request_timeout();
     let keys = app.keys.current();
     let key = keys.authenticate(headers)?;
+    let waits_for = wait::requested(headers, uri)?;
     let stream = app
         .streams
         .get(name)
@@ -122,21 +151,29 @@ async fn handle(
         _share,
     } = prepare::build(job, events).await?;
 
-    produce(
+    let positions = produce(
         app,
         &stream.topic,
         records,
         deadline,
+        waits_for != WaitFor::Kafka,
         (held_bytes, _events, _share),
     )
     .await?;
+    // The permits are back: a waiting request holds only its connection.
+    let pending = match waits_for {
+        WaitFor::Kafka => None,
+        w => Some(wait::land(app, w, &stream.topic, &positions, &event_ids).await),
+    };
     Ok(Accepted {
         accepted: *events,
         event_ids,
+        pending,
     })
 }
 
-/// Sends `records` and waits for every acknowledgement, or fails at `deadline`. `held` (the request's in-flight
+/// Sends `records` and waits for every acknowledgement, or fails at `deadline`; each record's position when
+/// `positions` is set. `held` (the request's in-flight
 /// permits) is released once librdkafka lets go of the records: at once when they are acknowledged, and after the
 /// answer when the deadline passes first, since librdkafka still holds them until its message timeout and the
 /// budget must keep counting them.
@@ -145,20 +182,21 @@ pub(crate) async fn produce<H: Send + 'static>(
     topic: &str,
     records: Vec<OutRecord>,
     deadline: tokio::time::Instant,
+    positions: bool,
     held: H,
-) -> Result<(), ApiError> {
+) -> Result<Vec<Position>, ApiError> {
     let started = Instant::now();
     let sink = app.sink.clone();
     let topic = topic.to_owned();
-    let mut send = Box::pin(async move { sink.send_all(&topic, records).await });
+    let mut send = Box::pin(async move { sink.send_all(&topic, records, positions).await });
     match tokio::time::timeout_at(deadline, &mut send).await {
         Ok(result) => {
-            result.map_err(ApiError::Sink)?;
+            let placed = result.map_err(ApiError::Sink)?;
             app.metrics
                 .produce_seconds
                 .observe(started.elapsed().as_secs_f64());
             drop(held);
-            Ok(())
+            Ok(placed)
         }
         Err(_) => {
             tokio::spawn(async move {

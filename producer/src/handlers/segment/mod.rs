@@ -16,14 +16,16 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::BodyDataStream;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::ingest::prepare::{BuildJob, Built, Input};
+use super::ingest::wait::{self, Pending};
 use super::ingest::{admission, body, headers, produce};
 use crate::auth;
+use crate::committed::WaitFor;
 use crate::error::{ApiError, EventError};
 use crate::idempotency::{Digest32, body_digest};
 use message::Envelope;
@@ -73,19 +75,34 @@ async fn respond(app: &Arc<AppState>, route_type: Option<&'static str>, req: Req
     let mut events = 0usize;
     let (parts, body) = req.into_parts();
     let mut body = Some(body.into_data_stream());
-    let result = handle(app, route_type, &parts.headers, &mut body, &mut events).await;
+    let result = handle(
+        app,
+        route_type,
+        (&parts.headers, &parts.uri),
+        &mut body,
+        &mut events,
+    )
+    .await;
     if let Some(rest) = body.take()
         && result.is_err()
     {
         body::drain(rest, MAX_BATCH_BYTES).await;
     }
     match result {
-        Ok(()) => {
+        Ok(pending) => {
             app.metrics
                 .accepted
                 .with_label_values(&[STREAM])
                 .inc_by(events as u64);
-            (StatusCode::OK, Json(json!({"success": true}))).into_response()
+            match pending {
+                // `?wait=` ended first: still a success (the events are in Kafka), with what is pending.
+                Some(p) if !p.is_empty() => (
+                    StatusCode::ACCEPTED,
+                    Json(json!({"success": true, "pending": p})),
+                )
+                    .into_response(),
+                _ => (StatusCode::OK, Json(json!({"success": true}))).into_response(),
+            }
         }
         Err(e) => {
             app.metrics
@@ -106,10 +123,10 @@ async fn respond(app: &Arc<AppState>, route_type: Option<&'static str>, req: Req
 async fn handle(
     app: &Arc<AppState>,
     route_type: Option<&'static str>,
-    headers: &HeaderMap,
+    (headers, uri): (&HeaderMap, &Uri),
     body: &mut Option<BodyDataStream>,
     events: &mut usize,
-) -> Result<(), ApiError> {
+) -> Result<Option<Vec<Pending>>, ApiError> {
     let limits = &app.limits;
     let deadline = tokio::time::Instant::now() + limits.request_timeout();
     let max = MAX_BATCH_BYTES.min(limits.max_body_bytes);
@@ -122,6 +139,7 @@ async fn handle(
         None => None,
     };
     let checked = headers::check(headers, max)?;
+    let waits_for = wait::requested(headers, uri)?;
     let mut held_bytes = match header_key {
         Some(_) => admission::reserve_body(app, checked.content_length)?,
         None => admission::reserve_unkeyed_body(app, checked.content_length)?,
@@ -169,18 +187,23 @@ async fn handle(
     // The permits are bound, not dropped with `..`: they are held until Kafka has acknowledged.
     let Built {
         records,
+        event_ids,
         _events,
         _share,
-        ..
     } = super::ingest::prepare::build(job, events).await?;
-    produce(
+    let positions = produce(
         app,
         &stream.topic,
         records,
         deadline,
+        waits_for != WaitFor::Kafka,
         (held_bytes, _events, _share),
     )
-    .await
+    .await?;
+    Ok(match waits_for {
+        WaitFor::Kafka => None,
+        w => Some(wait::land(app, w, &stream.topic, &positions, &event_ids).await),
+    })
 }
 
 /// Bodies above this are parsed and converted on the blocking pool.

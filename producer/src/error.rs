@@ -53,7 +53,7 @@ pub enum ApiError {
     #[error("bad header: {0}")]
     BadHeader(String),
     #[error("{0}")]
-    BadWait(String),
+    BadQuery(String),
     #[error("request body is not valid JSON: {0}")]
     BadJson(String),
     #[error("{invalid} of {total} events are invalid; nothing was written")]
@@ -117,7 +117,7 @@ impl ApiError {
             ApiError::EmptyBatch => (StatusCode::BAD_REQUEST, "empty_batch", false),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body", false),
             ApiError::BadHeader(_) => (StatusCode::BAD_REQUEST, "bad_header", false),
-            ApiError::BadWait(_) => (StatusCode::BAD_REQUEST, "bad_wait", false),
+            ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query", false),
             ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json", false),
             ApiError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_events", false),
             ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded", true),

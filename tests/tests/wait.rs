@@ -1,7 +1,8 @@
 //! `?wait=clickhouse`: a request is answered 200 only once the consumer group has committed past every one of its
 //! events, so a query sent the moment it answers finds them all (no sleep, no retry in these tests); with no
 //! consumer running, the bounded wait ends in 202 naming every event as pending, and they land once a consumer runs.
-//! The native route, its `Sluice-Wait` header, and Segment's `/v1/batch`.
+//! The native route, its `Sluice-Wait` header, and Segment's `/v1/batch`; `?partial=true` writes the valid events of
+//! a batch and names the others.
 
 mod consumer_support;
 mod producer_support;
@@ -142,6 +143,45 @@ async fn wait_clickhouse_answers_once_every_event_is_queryable() -> anyhow::Resu
     assert_eq!(r.json::<Json>().await?, json!({"success": true}));
     assert_eq!(count(&seg.table, "message_id", &messages).await?, 5);
 
+    // ?partial=true: 3 valid and 2 invalid events; the 3 are written (and queryable at once, with the wait), the 2
+    // named by index.
+    let mut mixed: Vec<Json> = (80..85).map(producer_support::event).collect();
+    mixed[0] = json!({"event_type": 5});
+    mixed[2]["occurred_at"] = json!("yesterday");
+    let r = http
+        .post(format!(
+            "{}?partial=true&wait=clickhouse",
+            producer.events_url("events")
+        ))
+        .bearer_auth(KEY)
+        .json(&mixed)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let body: Json = r.json().await?;
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let named: Vec<u64> = body["details"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|e| e["index"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(
+        named.contains(&0) && named.contains(&2) && named.iter().all(|i| [0, 2].contains(i)),
+        "{body}"
+    );
+    let ids = ids_of(&body);
+    assert_eq!(count(&s.table, "event_id", &ids).await?, 3);
+    let traces: u64 = clickhouse()
+        .query(&format!(
+            "SELECT count() FROM {} FINAL WHERE trace_id IN ('trace-80','trace-81','trace-82','trace-83','trace-84')",
+            s.table
+        ))
+        .fetch_one()
+        .await?;
+    assert_eq!(traces, 3, "only the valid events were written");
+
     // An unknown target is the client's mistake.
     let r = http
         .post(format!("{}?wait=postgres", producer.events_url("events")))
@@ -150,7 +190,7 @@ async fn wait_clickhouse_answers_once_every_event_is_queryable() -> anyhow::Resu
         .send()
         .await?;
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Json>().await?["error"], "bad_wait");
+    assert_eq!(r.json::<Json>().await?["error"], "bad_query");
 
     consumer.stop().await?;
     producer.stop().await?;

@@ -138,7 +138,9 @@ pub fn document() -> Value {
                     "properties": {
                         "accepted": {"type": "integer"},
                         "event_ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
-                        "pending": {"type": "array", "description": "With wait=: the events not yet queryable when the wait ended (safe in Kafka)", "items": {"$ref": "#/components/schemas/Pending"}}
+                        "pending": {"type": "array", "description": "With wait=: the events not yet queryable when the wait ended (safe in Kafka)", "items": {"$ref": "#/components/schemas/Pending"}},
+                        "rejected": {"type": "integer", "description": "With partial=true: how many events were left out as invalid"},
+                        "details": {"type": "array", "description": "With partial=true: every problem of those events", "items": {"$ref": "#/components/schemas/EventError"}}
                     }
                 },
                 "Pending": {
@@ -155,15 +157,16 @@ pub fn document() -> Value {
                     "properties": {
                         "error": {"type": "string", "description": "Stable code, e.g. invalid_events, bad_key, overloaded, quota_exceeded (429 with Retry-After and X-RateLimit-Limit, -Remaining, -Reset)"},
                         "message": {"type": "string"},
-                        "details": {"type": "array", "items": {
-                            "type": "object",
-                            "required": ["index", "pointer", "message"],
-                            "properties": {
-                                "index": {"type": "integer", "description": "Position of the event in the request"},
-                                "pointer": {"type": "string", "description": "JSON pointer into that event"},
-                                "message": {"type": "string"}
-                            }
-                        }}
+                        "details": {"type": "array", "items": {"$ref": "#/components/schemas/EventError"}}
+                    }
+                },
+                "EventError": {
+                    "type": "object",
+                    "required": ["index", "pointer", "message"],
+                    "properties": {
+                        "index": {"type": "integer", "description": "Position of the event in the request"},
+                        "pointer": {"type": "string", "description": "JSON pointer into that event"},
+                        "message": {"type": "string"}
                     }
                 }
             }
@@ -183,6 +186,7 @@ pub fn document() -> Value {
                         {"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}},
                         {"name": "wait", "in": "query", "required": false, "description": "clickhouse: answer 200 once every event is queryable in ClickHouse (the consumer group committed past it); lake: once it is in the lake; kafka (default): 202 on Kafka's acknowledgement. The wait is bounded by wait.timeout_ms, then 202 lists the pending events.", "schema": {"type": "string", "enum": ["kafka", "clickhouse", "lake"], "default": "kafka"}},
                         {"name": "Sluice-Wait", "in": "header", "required": false, "description": "The same as the wait parameter, for clients that cannot change the URL (the parameter wins).", "schema": {"type": "string", "enum": ["kafka", "clickhouse", "lake"]}},
+                        {"name": "partial", "in": "query", "required": false, "description": "true: write the valid events of a batch and name the invalid ones (rejected, details) instead of answering 400 for the whole batch.", "schema": {"type": "boolean", "default": false}},
                         {"name": "Content-Encoding", "in": "header", "required": false, "schema": {"type": "string", "enum": ["gzip", "zstd", "identity"]}}
                     ],
                     "requestBody": {
@@ -262,7 +266,8 @@ fn add_segment_paths(doc: &mut Value) {
             "security": [{"basic": []}, {"bearer": []}, {"apiKey": []}],
             "parameters": [
                 {"name": "wait", "in": "query", "required": false, "description": "clickhouse or lake: 200 once every message is queryable there, 202 with pending when the wait (wait.timeout_ms) ends first.", "schema": {"type": "string", "enum": ["kafka", "clickhouse", "lake"], "default": "kafka"}},
-                {"name": "Sluice-Wait", "in": "header", "required": false, "schema": {"type": "string", "enum": ["kafka", "clickhouse", "lake"]}}
+                {"name": "Sluice-Wait", "in": "header", "required": false, "schema": {"type": "string", "enum": ["kafka", "clickhouse", "lake"]}},
+                {"name": "partial", "in": "query", "required": false, "description": "true: write the valid messages and name the others (rejected, errors).", "schema": {"type": "boolean", "default": false}}
             ],
             "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
             "responses": {

@@ -813,3 +813,60 @@ async fn compressed_bodies_reserve_what_they_decompress_to() {
     }
     assert_eq!(metrics.in_flight_bytes.get(), 0);
 }
+
+#[tokio::test]
+async fn partial_writes_the_valid_events_and_names_the_invalid_ones_by_index() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let mut batch: Vec<Json> = (0..5).map(event).collect();
+    batch[1] = json!({"event_type": 7, "occurred_at": "2026-11-22T10:00:00Z"});
+    batch[3] = json!({"occurred_at": "2026-11-22T10:00:00Z"});
+    let body = Json::Array(batch).to_string();
+    let req = |uri: &str| {
+        Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+            .body(Body::from(body.clone()))
+            .expect("request")
+    };
+    // Without it, all or nothing.
+    let (status, _, b) = send(&app, req("/v1/streams/events/events")).await;
+    assert_eq!(
+        (status, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_events"))
+    );
+    assert_eq!(sink.count(), 0);
+
+    let (status, _, b) = send(&app, req("/v1/streams/events/events?partial=true")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["accepted"], 3);
+    assert_eq!(b["event_ids"].as_array().map(Vec::len), Some(3));
+    assert_eq!(b["rejected"], 2);
+    let named: Vec<(u64, String)> = b["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| {
+            (
+                d["index"].as_u64().unwrap_or(99),
+                d["pointer"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        vec![(1, "/event_type".to_owned()), (3, "/event_type".to_owned())]
+    );
+    assert_eq!(sink.count(), 3, "only the valid events were written");
+
+    // Nothing valid is still a 400 that writes nothing.
+    let none = Json::Array(vec![json!({"event_type": 1})]).to_string();
+    let r = Request::post("/v1/streams/events/events?partial=true")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .body(Body::from(none))
+        .expect("request");
+    let (status, _, _) = send(&app, r).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(sink.count(), 3);
+}

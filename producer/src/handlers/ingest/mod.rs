@@ -11,6 +11,7 @@
 pub(crate) mod admission;
 pub(crate) mod body;
 pub(crate) mod headers;
+pub(crate) mod options;
 pub(crate) mod prepare;
 pub(crate) mod wait;
 
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 pub use self::headers::IDEMPOTENCY_KEY;
+use self::options::Options;
 use self::prepare::{BuildJob, Built, Input};
 use super::AppState;
 use crate::committed::WaitFor;
@@ -42,6 +44,16 @@ pub struct Accepted {
     /// none is.
     #[serde(skip_serializing_if = "nothing_pending")]
     pub pending: Option<Vec<wait::Pending>>,
+    /// With `?partial=true`: how many events were left out as invalid (absent when none was).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rejected: usize,
+    /// Every problem of those events, by index in the request, pointer and message.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<crate::error::EventError>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn nothing_pending(p: &Option<Vec<wait::Pending>>) -> bool {
@@ -88,6 +100,12 @@ pub async fn ingest(
                 .accepted
                 .with_label_values(&[label])
                 .inc_by(accepted.accepted as u64);
+            if accepted.rejected > 0 {
+                app.metrics
+                    .rejected
+                    .with_label_values(&[label, "invalid_events"])
+                    .inc_by(accepted.rejected as u64);
+            }
             (accepted.status(), axum::Json(accepted)).into_response()
         }
         Err(e) => {
@@ -120,7 +138,7 @@ async fn handle(
     let deadline = tokio::time::Instant::now() + limits.request_timeout();
     let keys = app.keys.current();
     let key = keys.authenticate(headers)?;
-    let waits_for = wait::requested(headers, uri)?;
+    let options = Options::of(headers, uri)?;
     let stream = app
         .streams
         .get(name)
@@ -143,32 +161,48 @@ async fn handle(
         quota: key.quota.clone(),
         idempotency: checked.idempotency,
         input: Input::Body(bytes),
+        partial: options.partial,
+        origins: None,
     };
     let Built {
         records,
         event_ids,
+        indexes,
+        rejected,
         _events,
         _share,
     } = prepare::build(job, events).await?;
 
+    let accepted = records.len();
     let positions = produce(
         app,
         &stream.topic,
         records,
         deadline,
-        waits_for != WaitFor::Kafka,
+        options.wait != WaitFor::Kafka,
         (held_bytes, _events, _share),
     )
     .await?;
     // The permits are back: a waiting request holds only its connection.
-    let pending = match waits_for {
+    let pending = match options.wait {
         WaitFor::Kafka => None,
-        w => Some(wait::land(app, w, &stream.topic, &positions, &event_ids).await),
+        w => Some(
+            wait::land(
+                app,
+                w,
+                &stream.topic,
+                &positions,
+                (&event_ids, indexes.as_deref()),
+            )
+            .await,
+        ),
     };
     Ok(Accepted {
-        accepted: *events,
+        accepted,
         event_ids,
         pending,
+        rejected: rejected.events,
+        details: rejected.errors,
     })
 }
 

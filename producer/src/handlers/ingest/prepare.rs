@@ -25,10 +25,23 @@ pub(crate) struct Built {
     pub(crate) records: Vec<OutRecord>,
     /// The events' ids, in request order.
     pub(crate) event_ids: Vec<String>,
+    /// With `partial`: each record's index in the request (`None`: every event became a record, in order).
+    pub(crate) indexes: Option<Vec<usize>>,
+    /// With `partial`: the problems of the events left out, and how many events those are.
+    pub(crate) rejected: Rejected,
     /// The event permits, to hold until the records are acknowledged.
     pub(crate) _events: Held,
     /// The key's share of them, likewise.
     pub(crate) _share: OwnedSemaphorePermit,
+}
+
+/// The events a `partial` request left out.
+#[derive(Debug, Default)]
+pub(crate) struct Rejected {
+    /// How many events.
+    pub(crate) events: usize,
+    /// Every problem of each, by request index.
+    pub(crate) errors: Vec<EventError>,
 }
 
 /// Everything needed to turn a body into records, owned so it can run on the blocking pool.
@@ -45,6 +58,10 @@ pub(crate) struct BuildJob {
     pub(crate) idempotency: Option<String>,
     /// The events.
     pub(crate) input: Input,
+    /// Write the valid events and report the invalid ones, instead of all-or-nothing.
+    pub(crate) partial: bool,
+    /// Each input event's index in the request, when a route already left some out (`None`: in order from 0).
+    pub(crate) origins: Option<Vec<usize>>,
 }
 
 /// What a request's events arrive as.
@@ -102,6 +119,8 @@ impl BuildJob {
             quota,
             idempotency,
             input,
+            partial,
+            origins,
         } = self;
         let limits = &app.limits;
         let idem = match (idempotency, &input) {
@@ -155,6 +174,8 @@ impl BuildJob {
                     return Ok(Built {
                         records,
                         event_ids,
+                        indexes: None,
+                        rejected: Rejected::default(),
                         _events: events,
                         _share: share,
                     });
@@ -176,12 +197,34 @@ impl BuildJob {
         let share = quota.admit_events(items.len())?;
         let events = admission::admit_events(&app, items.len())?;
 
-        let prepared = validate_all(&stream, items, &server, vlimits)?;
+        let v = validate_each(&stream, items, origins.as_deref(), &server, vlimits);
+        if v.invalid > 0 && (!partial || v.prepared.is_empty()) {
+            return Err(ApiError::Invalid {
+                invalid: v.invalid,
+                total: v.total,
+                errors: v.errors,
+            });
+        }
         claim()?;
-        let (records, event_ids) = encode_all(&stream, prepared, limits.max_message_bytes)?;
+        let (records, event_ids) = encode_all(&stream, v.prepared, limits.max_message_bytes)
+            .map_err(|e| match e {
+                // The index the client knows is the one in its request.
+                ApiError::EventTooLarge { index, size, max } => ApiError::EventTooLarge {
+                    index: v.kept.get(index).copied().unwrap_or(index),
+                    size,
+                    max,
+                },
+                other => other,
+            })?;
+        let in_order = v.kept.iter().enumerate().all(|(i, k)| i == *k);
         Ok(Built {
             records,
             event_ids,
+            indexes: (!in_order).then_some(v.kept),
+            rejected: Rejected {
+                events: v.invalid,
+                errors: v.errors,
+            },
             _events: events,
             _share: share,
         })
@@ -205,24 +248,43 @@ fn parse(body: Vec<u8>) -> Result<Vec<Json>, ApiError> {
     }
 }
 
-/// Adds the server-side fields to every event and validates it; any invalid event fails the whole batch with
-/// every problem of every event.
-fn validate_all(
+/// Every event of a batch, validated: the good ones with their request indexes, and every problem of the others.
+struct Validated {
+    prepared: Vec<Prepared>,
+    /// The request index of each of `prepared`.
+    kept: Vec<usize>,
+    errors: Vec<EventError>,
+    invalid: usize,
+    total: usize,
+}
+
+/// Adds the server-side fields to every event and validates it, reporting every problem of every event by its
+/// index in the request (`origins`, when a route already left some events out).
+fn validate_each(
     stream: &Stream,
     items: Vec<Json>,
+    origins: Option<&[usize]>,
     server: &ServerSide<'_>,
     vlimits: ValidateLimits,
-) -> Result<Vec<Prepared>, ApiError> {
+) -> Validated {
     let total = items.len();
-    let mut prepared = Vec::with_capacity(total);
-    let mut errors = Vec::new();
-    let mut invalid = 0;
-    for (index, item) in items.into_iter().enumerate() {
+    let mut v = Validated {
+        prepared: Vec::with_capacity(total),
+        kept: Vec::with_capacity(total),
+        errors: Vec::new(),
+        invalid: 0,
+        total,
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let index = origins.and_then(|o| o.get(i).copied()).unwrap_or(i);
         match stream.prepare(item, index, server, vlimits) {
-            Ok(p) => prepared.push(p),
+            Ok(p) => {
+                v.prepared.push(p);
+                v.kept.push(index);
+            }
             Err(errs) => {
-                invalid += 1;
-                errors.extend(errs.into_iter().map(|e| EventError {
+                v.invalid += 1;
+                v.errors.extend(errs.into_iter().map(|e| EventError {
                     index,
                     pointer: e.pointer,
                     message: e.message,
@@ -230,14 +292,7 @@ fn validate_all(
             }
         }
     }
-    if invalid > 0 {
-        return Err(ApiError::Invalid {
-            invalid,
-            total,
-            errors,
-        });
-    }
-    Ok(prepared)
+    v
 }
 
 /// Encodes every event of the tree path, then frames them as the direct path does.

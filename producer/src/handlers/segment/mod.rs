@@ -21,7 +21,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::ingest::prepare::{BuildJob, Built, Input};
+use super::ingest::options::Options;
+use super::ingest::prepare::{BuildJob, Built, Input, Rejected};
 use super::ingest::wait::{self, Pending};
 use super::ingest::{admission, body, headers, produce};
 use crate::auth;
@@ -89,19 +90,27 @@ async fn respond(app: &Arc<AppState>, route_type: Option<&'static str>, req: Req
         body::drain(rest, MAX_BATCH_BYTES).await;
     }
     match result {
-        Ok(pending) => {
+        Ok(Answer { pending, rejected }) => {
             app.metrics
                 .accepted
                 .with_label_values(&[STREAM])
-                .inc_by(events as u64);
+                .inc_by(events.saturating_sub(rejected.events) as u64);
+            let mut body = json!({"success": true});
+            if rejected.events > 0 {
+                app.metrics
+                    .rejected
+                    .with_label_values(&[STREAM, "invalid_events"])
+                    .inc_by(rejected.events as u64);
+                body["rejected"] = json!(rejected.events);
+                body["errors"] = json!(rejected.errors);
+            }
             match pending {
                 // `?wait=` ended first: still a success (the events are in Kafka), with what is pending.
-                Some(p) if !p.is_empty() => (
-                    StatusCode::ACCEPTED,
-                    Json(json!({"success": true, "pending": p})),
-                )
-                    .into_response(),
-                _ => (StatusCode::OK, Json(json!({"success": true}))).into_response(),
+                Some(p) if !p.is_empty() => {
+                    body["pending"] = json!(p);
+                    (StatusCode::ACCEPTED, Json(body)).into_response()
+                }
+                _ => (StatusCode::OK, Json(body)).into_response(),
             }
         }
         Err(e) => {
@@ -126,7 +135,7 @@ async fn handle(
     (headers, uri): (&HeaderMap, &Uri),
     body: &mut Option<BodyDataStream>,
     events: &mut usize,
-) -> Result<Option<Vec<Pending>>, ApiError> {
+) -> Result<Answer, ApiError> {
     let limits = &app.limits;
     let deadline = tokio::time::Instant::now() + limits.request_timeout();
     let max = MAX_BATCH_BYTES.min(limits.max_body_bytes);
@@ -139,7 +148,7 @@ async fn handle(
         None => None,
     };
     let checked = headers::check(headers, max)?;
-    let waits_for = wait::requested(headers, uri)?;
+    let options = Options::of(headers, uri)?;
     let mut held_bytes = match header_key {
         Some(_) => admission::reserve_body(app, checked.content_length)?,
         None => admission::reserve_unkeyed_body(app, checked.content_length)?,
@@ -172,7 +181,16 @@ async fn handle(
         return Err(ApiError::Forbidden(STREAM.to_owned()));
     }
     key.quota.admit_bytes(body_len)?;
-    let items = parsed.messages?;
+    let converted = parsed.messages?;
+    let invalid = converted.errors.len();
+    let mut unconverted: Vec<EventError> = converted.errors.into_iter().flatten().collect();
+    if invalid > 0 && (!options.partial || converted.events.is_empty()) {
+        return Err(ApiError::Invalid {
+            invalid,
+            total: parsed.count,
+            errors: unconverted,
+        });
+    }
     let job = BuildJob {
         app: app.clone(),
         stream: stream.clone(),
@@ -180,30 +198,70 @@ async fn handle(
         quota: key.quota.clone(),
         idempotency: checked.idempotency,
         input: Input::Events {
-            events: items,
+            events: converted.events,
             as_sent: parsed.as_sent,
         },
+        partial: options.partial,
+        origins: (invalid > 0).then_some(converted.origins),
     };
+    // What conversion left out joins what validation did, by index in the request.
+    let merge = |mut errors: Vec<EventError>, more: Vec<EventError>| {
+        errors.extend(more);
+        errors.sort_by_key(|e| e.index);
+        errors
+    };
+    let built = super::ingest::prepare::build(job, events).await;
+    *events = parsed.count;
     // The permits are bound, not dropped with `..`: they are held until Kafka has acknowledged.
     let Built {
         records,
         event_ids,
+        indexes,
+        mut rejected,
         _events,
         _share,
-    } = super::ingest::prepare::build(job, events).await?;
+    } = built.map_err(|e| match e {
+        ApiError::Invalid {
+            invalid: n, errors, ..
+        } => ApiError::Invalid {
+            invalid: n + invalid,
+            total: parsed.count,
+            errors: merge(errors, std::mem::take(&mut unconverted)),
+        },
+        other => other,
+    })?;
+    rejected.events += invalid;
+    rejected.errors = merge(rejected.errors, unconverted);
     let positions = produce(
         app,
         &stream.topic,
         records,
         deadline,
-        waits_for != WaitFor::Kafka,
+        options.wait != WaitFor::Kafka,
         (held_bytes, _events, _share),
     )
     .await?;
-    Ok(match waits_for {
+    let pending = match options.wait {
         WaitFor::Kafka => None,
-        w => Some(wait::land(app, w, &stream.topic, &positions, &event_ids).await),
-    })
+        w => Some(
+            wait::land(
+                app,
+                w,
+                &stream.topic,
+                &positions,
+                (&event_ids, indexes.as_deref()),
+            )
+            .await,
+        ),
+    };
+    Ok(Answer { pending, rejected })
+}
+
+/// What a successful request answers: the events still pending after a `?wait=`, and those `?partial=true` left
+/// out.
+struct Answer {
+    pending: Option<Vec<Pending>>,
+    rejected: Rejected,
 }
 
 /// Bodies above this are parsed and converted on the blocking pool.
@@ -215,7 +273,7 @@ struct Parsed {
     count: usize,
     /// The digest of the messages as sent, when asked for (the request has an `Idempotency-Key`).
     as_sent: Option<Digest32>,
-    messages: Result<Vec<Value>, ApiError>,
+    messages: Result<Converted, ApiError>,
 }
 
 /// `/v1/batch`'s body, with each message left raw so its size as sent is known without serializing it again.
@@ -289,32 +347,35 @@ fn parse(
     })
 }
 
-/// Converts every message; any invalid one fails the request with every problem of every message.
-fn convert_all(messages: Vec<(Value, usize)>, env: &Envelope<'_>) -> Result<Vec<Value>, ApiError> {
+/// A batch's messages, converted: the good ones with their indexes, and every problem of each bad one.
+struct Converted {
+    events: Vec<Value>,
+    origins: Vec<usize>,
+    /// One entry per invalid message, with all its problems.
+    errors: Vec<Vec<EventError>>,
+}
+
+/// Converts every message, keeping every problem of every invalid one (the route decides whether any fails it).
+fn convert_all(messages: Vec<(Value, usize)>, env: &Envelope<'_>) -> Result<Converted, ApiError> {
     let total = messages.len();
     if total == 0 {
         return Err(ApiError::EmptyBatch);
     }
-    let mut out = Vec::with_capacity(total);
-    let mut errors: Vec<EventError> = Vec::new();
-    let mut invalid = 0;
+    let mut c = Converted {
+        events: Vec::with_capacity(total),
+        origins: Vec::with_capacity(total),
+        errors: Vec::new(),
+    };
     for (i, (m, size)) in messages.into_iter().enumerate() {
         match message::convert(i, m, size, env) {
-            Ok(v) => out.push(v),
-            Err(e) => {
-                invalid += 1;
-                errors.extend(e);
+            Ok(v) => {
+                c.events.push(v);
+                c.origins.push(i);
             }
+            Err(e) => c.errors.push(e),
         }
     }
-    if invalid > 0 {
-        return Err(ApiError::Invalid {
-            invalid,
-            total,
-            errors,
-        });
-    }
-    Ok(out)
+    Ok(c)
 }
 
 /// An error in Segment's shape. Oversize bodies and messages are 400 there, which the SDKs do not retry.

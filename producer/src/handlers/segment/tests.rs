@@ -268,3 +268,31 @@ async fn random_messages_never_get_a_server_error_nor_a_partial_write() {
         "both accepted and refused requests were fuzzed: {answers:?}"
     );
 }
+
+#[tokio::test]
+async fn partial_writes_the_valid_messages_and_names_the_invalid_ones() {
+    let sink = Arc::new(RecordingSink::default());
+    let app = app(sink.clone());
+    let batch = json!({"batch": [
+        {"type": "track", "event": "A", "userId": "u", "messageId": "p-0"},
+        {"type": "track", "userId": "u", "messageId": "p-1"},
+        {"type": "identify", "userId": "u", "messageId": "p-2"},
+        {"type": "nope", "userId": "u", "messageId": "p-3"}
+    ]})
+    .to_string()
+    .into_bytes();
+    let (status, _) = post(&app, "/v1/batch", batch.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(sink.count(), 0);
+    let (status, body) = post(&app, "/v1/batch?partial=true", batch).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rejected"], 2);
+    let indexes: Vec<u64> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["index"].as_u64())
+        .collect();
+    assert_eq!(indexes, vec![1, 3]);
+    assert_eq!(sink.keys(), vec![b"p-0".to_vec(), b"p-2".to_vec()]);
+}

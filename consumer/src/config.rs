@@ -60,6 +60,9 @@ pub struct Config {
     /// The Parquet lake sink (`sluice-consumer lake`).
     #[serde(default)]
     pub lake: crate::lake::LakeSettings,
+    /// The table every dead letter is copied to.
+    #[serde(default)]
+    pub dead_letters: crate::dead_letters::DeadLetterSettings,
 }
 
 /// The live dashboard: it shows tenant data (the last rows landed, dead letters), so it is off on a non-loopback
@@ -108,6 +111,7 @@ impl Default for Config {
             dashboard: DashboardSettings::default(),
             operator_key: None,
             lake: crate::lake::LakeSettings::default(),
+            dead_letters: crate::dead_letters::DeadLetterSettings::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod block_plan;
 pub mod config;
 pub mod consume;
 pub mod dashboard;
+pub mod dead_letters;
 pub mod decode;
 pub mod dlq;
 pub mod error;

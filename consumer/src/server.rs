@@ -228,6 +228,7 @@ async fn run(
     let (consumer, context) = subscribe(config, &metrics)?;
     let _ = dashboard_context.set(context.clone());
     tracing::info!(group = %config.group_id, topics = ?config.streams.iter().map(|s| &s.topic).collect::<Vec<_>>(), "consuming");
+    let dead_letter_sink = sink.clone();
     let step = ClickHouseStep::new(
         Parts {
             streams,
@@ -239,6 +240,14 @@ async fn run(
         config.clone(),
     );
     let settings = Settings::new(config, ready, Some(operator));
+    // Beside it, in a group of its own: the DLQ topics copied into the dead-letter table.
+    let copier_stop = shutdown.child_token();
+    let copier = tokio::spawn(crate::dead_letters::run(
+        config.clone(),
+        dead_letter_sink,
+        metrics.clone(),
+        copier_stop.clone(),
+    ));
     consume::run(
         step,
         Group::new(KafkaGroup { consumer, context }, metrics),
@@ -246,6 +255,12 @@ async fn run(
         shutdown.clone(),
     )
     .await;
+    copier_stop.cancel();
+    match copier.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the dead-letter table's copier failed"),
+        Err(e) => tracing::warn!(error = %e, "the dead-letter table's copier task failed"),
+    }
     Ok(())
 }
 

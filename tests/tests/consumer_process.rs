@@ -159,3 +159,104 @@ async fn two_replicas_share_partitions_and_a_killed_one_hands_over(
     s.cleanup().await;
     Ok(())
 }
+
+/// Rows of the dead-letter table of `s` through FINAL, and how many distinct source offsets they name.
+async fn dead_letter_rows(s: &Setup) -> anyhow::Result<(u64, u64)> {
+    Ok(sluice_tests::clickhouse()
+        .query(&format!(
+            "SELECT count(), uniqExact(source_partition, source_offset) FROM {}.dead_letters FINAL",
+            s.db
+        ))
+        .fetch_one()
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_land_in_their_table_once_through_kill_9s() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("dl_table").await?;
+    register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let mut config = s.config();
+    // Small batches: the letters are copied in many inserts, so the kills land between some of them.
+    config.batch.max_rows = 20;
+    config.batch.min_rows = 1;
+    // Garbage keeps coming, 20 messages every 100 ms, until the last kill is done.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (topic, stop) = (s.topic.clone(), stop.clone());
+        tokio::spawn(async move {
+            let producer = producer()?;
+            let mut sent = 0usize;
+            while !stop.is_cancelled() {
+                let wave: Vec<(String, Vec<u8>)> = (sent..sent + 20)
+                    .map(|i| (format!("k-{i}"), format!("not avro {i}").into_bytes()))
+                    .collect();
+                send_raw(&producer, &topic, &wave).await?;
+                sent += 20;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(sent as u64)
+        })
+    };
+    let mut seen = 0;
+    for _ in 0..3 {
+        let mut p = Process::start(&config)?;
+        // Killed once it has copied more letters than before: mid-copy, with more arriving.
+        eventually(
+            "more dead letters in the table",
+            Duration::from_secs(60),
+            || async {
+                let now = dead_letter_rows(&s).await.unwrap_or((0, 0)).0;
+                Ok((now > seen).then_some(now))
+            },
+        )
+        .await
+        .map(|now| seen = now)?;
+        p.kill9()?;
+    }
+    stop.cancel();
+    let sent = load.await??;
+    let last = Process::start(&config)?;
+    eventually(
+        "every dead letter in the table",
+        Duration::from_secs(90),
+        || async { Ok((dead_letter_rows(&s).await?.1 == sent).then_some(())) },
+    )
+    .await?;
+    assert_eq!(
+        dead_letter_rows(&s).await?,
+        (sent, sent),
+        "each letter once through FINAL"
+    );
+    // What the table says is what the letter says.
+    let (class, topic, payload, size, key, trace): (String, String, String, u64, String, String) =
+        sluice_tests::clickhouse()
+            .query(&format!(
+                "SELECT class, source_topic, payload, payload_size, key, header_values[indexOf(header_keys, 'trace')] \
+                 FROM {}.dead_letters FINAL WHERE key = 'k-7'",
+                s.db
+            ))
+            .fetch_one()
+            .await?;
+    assert_eq!(
+        (
+            class.as_str(),
+            topic.as_str(),
+            payload.as_str(),
+            size,
+            key.as_str(),
+            trace.as_str()
+        ),
+        (
+            "undecodable",
+            s.topic.as_str(),
+            "not avro 7",
+            10,
+            "k-7",
+            "k-7"
+        )
+    );
+    drop(last);
+    s.cleanup().await;
+    Ok(())
+}

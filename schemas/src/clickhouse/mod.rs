@@ -45,6 +45,7 @@ mod transcode;
 pub use ddl::{
     ClusterTable, add_column_on_cluster_sql, add_column_sql, create_distributed_sql, quote_ident,
 };
+pub use rowbinary::{write_bytes, write_varint};
 pub use server::Capabilities;
 pub use transcode::{TranscodeError, Transcoder};
 

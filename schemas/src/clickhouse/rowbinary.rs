@@ -65,7 +65,8 @@ fn out_of_range(field: &str, value: impl ToString, ty: &'static str) -> EncodeEr
     }
 }
 
-pub(super) fn write_varint(mut n: u64, out: &mut Vec<u8>) {
+/// Writes `n` as the unsigned LEB128 varint RowBinary uses for lengths.
+pub fn write_varint(mut n: u64, out: &mut Vec<u8>) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
@@ -77,7 +78,8 @@ pub(super) fn write_varint(mut n: u64, out: &mut Vec<u8>) {
     }
 }
 
-pub(super) fn write_bytes(b: &[u8], out: &mut Vec<u8>) {
+/// Writes `b` as a RowBinary `String`: its length, then its bytes.
+pub fn write_bytes(b: &[u8], out: &mut Vec<u8>) {
     write_varint(b.len() as u64, out);
     out.extend_from_slice(b);
 }

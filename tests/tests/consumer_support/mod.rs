@@ -127,6 +127,12 @@ impl Setup {
             },
             // Poison with an unknown id is dead-lettered after a short wait here; the wait has a test of its own.
             registry_unknown_id_wait_ms: 1_000,
+            // Each test's dead letters in a table and group of its own.
+            dead_letters: sluice_consumer::dead_letters::DeadLetterSettings {
+                table: format!("{}.dead_letters", self.db),
+                group_id: format!("{}_dead_letters", self.group),
+                ..Default::default()
+            },
             shutdown_grace_ms: 5_000,
             ..Config::default()
         }
@@ -606,7 +612,7 @@ fn to_toml(c: &Config, listen: SocketAddr) -> String {
     format!(
         "listen = {}\ngroup_id = {}\ngroup_protocol = {}\nregistry_url = {}\nshutdown_grace_ms = {}\n\n[kafka]\nbootstrap_servers = {}\n{}\n[kafka.client]\n{}\n\n\
          [clickhouse]\nurl = {}\ntimeout_ms = {}\n\n[batch]\nmax_rows = {}\nmin_rows = {}\nmax_bytes = {}\nmax_wait_ms = {}\n\n\
-         [retry]\ninitial_backoff_ms = {}\nmax_backoff_ms = {}\n\n[[streams]]\ntopic = {}\ntable = {}\ndlq_topic = {}\npartitions = {}\n",
+         [retry]\ninitial_backoff_ms = {}\nmax_backoff_ms = {}\n\n[dead_letters]\nenabled = {}\ntable = {}\ngroup_id = {}\n\n[[streams]]\ntopic = {}\ntable = {}\ndlq_topic = {}\npartitions = {}\n",
         q(&listen.to_string()),
         q(&c.group_id),
         q(c.group_protocol.as_str()),
@@ -623,6 +629,9 @@ fn to_toml(c: &Config, listen: SocketAddr) -> String {
         c.batch.max_wait_ms,
         c.retry.initial_backoff_ms,
         c.retry.max_backoff_ms,
+        c.dead_letters.enabled,
+        q(&c.dead_letters.table),
+        q(&c.dead_letters.group_id),
         q(&s.topic),
         q(&s.table),
         q(&s.dlq_topic()),

@@ -84,6 +84,10 @@ struct DlqArgs {
     /// Only this DLQ offset.
     #[arg(long)]
     offset: Option<i64>,
+    /// Only the letters whose row in the dead-letter table matches this SQL condition, e.g.
+    /// `--where "class = 'incompatible' AND key = 'acme' AND dead_lettered_at > now() - INTERVAL 1 HOUR"`.
+    #[arg(long = "where")]
+    condition: Option<String>,
 }
 
 // Every message is copied out of librdkafka and decoded into row buffers: mimalloc handles those many small
@@ -170,11 +174,27 @@ async fn dlq(config: Config, action: DlqAction) -> anyhow::Result<()> {
         Some(c) => Some(ErrorClass::parse(c).with_context(|| format!("unknown error class {c}"))?),
         None => None,
     };
+    let letters = match &args.condition {
+        Some(c) => {
+            let letters = sluice_consumer::dead_letters::select(&config, c)
+                .await
+                .with_context(|| {
+                    format!("selecting letters from the dead-letter table where {c}")
+                })?;
+            eprintln!(
+                "{} letters in the dead-letter table match {c}",
+                letters.len()
+            );
+            Some(letters)
+        }
+        None => None,
+    };
     let filter = Filter {
         class,
         source_topic: args.source_topic,
         partition: args.partition,
         offset: args.offset,
+        letters,
     };
     let topics: Vec<String> = match args.topic {
         Some(t) => vec![t],

@@ -1404,3 +1404,68 @@ async fn an_unreachable_registry_is_waited_out_not_dead_lettered() -> anyhow::Re
     s.cleanup().await;
     Ok(())
 }
+
+/// Every dead letter is a row of the dead-letter table, and `dlq replay --where` replays exactly the letters a SQL
+/// condition on it selects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_where_replays_only_the_letters_a_sql_condition_selects() -> anyhow::Result<()> {
+    init_tracing();
+    let s = Setup::new("cons_dlwhere").await?;
+    register(&s.subject, sluice_schemas::catalog::EVENT.text).await?;
+    let config = s.config();
+    let consumer = InProcess::start(config.clone()).await?;
+    consumer.ready().await?;
+    let garbage: Vec<(String, Vec<u8>)> = ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"]
+        .iter()
+        .map(|k| (k.to_string(), format!("garbage {k}").into_bytes()))
+        .collect();
+    send_raw(&producer()?, &s.topic, &garbage).await?;
+    let rows = |condition: &'static str| {
+        let table = config.dead_letters.qualified(&config.clickhouse.database);
+        async move {
+            let keys: Vec<String> = clickhouse()
+                .query(&format!(
+                    "SELECT key FROM {table} FINAL WHERE {condition} ORDER BY key"
+                ))
+                .fetch_all()
+                .await?;
+            anyhow::Ok(keys)
+        }
+    };
+    eventually(
+        "six rows in the dead-letter table",
+        Duration::from_secs(60),
+        || async { Ok((rows("1").await?.len() == 6).then_some(())) },
+    )
+    .await?;
+
+    let letters = sluice_consumer::dead_letters::select(&config, "key LIKE 'b-%'").await?;
+    assert_eq!(letters.len(), 3);
+    let only_b = Filter {
+        letters: Some(letters),
+        ..Filter::default()
+    };
+    let mut out = Vec::new();
+    let summary = replay(&kafka_settings(), &s.dlq, &only_b, &mut out).await?;
+    assert_eq!(
+        (summary.scanned, summary.matched, summary.replayed),
+        (6, 3, 3),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // Still garbage: dead-lettered again, their second attempt, and only those three.
+    let again = eventually(
+        "the replayed letters back",
+        Duration::from_secs(60),
+        || async {
+            let keys = rows("attempts = 2").await?;
+            Ok((keys.len() >= 3).then_some(keys))
+        },
+    )
+    .await?;
+    assert_eq!(again, vec!["b-0", "b-1", "b-2"]);
+    assert_eq!(rows("1").await?.len(), 9);
+    consumer.stop().await?;
+    s.cleanup().await;
+    Ok(())
+}

@@ -80,6 +80,27 @@ impl DeadLetterSettings {
     }
 }
 
+/// The letters (DLQ topic, partition, offset) whose rows match `condition`, a SQL boolean expression over the
+/// dead-letter table's columns (`dlq replay --where`): one letter per poison message and group, as `FINAL` shows.
+pub async fn select(
+    config: &Config,
+    condition: &str,
+) -> Result<std::collections::HashSet<(String, i32, i64)>, Error> {
+    let metrics = Metrics::new(&prometheus::Registry::new())
+        .map_err(|e| Error::Config(format!("metrics: {e}")))?;
+    let sink = ClickHouseSink::new(&config.clickhouse, metrics);
+    let table = config.dead_letters.qualified(&config.clickhouse.database);
+    let rows: Vec<(String, i32, i64)> = sink
+        .node()
+        .await?
+        .query(&format!(
+            "SELECT dlq_topic, dlq_partition, dlq_offset FROM {table} FINAL WHERE ({condition})"
+        ))
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Copies the DLQ topics of `config`'s streams into the dead-letter table until `shutdown`; returns at once when
 /// it is off. ClickHouse being down is waited out (the letters stay in Kafka, uncommitted).
 pub async fn run(

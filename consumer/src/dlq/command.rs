@@ -28,6 +28,8 @@ pub struct Filter {
     pub partition: Option<i32>,
     /// Only this DLQ offset.
     pub offset: Option<i64>,
+    /// Only these letters (DLQ topic, partition, offset): what a SQL condition on the dead-letter table selected.
+    pub letters: Option<std::collections::HashSet<(String, i32, i64)>>,
 }
 
 impl Filter {
@@ -41,6 +43,9 @@ impl Filter {
                 .is_none_or(|t| header_str(msg, header::TOPIC) == Some(t))
             && self.partition.is_none_or(|p| msg.partition() == p)
             && self.offset.is_none_or(|o| msg.offset() == o)
+            && self.letters.as_ref().is_none_or(|l| {
+                l.contains(&(msg.topic().to_owned(), msg.partition(), msg.offset()))
+            })
     }
 }
 

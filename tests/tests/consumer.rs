@@ -1439,6 +1439,23 @@ async fn dlq_replay_where_replays_only_the_letters_a_sql_condition_selects() -> 
     )
     .await?;
 
+    // The dashboard's panel reads the table: every letter, each with the command that replays exactly it.
+    let sink = sluice_consumer::sink::clickhouse::ClickHouseSink::new(
+        &config.clickhouse,
+        sluice_consumer::metrics::Metrics::new(&prometheus::Registry::new())?,
+    );
+    let shown = sluice_consumer::dashboard::snapshot::table_letters(&sink, &config)
+        .await
+        .context("letters from the table")?;
+    let shown = shown.as_array().cloned().unwrap_or_default();
+    assert_eq!(shown.len(), 6);
+    assert!(shown.iter().all(|l| {
+        l["class"] == "undecodable"
+            && l["replay"]
+                .as_str()
+                .is_some_and(|r| r.contains(&format!("--topic {} --partition 0 --offset", s.dlq)))
+    }));
+
     let letters = sluice_consumer::dead_letters::select(&config, "key LIKE 'b-%'").await?;
     assert_eq!(letters.len(), 3);
     let only_b = Filter {

@@ -183,6 +183,7 @@ async fn feed(sources: Sources, tx: watch::Sender<Arc<String>>, shutdown: Cancel
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
     let (mut members, mut tail) = (serde_json::Value::Null, serde_json::Value::Null);
+    let mut table_letters = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -191,6 +192,7 @@ async fn feed(sources: Sources, tx: watch::Sender<Arc<String>>, shutdown: Cancel
         // The group and the tail change slowly and cost a round trip each: every other second.
         if n.is_multiple_of(2) {
             tail = snapshot::tail(&sources.sink, &sources.config).await;
+            table_letters = snapshot::table_letters(&sources.sink, &sources.config).await;
             members = match &probe {
                 Some(p) => {
                     let group = sources.config.group_id.clone();
@@ -223,7 +225,9 @@ async fn feed(sources: Sources, tx: watch::Sender<Arc<String>>, shutdown: Cancel
             "producer": snapshot::producers(&http, &sources.config.dashboard.producer_metrics).await,
             "members": members,
             "own_partitions": own,
-            "letters": snapshot::letters(&sources.metrics, &sources.config),
+            "letters": table_letters
+                .clone()
+                .unwrap_or_else(|| snapshot::letters(&sources.metrics, &sources.config)),
             "held": snapshot::held(&sources.metrics, &sources.config),
             "tail": tail,
         });

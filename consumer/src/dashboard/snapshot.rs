@@ -191,7 +191,57 @@ pub async fn tail(sink: &ClickHouseSink, config: &Config) -> Json {
     Json::Object(out)
 }
 
-/// The dead letters to show, newest first, each with the command line that replays it.
+/// The last dead letters of every replica and sink, newest first, from the dead-letter table, each with the command
+/// line that replays exactly that letter; `None` when the table is off, unreadable or still empty (then the
+/// replica's own recent letters are shown, [`letters`]).
+pub async fn table_letters(sink: &ClickHouseSink, config: &Config) -> Option<Json> {
+    let d = &config.dead_letters;
+    if !d.enabled || config.clickhouse.cluster.is_some() {
+        return None;
+    }
+    let table = d.qualified(&config.clickhouse.database);
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Letter {
+        class: String,
+        source_topic: String,
+        source_partition: i32,
+        source_offset: i64,
+        error: String,
+        at_ms: i64,
+        dlq_topic: String,
+        dlq_partition: i32,
+        dlq_offset: i64,
+    }
+    let rows: Vec<Letter> = sink
+        .node()
+        .await
+        .ok()?
+        .query(&format!(
+            "SELECT class, source_topic, source_partition, source_offset, substring(error, 1, 300), \
+             toInt64(toUInt32(dead_lettered_at)) * 1000, dlq_topic, dlq_partition, dlq_offset \
+             FROM {table} FINAL ORDER BY dead_lettered_at DESC, dlq_offset DESC LIMIT 20"
+        ))
+        .fetch_all()
+        .await
+        .ok()?;
+    if rows.is_empty() {
+        return None;
+    }
+    let list: Vec<Json> = rows
+        .into_iter()
+        .map(|l| {
+            let replay = format!(
+                "sluice-consumer dlq replay --topic {} --partition {} --offset {}",
+                l.dlq_topic, l.dlq_partition, l.dlq_offset
+            );
+            json!({"class": l.class, "topic": l.source_topic, "partition": l.source_partition,
+                "offset": l.source_offset, "message": l.error, "at_ms": l.at_ms, "replay": replay})
+        })
+        .collect();
+    Some(Json::Array(list))
+}
+
+/// The dead letters this replica wrote since it started, newest first, each with the command line that replays it.
 pub fn letters(metrics: &Metrics, config: &Config) -> Json {
     let dlq_of = |topic: &str| {
         config

@@ -170,7 +170,7 @@ impl Bench {
             ));
         }
         if self.phase("freshness") {
-            rows.push(self.freshness().await);
+            rows.extend(self.freshness().await);
         }
         if self.phase("seed") {
             // The rounds' medians when they ran, so the peer's median stands beside Sluice's.

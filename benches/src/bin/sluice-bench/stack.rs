@@ -95,6 +95,11 @@ impl Bench {
     }
 
     /// A consumer config for one topic → table route, with the batch settings of `consumer.toml`.
+    /// The consumer group of the consumer [`Bench::start_consumer`] starts on `topic`.
+    pub(crate) fn consumer_group(&self, topic: &str) -> String {
+        self.name(&format!("group_{topic}"))
+    }
+
     fn consumer_config(&self, port: u16, topic: &str, table: &str) -> anyhow::Result<String> {
         let path = self.args.config_dir.join("consumer.toml");
         let base: sluice_consumer::Config =
@@ -125,13 +130,17 @@ max_wait_ms = {max_wait_ms}
 [dashboard]
 enabled = false
 
+# The run's own copier group, so runs and the dev stack never rebalance each other's.
+[dead_letters]
+group_id = "{group}_dead_letters"
+
 [[streams]]
 topic = "{topic}"
 table = "{table}"
 bundled_schema = "event"
 partitions = {PARTITIONS}
 "#,
-            group = self.name(&format!("group_{topic}")),
+            group = self.consumer_group(topic),
             registry = self.args.registry,
             kafka = self.args.kafka,
             ch = self.args.clickhouse,

@@ -143,9 +143,17 @@ fn lake_config(s: &Setup, url: &str) -> Config {
 
 /// A producer whose `events` stream writes to `s`'s topic.
 async fn producer_for(s: &Setup) -> anyhow::Result<Producer> {
+    producer_waiting_on(s, None).await
+}
+
+/// [`producer_for`], whose `?wait=lake` waits on `lake_group`.
+async fn producer_waiting_on(s: &Setup, lake_group: Option<&str>) -> anyhow::Result<Producer> {
     let mut config = producer_support::config();
     if let Some(stream) = config.streams.get_mut("events") {
         stream.topic = s.topic.clone();
+    }
+    if let Some(g) = lake_group {
+        config.wait.lake_group = g.to_owned();
     }
     Producer::ready(config).await
 }
@@ -156,6 +164,11 @@ async fn post_events(p: &Producer, ids: &[Uuid]) -> anyhow::Result<()> {
 }
 
 async fn post_events_to(url: &str, ids: &[Uuid]) -> anyhow::Result<()> {
+    post_events_answered(url, ids, 202).await
+}
+
+/// Posts `ids` as in [`post_events`]; every request must be answered `status`.
+async fn post_events_answered(url: &str, ids: &[Uuid], status: u16) -> anyhow::Result<()> {
     let http = client();
     for chunk in ids.chunks(100) {
         let events: Vec<Json> = chunk
@@ -173,7 +186,7 @@ async fn post_events_to(url: &str, ids: &[Uuid]) -> anyhow::Result<()> {
             .collect();
         let resp = http.post(url).bearer_auth(KEY).json(&events).send().await?;
         anyhow::ensure!(
-            resp.status() == 202,
+            resp.status() == status,
             "{}: {}",
             resp.status(),
             resp.text().await?
@@ -218,7 +231,7 @@ async fn http_events_are_in_the_lake_once_with_the_values_clickhouse_holds() -> 
     let dir = lake_dir("lake_http");
     let root = dir.display().to_string();
     let config = lake_config(&s, &root);
-    let producer = producer_for(&s).await?;
+    let producer = producer_waiting_on(&s, Some(&config.lake.group_id)).await?;
     let ch = InProcess::start(config.clone()).await?;
     let lake = Process::start_lake(&config)?;
     wait_ready(lake.addr)
@@ -344,6 +357,23 @@ async fn http_events_are_in_the_lake_once_with_the_values_clickhouse_holds() -> 
     assert_eq!(
         metric(lake.addr, "sluice_lake_rows_total").await?,
         sent.len() as f64
+    );
+    // ?wait=lake: 200 once the lake's group committed past the events, so their files are there when it answers.
+    let waited = ids(20);
+    post_events_answered(
+        &format!("{}?wait=lake", producer.events_url("events")),
+        &waited,
+        200,
+    )
+    .await?;
+    let listed: BTreeSet<String> = read_lake(&root, table, &[])
+        .await?
+        .ids()
+        .into_iter()
+        .collect();
+    assert!(
+        waited.iter().all(|id| listed.contains(&id.to_string())),
+        "every event of a ?wait=lake request is in a published file when it is answered"
     );
     wait_lake_committed(&s, lake_group).await?;
     drop(lake);

@@ -174,35 +174,38 @@ async fn handle(
     } = prepare::build(job, events).await?;
 
     let accepted = records.len();
-    let positions = produce(
+    let pending = produce_and_wait(
         app,
         &stream.topic,
-        records,
-        deadline,
-        options.wait != WaitFor::Kafka,
+        (records, &event_ids, indexes.as_deref()),
+        (deadline, options.wait),
         (held_bytes, _events, _share),
     )
     .await?;
-    // The permits are back: a waiting request holds only its connection.
-    let pending = match options.wait {
-        WaitFor::Kafka => None,
-        w => Some(
-            wait::land(
-                app,
-                w,
-                &stream.topic,
-                &positions,
-                (&event_ids, indexes.as_deref()),
-            )
-            .await,
-        ),
-    };
     Ok(Accepted {
         accepted,
         event_ids,
         pending,
         rejected: rejected.events,
         details: rejected.errors,
+    })
+}
+
+/// [`produce`], then what the request asked to wait for: the events still pending when the wait ended (`None`
+/// when it waits for Kafka only). `built` is the records with their ids and request indexes (`?partial=true`).
+pub(crate) async fn produce_and_wait<H: Send + 'static>(
+    app: &AppState,
+    topic: &str,
+    (records, event_ids, indexes): (Vec<OutRecord>, &[String], Option<&[usize]>),
+    (deadline, wait_for): (tokio::time::Instant, WaitFor),
+    held: H,
+) -> Result<Option<Vec<wait::Pending>>, ApiError> {
+    let waits = wait_for != WaitFor::Kafka;
+    let positions = produce(app, topic, records, deadline, waits, held).await?;
+    // The permits are back: a waiting request holds only its connection.
+    Ok(match wait_for {
+        WaitFor::Kafka => None,
+        w => Some(wait::land(app, w, topic, &positions, (event_ids, indexes)).await),
     })
 }
 

@@ -23,10 +23,9 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::ingest::options::Options;
 use super::ingest::prepare::{BuildJob, Built, Input, Rejected};
-use super::ingest::wait::{self, Pending};
-use super::ingest::{admission, body, headers, produce};
+use super::ingest::wait::Pending;
+use super::ingest::{admission, body, headers, produce_and_wait};
 use crate::auth;
-use crate::committed::WaitFor;
 use crate::error::{ApiError, EventError};
 use crate::idempotency::{Digest32, body_digest};
 use message::Envelope;
@@ -232,28 +231,14 @@ async fn handle(
     })?;
     rejected.events += invalid;
     rejected.errors = merge(rejected.errors, unconverted);
-    let positions = produce(
+    let pending = produce_and_wait(
         app,
         &stream.topic,
-        records,
-        deadline,
-        options.wait != WaitFor::Kafka,
+        (records, &event_ids, indexes.as_deref()),
+        (deadline, options.wait),
         (held_bytes, _events, _share),
     )
     .await?;
-    let pending = match options.wait {
-        WaitFor::Kafka => None,
-        w => Some(
-            wait::land(
-                app,
-                w,
-                &stream.topic,
-                &positions,
-                (&event_ids, indexes.as_deref()),
-            )
-            .await,
-        ),
-    };
     Ok(Answer { pending, rejected })
 }
 
